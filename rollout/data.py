@@ -1,0 +1,111 @@
+"""Prompt datasets behind one interface: a list of ``Example`` rows, sampled per step without replacement.
+
+Sources: ``arith`` (built-in synthetic sums, seeded), a JSONL file of ``{problem, answer}`` rows (the schema
+of ../shared/data), or ``hub:NAME`` through ``datasets`` for users with internet.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+class DataError(ValueError):
+    """A bad data file or row; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    problem: str
+    answer: str
+
+
+def arithmetic_task(n: int, operands: int = 2, max_value: int = 20, seed: int = 0) -> list[Example]:
+    """``n`` distinct-ish sums 'a + b (+ c ...)' with their results, reproducible from ``seed``."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        nums = [rng.randint(0, max_value) for _ in range(operands)]
+        rows.append(Example(f"arith/{seed}/{i}", " + ".join(map(str, nums)) + " = ?", str(sum(nums))))
+    return rows
+
+
+def load_jsonl(path: str | Path) -> list[Example]:
+    """Rows ``{"problem": str, "answer": str, "id"?: str}``; a bad row raises naming file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"data file {str(p)!r} does not exist")
+    rows = []
+    with p.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{p}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from e
+            if not isinstance(row, dict):
+                raise DataError(f"{where}: expected a JSON object with 'problem' and 'answer'")
+            for key in ("problem", "answer"):
+                if key not in row:
+                    raise DataError(f"{where}: missing field {key!r}; rows need 'problem' and 'answer'")
+                if not isinstance(row[key], (str, int, float)) or not str(row[key]).strip():
+                    raise DataError(f"{where}: field {key!r} is empty or not a string")
+            rows.append(Example(str(row.get("id", f"{p.stem}/{lineno}")), str(row["problem"]), str(row["answer"])))
+    if not rows:
+        raise DataError(f"data file {str(p)!r} holds no rows")
+    return rows
+
+
+def load_hub(name: str, split: str = "train") -> list[Example]:  # pragma: no cover - needs internet
+    """GSM8K / MATH-style hub datasets through ``datasets`` (for users with internet)."""
+    import datasets
+
+    known = {"gsm8k": ("openai/gsm8k", "main"), "math500": ("HuggingFaceH4/MATH-500", None)}
+    repo, subset = known.get(name, (name, None))
+    ds = datasets.load_dataset(repo, subset, split=split)
+    rows = []
+    for i, r in enumerate(ds):
+        answer = r.get("answer", "")
+        if "####" in answer:  # GSM8K keeps the final answer after ####
+            answer = answer.split("####")[-1].strip().replace(",", "")
+        rows.append(Example(f"{name}/{split}/{i}", r.get("problem") or r["question"], answer))
+    return rows
+
+
+def load_source(source: str, seed: int = 0, operands: int = 2, max_value: int = 20, size: int = 2000) -> list[Example]:
+    """Resolve a ``data.source`` string to its rows."""
+    if source == "arith":
+        return arithmetic_task(size, operands, max_value, seed)
+    if source.startswith("hub:"):
+        return load_hub(source[4:])
+    return load_jsonl(source)
+
+
+class PromptSampler:
+    """Global batches of prompts: epoch-wise permutations seeded by (seed, epoch), so the batch of any
+    step is a pure function of the step number (resuming needs no loader state) and every rank agrees."""
+
+    def __init__(self, rows: list[Example], batch_size: int, seed: int):
+        if not rows:
+            raise DataError("the prompt dataset is empty")
+        self.rows, self.batch_size, self.seed = rows, batch_size, seed
+
+    def batch(self, step: int) -> list[Example]:
+        out = []
+        for pos in range(step * self.batch_size, (step + 1) * self.batch_size):
+            epoch, idx = divmod(pos, len(self.rows))
+            out.append(self.rows[int(self._perm(epoch)[idx])])
+        return out
+
+    @functools.lru_cache(maxsize=2)  # noqa: B019 - at most two epochs are live; the sampler lives all run
+    def _perm(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.rows), generator=g)

@@ -1,0 +1,115 @@
+"""The ``hf`` backend: batched sampling with a KV cache straight from the learner's module.
+
+Our own decode loop rather than ``generate()``: it records the sampler's log-probs for free (the logits are
+already there), stops as soon as every row hit EOS, and can keep ranks in lockstep under ZeRO-3, where every
+forward is a collective and a rank that stopped early would hang the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from transformers import DynamicCache
+
+from rollout.base import Completion
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability mass reaches ``top_p``; others get -inf. [N, V]"""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # [N, V]
+    probs = sorted_logits.softmax(dim=-1)
+    drop = probs.cumsum(dim=-1) - probs > top_p  # mass before this token already reaches top_p
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+
+class HFBackend:
+    """Samples from ``get_model()`` (the learner's module, so no weight sync is needed)."""
+
+    def __init__(
+        self,
+        get_model: Callable[[], torch.nn.Module],
+        tokenizer,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        device: str | torch.device = "cpu",
+        all_ranks_done: Callable[[bool], bool] | None = None,
+    ):
+        self.get_model, self.tok = get_model, tokenizer
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.device = torch.device(device)
+        # under ZeRO-3 with several ranks every forward is collective: keep stepping until all ranks are done
+        self.all_ranks_done = all_ranks_done or (lambda done: done)
+        self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    def sync_weights(self) -> None:
+        """Nothing to do: this backend samples from the learner's own parameters."""
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], group_size: int, seed: int = 0) -> list[Completion]:
+        model = self.get_model()
+        was_training = model.training
+        model.eval()
+        try:
+            tokens, logps = self._sample([p for p in prompts for _ in range(group_size)], model, seed)
+        finally:
+            model.train(was_training)
+        out = []
+        for i, (toks, lps) in enumerate(zip(tokens, logps)):
+            stopped = bool(toks) and toks[-1] == self.eos_id
+            out.append(
+                Completion(
+                    prompt_ids=prompts[i // group_size],
+                    token_ids=toks,
+                    logprobs=lps,
+                    finish_reason="stop" if stopped else "length",
+                    text=self.tok.decode(toks, skip_special_tokens=True),
+                )
+            )
+        return out
+
+    def _sample(self, rows: list[list[int]], model, seed: int) -> tuple[list[list[int]], list[list[float]]]:
+        n, width = len(rows), max(len(r) for r in rows)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((n, width), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding keeps every row's last prompt token in the last column
+            ids[i, width - len(r) :] = torch.tensor(r)
+            attn[i, width - len(r) :] = 1
+        ids, attn = ids.to(self.device), attn.to(self.device)
+        pos = (attn.cumsum(dim=1) - 1).clamp(min=0)  # [N, P]
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        cache = DynamicCache()
+        out = model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True,
+                    logits_to_keep=1)
+        next_pos = pos[:, -1:] + 1  # [N, 1]
+        finished = torch.zeros(n, dtype=torch.bool, device=self.device)
+        toks, lps = [], []
+        for _ in range(self.max_new_tokens):
+            logits = out.logits[:, -1, :].float() / self.temperature  # [N, V]
+            logp = logits.log_softmax(dim=-1)  # [N, V], what the learner computes for these tokens
+            probs = top_p_filter(logits, self.top_p).softmax(dim=-1) if self.top_p < 1 else logp.exp()
+            tok = torch.multinomial(probs, 1, generator=gen)  # [N, 1]
+            lps.append(logp.gather(1, tok))
+            tok = tok.masked_fill(finished[:, None], self.pad_id)
+            toks.append(tok)
+            finished |= tok[:, 0] == self.eos_id
+            if self.all_ranks_done(bool(finished.all())):
+                break
+            attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=self.device)], dim=1)
+            out = model(input_ids=tok, attention_mask=attn, position_ids=next_pos, past_key_values=cache,
+                        use_cache=True)
+            next_pos = next_pos + 1
+        tok_mat = torch.cat(toks, dim=1).cpu()  # [N, T]
+        lp_mat = torch.cat(lps, dim=1).cpu()  # [N, T]
+        # a row's completion ends at its first EOS (inclusive); later columns are padding
+        is_eos = tok_mat == self.eos_id
+        first_eos = torch.where(is_eos.any(dim=1), is_eos.float().argmax(dim=1), torch.full((n,), tok_mat.shape[1]))
+        lengths = (first_eos + is_eos.any(dim=1).long()).clamp(max=tok_mat.shape[1]).tolist()
+        return (
+            [tok_mat[i, : lengths[i]].tolist() for i in range(n)],
+            [lp_mat[i, : lengths[i]].tolist() for i in range(n)],
+        )

@@ -1,0 +1,30 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Qwen2 + byte tokenizer, saved with save_pretrained, shared by the session's tests."""
+    from trainer.tiny import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory) -> dict:
+    """Environment for subprocess runs of the real CLI: its own model cache, unbuffered output."""
+    env = dict(os.environ)
+    env["GROUPWISE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def bin_path(name: str) -> str:
+    return str(Path(sys.executable).parent / name)

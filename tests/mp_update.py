@@ -1,0 +1,43 @@
+"""Run under torchrun: one learner update on a fixed global batch, this rank taking its contiguous share.
+
+Rank 0 saves the step's gradient (read back from AdamW's first moment), loss and grad norm to argv[3].
+Usage: torchrun --nproc_per_node K tests/mp_update.py MODEL_DIR LOSS OUT [ZERO_STAGE]
+"""
+
+import sys
+
+import torch
+from helpers import fixed_batch, make_config, step_gradients
+
+from trainer import dist
+from trainer.learner import Learner
+
+
+def main() -> None:
+    model_dir, loss, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    zero = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    dist.init("cpu")
+    world, rank = dist.world(), dist.rank()
+    n_prompts, group = 4, 4
+    batch, adv = fixed_batch(model_dir, n_prompts, group, seed=11)  # the same global batch on every rank
+    rows = n_prompts * group // world
+    share = slice(rank * rows, (rank + 1) * rows)
+    cfg = make_config(model_dir, prompts=n_prompts, group_size=group, mbs=4, loss=loss, zero=zero,
+                      optim__grad_clip=0.0)
+    learner = Learner(cfg, model_dir, torch.device("cpu"))
+    metrics = learner.update(batch.rows(share), adv[share])
+    if zero == 0:
+        grads = step_gradients(learner)
+    else:  # ZeRO shards optimizer state: compare the updated weights instead (gathered for stage 3)
+        import deepspeed
+
+        params = list(learner.module.named_parameters())
+        with deepspeed.zero.GatheredParameters([p for _, p in params], enabled=zero == 3):
+            grads = {n: p.detach().clone() for n, p in params}
+    if rank == 0:
+        torch.save({"grads": grads, "loss": metrics["loss"], "grad_norm": metrics["grad_norm"]}, out)
+    dist.barrier()
+
+
+if __name__ == "__main__":
+    main()

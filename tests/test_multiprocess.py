@@ -1,0 +1,85 @@
+"""Real multi-process runs: torchrun on CPU (gloo), and the CLI end to end in a subprocess."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, bin_path
+
+pytestmark = pytest.mark.slow
+TESTS = Path(__file__).parent
+
+
+def torchrun(nproc: int, args: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [bin_path("torchrun"), "--nproc_per_node", str(nproc), "--master_port", "0", *args]
+    env = dict(env, PYTHONPATH=f"{ROOT}:{TESTS}", OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+@pytest.mark.parametrize("loss", ["grpo", "dapo", "gspo", "luspo"])
+def test_two_ranks_give_the_same_update_as_one(tiny_model_dir, cli_env, tmp_path, loss):
+    results = []
+    for nproc in (1, 2):
+        out = tmp_path / f"{loss}_{nproc}.pt"
+        torchrun(nproc, [str(TESTS / "mp_update.py"), str(tiny_model_dir), loss, str(out)], cli_env)
+        results.append(torch.load(out))
+    one, two = results
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-4)
+    for name, g in one["grads"].items():
+        assert torch.allclose(two["grads"][name], g, rtol=1e-4, atol=1e-7), name
+
+
+def test_two_ranks_zero2_match_one_rank(tiny_model_dir, cli_env, tmp_path):
+    results = []
+    for nproc in (1, 2):
+        out = tmp_path / f"z2_{nproc}.pt"
+        torchrun(nproc, [str(TESTS / "mp_update.py"), str(tiny_model_dir), "grpo", str(out), "2"], cli_env)
+        results.append(torch.load(out))
+    one, two = results
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-4)
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def check_run(run_dir: Path, steps: int) -> None:
+    rows = read_rows(run_dir)
+    assert [r["step"] for r in rows] == list(range(steps))
+    for r in rows:
+        for key in ("loss", "grad_norm", "entropy", "reward/mean", "accuracy", "length/mean", "tokens_per_s"):
+            assert r[key] is not None and math.isfinite(r[key]), (key, r)
+    assert (run_dir / "config.yaml").exists() and (run_dir / "curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("zero", [0, 3])
+def test_cli_end_to_end(cli_env, tmp_path, zero):
+    run = tmp_path / f"run_z{zero}"
+    cmd = [bin_path("groupwise"), "train", "-c", str(ROOT / "configs/smoke.yaml"), f"run_dir={run}",
+           f"deepspeed.zero_stage={zero}", "steps=2", "reward.format_weight=0.1"]
+    proc = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "step    1 |" in proc.stderr + proc.stdout
+    check_run(run, 2)
+
+
+def test_torchrun_two_ranks_cli(cli_env, tmp_path):
+    run = tmp_path / "run_2ranks"
+    torchrun(2, ["-m", "trainer.cli", "train", "-c", str(ROOT / "configs/smoke.yaml"), f"run_dir={run}",
+                 "steps=2", "deepspeed.zero_stage=3"], cli_env)
+    check_run(run, 2)
+
+
+def test_cli_reports_config_errors(cli_env):
+    proc = subprocess.run([sys.executable, "-m", "trainer.cli", "train", "loss.nme=gspo"], env=cli_env,
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "unknown config key 'loss.nme'; did you mean 'loss.name'" in proc.stderr

@@ -1,0 +1,291 @@
+"""Typed configuration: dataclasses are the single source of fields, defaults and docs.
+
+Load order: defaults -> YAML file -> dotted CLI overrides (``loss.clip_high=0.28``). Unknown keys, wrong
+types and invalid values fail at load time with the dotted path of the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message names the key and the fix."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = "builtin:tiny-random"  # HF hub id, local directory, or builtin:tiny-random (made on first use)
+    dtype: Literal["fp32", "bf16"] = "fp32"  # learner and rollout precision (bf16 needs a GPU to be fast)
+    gradient_checkpointing: bool = False  # recompute activations in backward to save memory
+
+
+@dataclass
+class DataConfig:
+    source: str = "arith"  # arith (built-in synthetic sums), a {problem, answer} JSONL path, or hub:NAME
+    prompts_per_step: int = 8  # B: prompts per optimizer step, over all ranks
+    instruction: str = ""  # appended to each problem in the user message (e.g. 'put the answer in \\boxed{}')
+    max_prompt_tokens: int = 256  # longer prompts are an error naming the row
+    arith_operands: int = 2  # built-in task: numbers per problem
+    arith_max_value: int = 20  # built-in task: operands drawn from [0, max]
+    arith_size: int = 2000  # built-in task: number of distinct problems generated
+
+
+@dataclass
+class RolloutConfig:
+    backend: Literal["hf", "vllm"] = "hf"  # hf: transformers on the learner's weights; vllm: GPU engine
+    group_size: int = 16  # G: completions sampled per prompt
+    max_new_tokens: int = 64  # completion budget; longer ones are truncated (finish_reason=length)
+    temperature: float = 1.0  # sampling temperature; the learner's log-probs use the same temperature
+    top_p: float = 1.0  # nucleus sampling mass
+
+
+@dataclass
+class RewardConfig:
+    name: str = "binary"  # reward scheme, see rewards.SCHEMES
+    format_weight: float = 0.0  # extra reward for a parsable final answer (0 disables)
+
+
+@dataclass
+class LossConfig:
+    name: Literal["grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "luspo"] = "grpo"  # whole objective
+    clip_low: float | None = None  # ratio bound 1 - clip_low; None: the objective's paper default
+    clip_high: float | None = None  # ratio bound 1 + clip_high; None: the objective's paper default
+    beta: float = 0.0  # KL coefficient to the reference model; 0 loads no reference model
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"  # per-token KL estimator
+    scale_std: bool | None = None  # divide advantages by group std; None: the objective's default
+    adv_eps: float = 1e-6  # added to the group std
+    max_tokens: int | None = None  # Dr. GRPO divisor; None: rollout.max_new_tokens
+    updates_per_batch: int = 1  # optimizer steps per rollout batch (mini-batches); 1: ratios are exactly 1
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.99  # AdamW second-moment decay
+    grad_clip: float = 1.0  # max global grad norm (0 disables)
+    warmup_steps: int = 0  # linear warm-up of the learning rate
+    micro_batch_size: int = 16  # completions per forward/backward on one rank
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: Literal[0, 1, 2, 3] = 0  # ZeRO stage
+    offload_optimizer: bool = False  # keep optimizer state on CPU (ZeRO 1-3)
+
+
+@dataclass
+class Config:
+    run_dir: str = "runs/default"  # metrics.jsonl, config.yaml, checkpoints and plots go here
+    seed: int = 0  # seeds prompt order, sampling and initialization; a run is a function of its config
+    steps: int = 20  # training steps; each is one rollout batch and loss.updates_per_batch optimizer steps
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats. Returns the value."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
+            raise ConfigError(f"{path}: {value!r} is not valid; choose from {list(choices)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{path}: {value!r} is not a {_type_name(tp)}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 3e-5 (no dot) as a string; accept what float() reads
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported field type {tp}")
+
+
+def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
+    """Set fields of the dataclass ``obj`` from a nested dict, checking names and types."""
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in updates.items():
+        path = f"{prefix}{key}"
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{path}';{hint} valid keys here: {names}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: expected a mapping of {_type_name(type(current))} fields, got {value!r}")
+            _apply(current, value, prefix=f"{path}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], path))
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["loss.clip_high=0.28", "steps=5"]`` -> nested dict; values are parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value (e.g. loss.name=gspo)")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier one")
+        node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file at ``path``, then dotted ``overrides``; validated."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+        _apply(cfg, data)
+    _apply(cfg, parse_overrides(overrides or []))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config, world_size: int = 1) -> None:
+    """Value checks that types cannot express, with the fix in each message."""
+    positive = {
+        "steps": cfg.steps,
+        "data.prompts_per_step": cfg.data.prompts_per_step,
+        "rollout.group_size": cfg.rollout.group_size,
+        "rollout.max_new_tokens": cfg.rollout.max_new_tokens,
+        "optim.micro_batch_size": cfg.optim.micro_batch_size,
+        "loss.updates_per_batch": cfg.loss.updates_per_batch,
+        "data.max_prompt_tokens": cfg.data.max_prompt_tokens,
+    }
+    for key, v in positive.items():
+        if v <= 0:
+            raise ConfigError(f"{key} must be positive, got {v}")
+    if cfg.rollout.temperature <= 0:
+        raise ConfigError("rollout.temperature must be > 0 (sampling); use a small value such as 1e-3 for near-greedy")
+    if not 0 < cfg.rollout.top_p <= 1:
+        raise ConfigError(f"rollout.top_p must be in (0, 1], got {cfg.rollout.top_p}")
+    if cfg.optim.lr <= 0:
+        raise ConfigError(f"optim.lr must be positive, got {cfg.optim.lr}")
+    if cfg.loss.beta < 0:
+        raise ConfigError(f"loss.beta must be >= 0, got {cfg.loss.beta}")
+    for key in ("clip_low", "clip_high"):
+        v = getattr(cfg.loss, key)
+        if v is not None and not 0 <= v < 1:
+            raise ConfigError(f"loss.{key} must be in [0, 1), got {v}")
+    if cfg.data.prompts_per_step % world_size:
+        raise ConfigError(
+            f"data.prompts_per_step={cfg.data.prompts_per_step} is not divisible by the {world_size} ranks; "
+            f"use a multiple of {world_size}"
+        )
+    rows = cfg.data.prompts_per_step // world_size * cfg.rollout.group_size  # completions per rank
+    per_update = rows // cfg.loss.updates_per_batch
+    if rows % cfg.loss.updates_per_batch or per_update % cfg.optim.micro_batch_size:
+        raise ConfigError(
+            f"each rank holds {rows} completions per step (data.prompts_per_step / ranks x rollout.group_size); "
+            f"split into loss.updates_per_batch={cfg.loss.updates_per_batch} updates of micro-batches of "
+            f"optim.micro_batch_size={cfg.optim.micro_batch_size} they must divide evenly: choose a micro-batch "
+            f"size that divides {per_update if rows % cfg.loss.updates_per_batch == 0 else rows}"
+        )
+
+
+def resolve(cfg: Config) -> Config:
+    """Fill the 'None means the objective's default' fields so the saved config shows what ran."""
+    from losses import get_objective
+
+    obj = get_objective(cfg.loss.name)
+    if cfg.loss.clip_low is None:
+        cfg.loss.clip_low = obj.clip_low
+    if cfg.loss.clip_high is None:
+        cfg.loss.clip_high = obj.clip_high
+    if cfg.loss.scale_std is None:
+        cfg.loss.scale_std = obj.scale_std
+    if cfg.loss.max_tokens is None:
+        cfg.loss.max_tokens = cfg.rollout.max_new_tokens
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def describe_fields(obj: Any = None, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, one-line doc) for every field, read from this file's comments."""
+    import inspect
+
+    obj = obj if obj is not None else Config()
+    docs: dict[str, str] = {}
+    for line in inspect.getsource(type(obj)).splitlines():
+        if ":" in line and "#" in line and not line.strip().startswith("#"):
+            docs[line.split(":")[0].strip()] = line.split("#", 1)[1].strip()
+    rows = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += describe_fields(value, prefix=f"{prefix}{f.name}.")
+        else:
+            rows.append((f"{prefix}{f.name}", repr(value), docs.get(f.name, "")))
+    return rows

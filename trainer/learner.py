@@ -1,0 +1,228 @@
+"""The learner: a DeepSpeed engine around a transformers causal LM, per-token log-probs, and the update.
+
+Normalization is global (OpenRLHF / nano-aha-moment style): the loss of an optimizer step is the sum of every
+row's contribution over all micro-batches and ranks divided by the *global* count of the objective's unit, so
+gradient accumulation and data parallelism do not change the objective. DeepSpeed averages gradients over
+ranks and (by default) divides by the accumulation steps; we call ``backward(scale_wrt_gas=False)`` and
+multiply by the world size to undo both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+import deepspeed
+import torch
+from transformers import AutoModelForCausalLM
+
+from losses import LossParams, count_units, get_objective
+from rollout.base import RolloutBatch
+from trainer import dist
+from trainer.config import Config
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def deepspeed_config(cfg: Config, micro_batches_per_update: int, world_size: int) -> dict:
+    """The DeepSpeed JSON config, built from the typed config (never hand-edited)."""
+    zero: dict = {"stage": cfg.deepspeed.zero_stage}
+    if cfg.deepspeed.offload_optimizer and cfg.deepspeed.zero_stage > 0:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    return {
+        "train_micro_batch_size_per_gpu": cfg.optim.micro_batch_size,
+        "gradient_accumulation_steps": micro_batches_per_update,
+        "train_batch_size": cfg.optim.micro_batch_size * micro_batches_per_update * world_size,
+        "gradient_clipping": cfg.optim.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": cfg.model.dtype == "bf16"},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+
+
+def token_logprobs(
+    model: torch.nn.Module, batch: RolloutBatch, temperature: float, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log pi(y_t | x, y_<t) of the completion tokens at ``temperature``, and optionally the entropy.
+
+    Returns ``logp [n, T]`` (grad flows) and ``entropy [n, T]`` (no grad) or None. Only the T+1 last
+    positions' logits are materialized; log-probs are gather - logsumexp, never a full log_softmax copy.
+    """
+    t = batch.completion_mask.shape[1]
+    pos = (batch.attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # [n, P+T]
+    out = model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos, logits_to_keep=t + 1,
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1, :].float() / temperature  # [n, T, V] predicts completion tokens
+    targets = batch.input_ids[:, batch.prompt_width :]  # [n, T]
+    logz = logits.logsumexp(dim=-1)  # [n, T]
+    logp = logits.gather(-1, targets[..., None]).squeeze(-1) - logz  # [n, T]
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = logz - (logits.softmax(dim=-1) * logits).sum(dim=-1)  # [n, T]
+    return logp, entropy
+
+
+@dataclass
+class StatSums:
+    """(sum, count) records reduced over micro-batches and ranks; *_min/*_max reduce by min/max."""
+
+    def __post_init__(self):
+        self.sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+
+    def add(self, name: str, total: torch.Tensor | float, count: torch.Tensor | float) -> None:
+        total, count = float(total), float(count)
+        s = self.sums[name]
+        if name.endswith("_min"):
+            s[0] = total if s[1] == 0 else min(s[0], total)
+        elif name.endswith("_max"):
+            s[0] = total if s[1] == 0 else max(s[0], total)
+        else:
+            s[0] += total
+        s[1] += count
+
+    def reduce(self) -> dict[str, float]:
+        """Means (and extremes) over all ranks; every rank must call this with the same names."""
+        names = sorted(self.sums)
+        out = {}
+        for op, pick in (("sum", lambda n: not n.endswith(("_min", "_max"))), ("min", lambda n: n.endswith("_min")),
+                         ("max", lambda n: n.endswith("_max"))):
+            keys = [n for n in names if pick(n)]
+            if not keys:
+                continue
+            vals = dist.all_reduce(torch.tensor([self.sums[k][0] for k in keys], dtype=torch.float64), op)
+            counts = dist.all_sum(torch.tensor([self.sums[k][1] for k in keys], dtype=torch.float64))
+            for k, v, c in zip(keys, vals.tolist(), counts.tolist()):
+                out[k] = v if op != "sum" else (v / c if c > 0 else 0.0)
+        return out
+
+
+class Learner:
+    """Owns the DeepSpeed engine (and the frozen reference model when ``loss.beta > 0``)."""
+
+    def __init__(self, cfg: Config, model_path: str, device: torch.device):
+        self.cfg, self.device = cfg, device
+        world = dist.world()
+        rows = cfg.data.prompts_per_step // world * cfg.rollout.group_size
+        self.rows_per_update = rows // cfg.loss.updates_per_batch
+        self.micro_batches = self.rows_per_update // cfg.optim.micro_batch_size
+        self.ds_config = deepspeed_config(cfg, self.micro_batches, world)
+        dtype = DTYPES[cfg.model.dtype]
+        self._hf_ds = None
+        if cfg.deepspeed.zero_stage == 3:  # partition weights at load time instead of materializing them
+            from transformers.integrations import HfDeepSpeedConfig
+
+            self._hf_ds = HfDeepSpeedConfig(self.ds_config)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        if cfg.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        o = cfg.optim
+        if cfg.deepspeed.offload_optimizer and cfg.deepspeed.zero_stage > 0:
+            # DeepSpeed's CPU Adam is required for offloaded optimizer state
+            self.ds_config["optimizer"] = {"type": "AdamW", "params": {"lr": o.lr, "betas": [o.beta1, o.beta2],
+                                                                       "weight_decay": o.weight_decay}}
+            optimizer = None
+        else:
+            optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2),
+                                          weight_decay=o.weight_decay, fused=device.type == "cuda")
+        warmup = max(1, o.warmup_steps * cfg.loss.updates_per_batch)
+
+        def schedule(opt):
+            return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=schedule, config=self.ds_config
+        )
+        self.ref = None
+        if cfg.loss.beta > 0:  # only then is a reference model loaded
+            self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+            self.ref.requires_grad_(False)
+        self.objective = get_objective(cfg.loss.name)
+        self.params = LossParams(
+            clip_low=cfg.loss.clip_low, clip_high=cfg.loss.clip_high, beta=cfg.loss.beta,
+            kl_estimator=cfg.loss.kl_estimator, max_tokens=cfg.loss.max_tokens,
+        )
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.engine.module
+
+    def _micro_batches(self, batch: RolloutBatch, start: int, stop: int):
+        mbs = self.cfg.optim.micro_batch_size
+        for i in range(start, stop, mbs):
+            yield slice(i, i + mbs), batch.rows(slice(i, i + mbs))
+
+    @torch.no_grad()
+    def frozen_logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
+        """Log-probs of all rows under ``model`` without grad (old policy or reference), [N, T]."""
+        out = torch.zeros_like(batch.completion_mask)
+        n = batch.completion_mask.shape[0]
+        for rows, mb in self._micro_batches(batch, 0, n):
+            logp, _ = token_logprobs(model, _to(mb, self.device), self.cfg.rollout.temperature)
+            out[rows, : logp.shape[1]] = logp.float().cpu()
+        return out
+
+    def update(self, batch: RolloutBatch, adv: torch.Tensor) -> dict[str, float]:
+        """``loss.updates_per_batch`` optimizer steps on this rank's rows ``batch`` with advantages ``adv [N]``."""
+        cfg = self.cfg
+        self.engine.train()
+        n = batch.completion_mask.shape[0]
+        # With one update per batch the policy has not moved: old log-probs are the current ones, detached,
+        # and ratios are exactly 1 without a second forward pass.
+        old = self.frozen_logprobs(self.module, batch) if cfg.loss.updates_per_batch > 1 else None
+        ref = self.frozen_logprobs(self.ref, batch) if self.ref is not None else None
+        stats = StatSums()
+        for start in range(0, n, self.rows_per_update):
+            stop = start + self.rows_per_update
+            mask = batch.completion_mask[start:stop]
+            count = dist.all_sum(count_units(mask, self.objective.unit).double()).item()
+            loss_total = 0.0
+            for rows, mb in self._micro_batches(batch, start, stop):
+                mb = _to(mb, self.device)
+                t = mb.completion_mask.shape[1]
+                logp, entropy = token_logprobs(self.engine, mb, cfg.rollout.temperature, with_entropy=True)
+                m = mb.completion_mask
+                old_logp = old[rows, :t].to(self.device) if old is not None else logp.detach()
+                ref_logp = ref[rows, :t].to(self.device) if ref is not None else None
+                terms = self.objective.fn(logp, old_logp, adv[rows].to(self.device), m, self.params, ref_logp)
+                loss = terms.per_row.sum() / max(count, 1.0)
+                self.engine.backward(loss * dist.world(), scale_wrt_gas=False)
+                grad_norm = self._grad_norm_before_step() if self.engine.is_gradient_accumulation_boundary() else None
+                self.engine.step()
+                loss_total += loss.item()
+                for k, (s, c) in terms.stats.items():
+                    stats.add(k, s, c)
+                stats.add("entropy", (entropy * m).sum(), m.sum())
+                with torch.no_grad():
+                    gap = ((logp.detach() - mb.sampler_logp).abs() * m).sum()
+                stats.add("logprob_gap", gap, m.sum())
+            stats.add("loss", dist.all_sum(torch.tensor(loss_total, dtype=torch.float64)).item(), 1.0)
+            stats.add("grad_norm", grad_norm if grad_norm is not None else self._grad_norm_after_step(), 1.0)
+        out = stats.reduce()  # loss and grad_norm are already global: every rank added the same value
+        out["lr"] = self.scheduler.get_last_lr()[0] if self.scheduler is not None else cfg.optim.lr
+        return out
+
+    def _grad_norm_before_step(self) -> float | None:
+        """ZeRO 0 keeps full gradients in ``.grad``: read the norm before ``step()`` clears them."""
+        if self.cfg.deepspeed.zero_stage != 0:
+            return None
+        sq = sum(float(p.grad.float().pow(2).sum()) for p in self.module.parameters() if p.grad is not None)
+        return math.sqrt(sq)
+
+    def _grad_norm_after_step(self) -> float:
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+
+def _to(batch: RolloutBatch, device: torch.device) -> RolloutBatch:
+    if device.type == "cpu":
+        return batch
+    return RolloutBatch(
+        batch.input_ids.to(device), batch.attention_mask.to(device), batch.completion_mask.to(device),
+        batch.sampler_logp.to(device), batch.prompt_width,
+    )

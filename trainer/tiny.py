@@ -1,0 +1,101 @@
+"""Tiny models made locally (no hub here): a byte-level tokenizer with a chat template and a random-init
+Qwen2 causal LM, both saved with ``save_pretrained`` so the loading code is the same as for real models.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Qwen's ChatML layout, so real and tiny models are prompted the same way.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Byte-level tokenizer: 256 byte tokens (any text encodes, nothing is unknown) plus 3 specials."""
+    byte_chars = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(byte_chars))}
+    for s in SPECIALS:
+        vocab[s] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
+    )
+    fast.add_special_tokens({"additional_special_tokens": SPECIALS})
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_model(
+    tokenizer: PreTrainedTokenizerFast,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 128,
+    max_positions: int = 1024,
+    seed: int = 0,
+) -> Qwen2ForCausalLM:
+    """A random-init Qwen2-architecture causal LM sized by the arguments."""
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def save_tiny(out_dir: str | Path, seed: int = 0, **sizes: int) -> Path:
+    """Build and save the tokenizer and model to ``out_dir`` (written to a temp dir, then renamed)."""
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tok = build_tokenizer()
+    model = build_model(tok, seed=seed, **sizes)
+    tok.save_pretrained(tmp)
+    model.save_pretrained(tmp)
+    if out.exists():  # another process won the race; keep theirs
+        import shutil
+
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(out)
+    return out
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GROUPWISE_CACHE", Path.home() / ".cache" / "groupwise"))
+
+
+def resolve_model_path(path: str) -> str:
+    """Map ``builtin:tiny-random`` to a locally built directory; other paths and hub ids pass through."""
+    if path == "builtin:tiny-random":
+        target = cache_dir() / "tiny-random"
+        if not (target / "config.json").exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            save_tiny(target)
+        return str(target)
+    if path.startswith("builtin:"):
+        raise ValueError(f"model.path {path!r}: unknown builtin model; choose from ['builtin:tiny-random']")
+    return path
