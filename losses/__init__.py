@@ -31,15 +31,48 @@ OBJECTIVES: dict[str, Objective] = {
     o.name: o
     for o in [
         Objective("grpo", objectives.grpo, "arXiv 2402.03300", "token", "seq-mean of token-means", 0.2, 0.2, True),
-        Objective("dr_grpo", objectives.dr_grpo, "arXiv 2503.20783", "token", "token-sum / L_max, seq-mean",
-                  0.2, 0.2, False),
-        Objective("dapo", objectives.dapo, "arXiv 2503.14476", "token", "token-mean over batch", 0.2, 0.28, True,
-                  unit="tokens"),
+        Objective(
+            "dr_grpo",
+            objectives.dr_grpo,
+            "arXiv 2503.20783",
+            "token",
+            "token-sum / L_max, seq-mean",
+            0.2,
+            0.2,
+            False,
+        ),
+        Objective(
+            "dapo",
+            objectives.dapo,
+            "arXiv 2503.14476",
+            "token",
+            "token-mean over batch",
+            0.2,
+            0.28,
+            True,
+            unit="tokens",
+        ),
         Objective("gspo", objectives.gspo, "arXiv 2507.18071", "sequence", "seq-mean", 3e-4, 4e-4, True),
-        Objective("gspo_token", objectives.gspo_token, "arXiv 2507.18071", "sequence (token grad)",
-                  "seq-mean of token-means", 3e-4, 4e-4, True),
-        Objective("luspo", objectives.luspo, "arXiv 2602.05261", "sequence", "seq-mean of |y|-weighted loss",
-                  2e-3, 2.5e-3, True),
+        Objective(
+            "gspo_token",
+            objectives.gspo_token,
+            "arXiv 2507.18071",
+            "sequence (token grad)",
+            "seq-mean of token-means",
+            3e-4,
+            4e-4,
+            True,
+        ),
+        Objective(
+            "luspo",
+            objectives.luspo,
+            "arXiv 2602.05261",
+            "sequence",
+            "seq-mean of |y|-weighted loss",
+            2e-3,
+            2.5e-3,
+            True,
+        ),
     ]
 }
 
@@ -68,4 +101,12 @@ def compute_loss(
     return terms.per_row.sum() / count_units(mask, terms.unit).clamp(min=1.0), terms
 
 
-__all__ = ["OBJECTIVES", "LossParams", "LossTerms", "Objective", "compute_loss", "count_units", "get_objective"]
+__all__ = [
+    "OBJECTIVES",
+    "LossParams",
+    "LossTerms",
+    "Objective",
+    "compute_loss",
+    "count_units",
+    "get_objective",
+]

@@ -65,9 +65,7 @@ def masked_mean_rows(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_sum(x, mask, dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
-def clipped_surrogate(
-    ratio: torch.Tensor, adv: torch.Tensor, clip_low: float, clip_high: float
-) -> torch.Tensor:
+def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, clip_low: float, clip_high: float) -> torch.Tensor:
     """PPO's pessimistic surrogate as a loss: ``-min(ratio * A, clip(ratio, 1-lo, 1+hi) * A)``.
 
     Works elementwise for token ratios ``[N, T]`` with ``adv [N, 1]`` and sequence ratios ``[N]`` with

@@ -1,11 +1,15 @@
-"""Reward schemes: small picklable objects that turn the batch's grades and lengths into rewards.
+"""Reward schemes: small picklable objects that turn the step's grades and lengths into rewards.
 
-A scheme sees the *whole* batch of the step (all ranks, groups contiguous), so batch-level schemes rank
-groups globally and stateful ones keep identical state on every rank.
+A scheme sees the *whole* batch of the step (all ranks, groups of G contiguous rows), so batch-level
+schemes rank groups globally and stateful ones (ACOER) keep identical state on every rank. ``L_i`` is the
+completion's token count (sampled tokens up to and including EOS); ``c_i`` is 1 for a correct answer.
+Every scheme returns ``(rewards [N], metrics)``; stateful ones also ``state_dict``/``load_state_dict``.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass
 
 import torch
@@ -21,17 +25,7 @@ class RewardBatch:
     max_new_tokens: int
 
 
-class Binary:
-    """1 for a correct answer, 0 otherwise (DeepSeek-R1, arXiv 2501.12948 §2.2.2, accuracy reward), plus
-    ``format_weight`` for any response with an extractable final answer."""
-
-    def __init__(self, format_weight: float = 0.0):
-        self.format_weight = format_weight
-
-    def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        r = b.correct.float() + self.format_weight * b.has_answer.float()  # [N]
-        return r, {}
-
+class Stateless:
     def state_dict(self) -> dict:
         return {}
 
@@ -39,10 +33,248 @@ class Binary:
         pass
 
 
-SCHEMES = {"binary": Binary}
+class Binary(Stateless):
+    """r_i = c_i: the rule-based accuracy reward of DeepSeek-R1 (arXiv 2501.12948, §2.2.2)."""
+
+    def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        return b.correct.double(), {}
 
 
-def build_scheme(name: str, **kwargs):
+def kimi_lambda(lengths: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Kimi k1.5's per-group length score lam_i = 0.5 - (L_i - L_min) / (L_max - L_min); 0 if all equal. [N]"""
+    L = lengths.double().view(-1, group_size)  # [B, G]
+    lo, hi = L.min(dim=1, keepdim=True).values, L.max(dim=1, keepdim=True).values
+    span = hi - lo
+    lam = 0.5 - (L - lo) / torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, lam, torch.zeros_like(lam)).view(-1)
+
+
+class KimiLengthPenalty(Stateless):
+    """Kimi k1.5 length penalty (arXiv 2501.12599, §2.3.3), on *all* answers:
+
+    len_reward_i = lam_i if correct, min(0, lam_i) if incorrect;  r_i = c_i + w * len_reward_i.
+
+    The paper does not give w (default 1.0). Penalizing incorrect answers for length is the configuration
+    the ACOER paper shows to collapse under group normalization.
+    """
+
+    def __init__(self, weight: float = 1.0):
+        self.weight = weight
+
+    def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        c = b.correct.double()
+        lam = kimi_lambda(b.lengths, b.group_size)  # [N]
+        len_reward = torch.where(c > 0, lam, lam.clamp(max=0.0))
+        return c + self.weight * len_reward, {"reward/length_term": len_reward.mean().item()}
+
+
+class CorrectLengthPenalty(KimiLengthPenalty):
+    """Kimi's lam_i applied to correct answers only (arXiv 2501.12599 §2.3.3, restricted as in the ACOER
+    ablation): r_i = c_i * (1 + w * lam_i); incorrect answers get exactly 0."""
+
+    def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        c = b.correct.double()
+        len_reward = c * kimi_lambda(b.lengths, b.group_size)
+        return c + self.weight * len_reward, {"reward/length_term": len_reward.mean().item()}
+
+
+def efficiency_reward(correct: torch.Tensor, lengths: torch.Tensor, alpha: float) -> torch.Tensor:
+    """c_i (1 - alpha * sigmoid((L_i - mean_c L) / std_c L)) within one group; mean/std over its correct
+    answers (population std). A std of 0 (one correct answer, or equal lengths) is treated as 1. [G]"""
+    c = correct.double()
+    n = c.sum()
+    if n == 0:
+        return torch.zeros_like(c)
+    L = lengths.double()
+    mean = (L * c).sum() / n
+    std = torch.sqrt(((L - mean) ** 2 * c).sum() / n)
+    std = std if std > 0 else torch.ones_like(std)
+    return c * (1.0 - alpha * torch.sigmoid((L - mean) / std))
+
+
+class GRPOLambda(Stateless):
+    """GRPO-λ (Dai, Liu, Si, arXiv 2505.18086): rank the batch's groups by accuracy (ties: lower group index
+    first); the top ceil(lambda * n_groups) get the efficiency reward
+
+        r_i = c_i (1 - alpha * sigmoid((L_i - mean_correct(L)) / std_correct(L)))
+
+    (the Arora & Zanette form, arXiv 2502.04463, over the group's correct answers) and the rest plain 0/1.
+    lambda = 0.2 as in the paper; the paper's alpha is not public (default 0.2; a reimplementation uses 0.6).
+    The ranking is over the whole batch, all ranks, because the scheme is called on the gathered batch.
+    """
+
+    def __init__(self, top_fraction: float = 0.2, alpha: float = 0.2):
+        self.top_fraction, self.alpha = top_fraction, alpha
+
+    def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        G = b.group_size
+        c = b.correct.double().view(-1, G)  # [B, G]
+        L = b.lengths.view(-1, G)  # [B, G]
+        n_groups = c.shape[0]
+        k = math.ceil(self.top_fraction * n_groups)
+        order = sorted(range(n_groups), key=lambda g: (-float(c[g].mean()), g))
+        r = c.clone()
+        for g in order[:k]:
+            r[g] = efficiency_reward(c[g], L[g], self.alpha)
+        return r.view(-1), {"reward/penalized_groups": float(k)}
+
+
+class AroraZanette(Stateless):
+    """Efficient reasoning (Arora & Zanette, arXiv 2502.04463, Eq. 4): every group gets
+    r_i = c_i (1 - alpha * sigmoid(z-scored length among the group's correct answers)); alpha default 0.2."""
+
+    def __init__(self, alpha: float = 0.2):
+        self.alpha = alpha
+
+    def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        G = b.group_size
+        c, L = b.correct.view(-1, G), b.lengths.view(-1, G)
+        return torch.cat([efficiency_reward(c[g], L[g], self.alpha) for g in range(c.shape[0])]), {}
+
+
+class ACOER:
+    """ACOER (Lee et al., arXiv 2606.22716; defaults from the authors' public code):
+
+        correct:   r = 1 + alpha_t * g(min(L / B_t, 1)),   g(x) = ln(1 + k (1 - x)) / ln(1 + k)   (k = 5)
+        incorrect: r = 0      (no length term ever touches an incorrect answer)
+
+    Budget B_t = max(B_min, gamma * EMA(mean correct length)), gamma = 0.85, B_min = 512, starting at the
+    maximum completion length. Controller, once per step from the whole batch: EMAs (span 50, decay 2/51)
+    of batch accuracy and of mean correct length; after ``warmup`` (200) steps and once ``window`` (100)
+    steps of history exist, an accuracy-EMA drop larger than delta = 0.02 against ``window`` steps earlier
+    multiplies alpha by 0.95, otherwise by 1.02, clipped to [0.01, 0.5]; alpha starts at 0.02.
+
+    Rewards of a step use the controller state from *before* that step's update. Lengths are completion
+    tokens (the authors count characters of the thinking block, about 4 per token).
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.02,
+        k: float = 5.0,
+        shape: str = "log",
+        gamma: float = 0.85,
+        min_budget: float = 512,
+        span: int = 50,
+        warmup: int = 200,
+        window: int = 100,
+        delta: float = 0.02,
+        down: float = 0.95,
+        up: float = 1.02,
+        alpha_min: float = 0.01,
+        alpha_max: float = 0.5,
+        initial_budget: float | None = None,
+    ):
+        if shape not in ("log", "linear"):
+            raise ValueError(f"reward.acoer.shape {shape!r}: choose from ['log', 'linear']")
+        self.k, self.shape, self.gamma, self.min_budget = k, shape, gamma, min_budget
+        self.decay = 2.0 / (span + 1)
+        self.warmup, self.window, self.delta = warmup, window, delta
+        self.down, self.up, self.alpha_min, self.alpha_max = down, up, alpha_min, alpha_max
+        self.alpha = alpha
+        self.budget = initial_budget  # None: set to max_new_tokens at the first call
+        self.steps = 0
+        self.ema_acc: float | None = None
+        self.ema_len: float | None = None
+        self.acc_history: deque[float] = deque(maxlen=window + 1)
+
+    def bonus_shape(self, x: torch.Tensor) -> torch.Tensor:
+        """g(x) for x = L / B in [0, 1]: 1 at x = 0, 0 at x = 1."""
+        if self.shape == "linear":
+            return 1.0 - x
+        return torch.log1p(self.k * (1.0 - x)) / math.log1p(self.k)
+
+    def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.budget is None:
+            self.budget = float(b.max_new_tokens)
+        c = b.correct.double()
+        x = (b.lengths.double() / self.budget).clamp(max=1.0)
+        r = c * (1.0 + self.alpha * self.bonus_shape(x))  # [N]
+        metrics = {"acoer/alpha": self.alpha, "acoer/budget": self.budget}
+        self.update(c.mean().item(), b.lengths.double()[c > 0].mean().item() if c.any() else None)
+        return r, metrics
+
+    def update(self, accuracy: float, mean_correct_length: float | None) -> None:
+        """One controller step from a batch's accuracy and mean correct length (None: no correct answer)."""
+        d = self.decay
+        self.ema_acc = accuracy if self.ema_acc is None else (1 - d) * self.ema_acc + d * accuracy
+        if mean_correct_length is not None:
+            self.ema_len = (
+                mean_correct_length if self.ema_len is None else (1 - d) * self.ema_len + d * mean_correct_length
+            )
+        self.acc_history.append(self.ema_acc)
+        self.steps += 1
+        if self.steps > self.warmup and len(self.acc_history) > self.window:
+            dropped = self.acc_history[0] - self.ema_acc > self.delta
+            self.alpha *= self.down if dropped else self.up
+            self.alpha = min(self.alpha_max, max(self.alpha_min, self.alpha))
+        if self.ema_len is not None:
+            self.budget = max(self.min_budget, self.gamma * self.ema_len)
+
+    def state_dict(self) -> dict:
+        return {
+            "alpha": self.alpha,
+            "budget": self.budget,
+            "steps": self.steps,
+            "ema_acc": self.ema_acc,
+            "ema_len": self.ema_len,
+            "acc_history": list(self.acc_history),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.alpha, self.budget, self.steps = state["alpha"], state["budget"], state["steps"]
+        self.ema_acc, self.ema_len = state["ema_acc"], state["ema_len"]
+        self.acc_history = deque(state["acc_history"], maxlen=self.window + 1)
+
+
+def overlong_penalty(lengths: torch.Tensor, max_tokens: int, cache: int) -> torch.Tensor:
+    """DAPO soft overlong punishment (arXiv 2503.14476, Eq. 13), [N]:
+    0 if L <= L_max - L_cache; ((L_max - L_cache) - L) / L_cache up to L_max; -1 beyond."""
+    L = lengths.double()
+    start = max_tokens - cache
+    ramp = (start - L) / cache
+    return torch.where(L <= start, torch.zeros_like(L), torch.where(L <= max_tokens, ramp, -torch.ones_like(L)))
+
+
+class Composite:
+    """A scheme plus additive terms, each logged: r = scheme + w_format * has_answer + w_overlong * overlong."""
+
+    def __init__(self, scheme, format_weight: float = 0.0, overlong_weight: float = 0.0, overlong_cache: int = 0):
+        self.scheme, self.format_weight = scheme, format_weight
+        self.overlong_weight, self.overlong_cache = overlong_weight, overlong_cache
+
+    def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        r, metrics = self.scheme(b)
+        metrics = {"reward/scheme": r.mean().item(), **metrics}
+        if self.format_weight:
+            fmt = self.format_weight * b.has_answer.double()
+            r, metrics["reward/format"] = r + fmt, fmt.mean().item()
+        if self.overlong_weight:
+            pen = self.overlong_weight * overlong_penalty(b.lengths, b.max_new_tokens, self.overlong_cache)
+            r, metrics["reward/overlong"] = r + pen, pen.mean().item()
+        return r, metrics
+
+    def state_dict(self) -> dict:
+        return self.scheme.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheme.load_state_dict(state)
+
+
+SCHEMES = {
+    "binary": Binary,
+    "kimi_lp": KimiLengthPenalty,
+    "correct_lp": CorrectLengthPenalty,
+    "grpo_lambda": GRPOLambda,
+    "arora_zanette": AroraZanette,
+    "acoer": ACOER,
+}
+
+
+def build_scheme(
+    name: str, format_weight: float = 0.0, overlong_weight: float = 0.0, overlong_cache: int = 0, **params
+) -> Composite:
+    """The scheme called ``name`` with its ``params``, wrapped with the additive format/overlong terms."""
     if name not in SCHEMES:
         raise KeyError(f"unknown reward.name {name!r}; choose from {sorted(SCHEMES)}")
-    return SCHEMES[name](**kwargs)
+    return Composite(SCHEMES[name](**params), format_weight, overlong_weight, overlong_cache)

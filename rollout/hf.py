@@ -83,8 +83,14 @@ class HFBackend:
         pos = (attn.cumsum(dim=1) - 1).clamp(min=0)  # [N, P]
         gen = torch.Generator(device=self.device).manual_seed(seed)
         cache = DynamicCache()
-        out = model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True,
-                    logits_to_keep=1)
+        out = model(
+            input_ids=ids,
+            attention_mask=attn,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         next_pos = pos[:, -1:] + 1  # [N, 1]
         finished = torch.zeros(n, dtype=torch.bool, device=self.device)
         toks, lps = [], []
@@ -100,8 +106,13 @@ class HFBackend:
             if self.all_ranks_done(bool(finished.all())):
                 break
             attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=self.device)], dim=1)
-            out = model(input_ids=tok, attention_mask=attn, position_ids=next_pos, past_key_values=cache,
-                        use_cache=True)
+            out = model(
+                input_ids=tok,
+                attention_mask=attn,
+                position_ids=next_pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
             next_pos = next_pos + 1
         tok_mat = torch.cat(toks, dim=1).cpu()  # [N, T]
         lp_mat = torch.cat(lps, dim=1).cpu()  # [N, T]

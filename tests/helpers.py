@@ -32,7 +32,7 @@ def fixed_batch(model_dir, n_prompts: int, group_size: int, seed: int = 0) -> tu
     tok = AutoTokenizer.from_pretrained(model_dir)
     g = torch.Generator().manual_seed(seed)
     comps = []
-    for j in range(n_prompts):
+    for _ in range(n_prompts):
         prompt = torch.randint(3, 200, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist()
         for _ in range(group_size):
             length = int(torch.randint(1, 11, (1,), generator=g))

@@ -22,8 +22,7 @@ def main() -> None:
     batch, adv = fixed_batch(model_dir, n_prompts, group, seed=11)  # the same global batch on every rank
     rows = n_prompts * group // world
     share = slice(rank * rows, (rank + 1) * rows)
-    cfg = make_config(model_dir, prompts=n_prompts, group_size=group, mbs=4, loss=loss, zero=zero,
-                      optim__grad_clip=0.0)
+    cfg = make_config(model_dir, prompts=n_prompts, group_size=group, mbs=4, loss=loss, zero=zero, optim__grad_clip=0.0)
     learner = Learner(cfg, model_dir, torch.device("cpu"))
     metrics = learner.update(batch.rows(share), adv[share])
     if zero == 0:

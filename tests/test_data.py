@@ -15,8 +15,12 @@ def test_arithmetic_task_is_seeded_and_correct():
 
 def test_jsonl_loader_reads_shared_schema(tmp_path):
     f = tmp_path / "d.jsonl"
-    f.write_text(json.dumps({"id": "a", "problem": "1+1?", "answer": "2", "source": "x"}) + "\n\n"
-                 + json.dumps({"problem": "2+2?", "answer": 4}) + "\n")
+    f.write_text(
+        json.dumps({"id": "a", "problem": "1+1?", "answer": "2", "source": "x"})
+        + "\n\n"
+        + json.dumps({"problem": "2+2?", "answer": 4})
+        + "\n"
+    )
     rows = load_jsonl(f)
     assert [(r.id, r.answer) for r in rows] == [("a", "2"), ("d/3", "4")]
 

@@ -114,7 +114,7 @@ def test_padding_never_changes_loss_or_gradient(name, garbage):
     ref = torch.log(RATIOS) * 0.5
     ref_bad = ref.clone()
     ref_bad[1, 2] = garbage
-    l0, t0 = compute_loss(name, *case(0.0), ADV, MASK, params, ref_logp=ref)
+    l0, _ = compute_loss(name, *case(0.0), ADV, MASK, params, ref_logp=ref)
     logp, old = case(garbage)
     old[1, 2] = garbage
     l1, _ = compute_loss(name, logp, old, ADV, MASK, params, ref_logp=ref_bad)

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.slow
 TESTS = Path(__file__).parent
 
 
-def torchrun(nproc: int, args: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = [bin_path("torchrun"), "--nproc_per_node", str(nproc), "--master_port", "0", *args]
+def torchrun(nproc: int, args: list[str], env: dict, timeout: int = 240) -> subprocess.CompletedProcess:
+    cmd = [bin_path("torchrun"), "--nproc_per_node", str(nproc), "--standalone", *args]
     env = dict(env, PYTHONPATH=f"{ROOT}:{TESTS}", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -63,9 +63,17 @@ def check_run(run_dir: Path, steps: int) -> None:
 @pytest.mark.parametrize("zero", [0, 3])
 def test_cli_end_to_end(cli_env, tmp_path, zero):
     run = tmp_path / f"run_z{zero}"
-    cmd = [bin_path("groupwise"), "train", "-c", str(ROOT / "configs/smoke.yaml"), f"run_dir={run}",
-           f"deepspeed.zero_stage={zero}", "steps=2", "reward.format_weight=0.1"]
-    proc = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    cmd = [
+        bin_path("groupwise"),
+        "train",
+        "-c",
+        str(ROOT / "configs/smoke.yaml"),
+        f"run_dir={run}",
+        f"deepspeed.zero_stage={zero}",
+        "steps=2",
+        "reward.format_weight=0.1",
+    ]
+    proc = subprocess.run(cmd, env=cli_env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert "step    1 |" in proc.stderr + proc.stdout
     check_run(run, 2)
@@ -73,13 +81,31 @@ def test_cli_end_to_end(cli_env, tmp_path, zero):
 
 def test_torchrun_two_ranks_cli(cli_env, tmp_path):
     run = tmp_path / "run_2ranks"
-    torchrun(2, ["-m", "trainer.cli", "train", "-c", str(ROOT / "configs/smoke.yaml"), f"run_dir={run}",
-                 "steps=2", "deepspeed.zero_stage=3"], cli_env)
+    torchrun(
+        2,
+        [
+            "-m",
+            "trainer.cli",
+            "train",
+            "-c",
+            str(ROOT / "configs/smoke.yaml"),
+            f"run_dir={run}",
+            "steps=2",
+            "deepspeed.zero_stage=3",
+        ],
+        cli_env,
+    )
     check_run(run, 2)
 
 
 def test_cli_reports_config_errors(cli_env):
-    proc = subprocess.run([sys.executable, "-m", "trainer.cli", "train", "loss.nme=gspo"], env=cli_env,
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", "train", "loss.nme=gspo"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 2
     assert "unknown config key 'loss.nme'; did you mean 'loss.name'" in proc.stderr

@@ -8,9 +8,7 @@ from __future__ import annotations
 import torch
 
 
-def group_advantages(
-    rewards: torch.Tensor, group_size: int, scale_std: bool = True, eps: float = 1e-6
-) -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, group_size: int, scale_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
     """A_i = (r_i - mean_group(r)) / (std_group(r) + eps), or r_i - mean_group(r) without std scaling.
 
     ``rewards [N]`` -> ``adv [N]`` float32, computed in float64. The std is the unbiased sample std (n-1,

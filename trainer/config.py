@@ -49,9 +49,35 @@ class RolloutConfig:
 
 
 @dataclass
+class ACOERConfig:
+    alpha: float = 0.02  # initial brevity-bonus strength alpha_0
+    k: float = 5.0  # curvature of g(x) = ln(1 + k(1 - x)) / ln(1 + k)
+    shape: Literal["log", "linear"] = "log"  # g: log (paper) or linear 1 - x
+    gamma: float = 0.85  # budget = max(min_budget, gamma * EMA(mean correct length))
+    min_budget: float = 512.0  # budget floor in tokens (lower it for toy-scale lengths)
+    span: int = 50  # EMA span (decay 2 / (span + 1))
+    warmup: int = 200  # steps before the controller may change alpha
+    window: int = 100  # compare the accuracy EMA with its value this many steps earlier
+    delta: float = 0.02  # accuracy-EMA drop that counts as a decline
+    down: float = 0.95  # alpha multiplier after a decline
+    up: float = 1.02  # alpha multiplier otherwise
+    alpha_min: float = 0.01  # alpha is clipped to [alpha_min, alpha_max]
+    alpha_max: float = 0.5  # upper clip of alpha
+
+
+@dataclass
 class RewardConfig:
-    name: str = "binary"  # reward scheme, see rewards.SCHEMES
-    format_weight: float = 0.0  # extra reward for a parsable final answer (0 disables)
+    name: Literal["binary", "kimi_lp", "correct_lp", "grpo_lambda", "arora_zanette", "acoer"] = "binary"  # scheme
+    format_weight: float = 0.0  # added for any response with an extractable final answer (0 disables)
+    length_weight: float = 1.0  # kimi_lp / correct_lp: weight w of the length term (Kimi gives none)
+    lambda_top: float = 0.2  # grpo_lambda: share of groups, by accuracy, that get the length penalty
+    efficiency_alpha: float = 0.2  # grpo_lambda / arora_zanette: alpha of 1 - alpha * sigmoid(z)
+    overlong_weight: float = 0.0  # DAPO soft overlong punishment added with this weight (0 disables)
+    overlong_cache: int | None = None  # DAPO L_cache in tokens; None: a fifth of rollout.max_new_tokens
+    overlong_filter: bool = False  # mask truncated completions out of the loss (DAPO overlong filtering)
+    grade_timeout: float = 2.0  # hard limit in seconds per equivalence check (the worker is killed past it)
+    grade_workers: int = 0  # grading worker processes per rank; 0: min(4, cores)
+    acoer: ACOERConfig = field(default_factory=ACOERConfig)
 
 
 @dataclass
@@ -232,6 +258,11 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         v = getattr(cfg.loss, key)
         if v is not None and not 0 <= v < 1:
             raise ConfigError(f"loss.{key} must be in [0, 1), got {v}")
+    if not 0 < cfg.reward.lambda_top <= 1:
+        raise ConfigError(f"reward.lambda_top must be in (0, 1], got {cfg.reward.lambda_top}")
+    cache = cfg.reward.overlong_cache
+    if cache is not None and not 0 < cache <= cfg.rollout.max_new_tokens:
+        raise ConfigError(f"reward.overlong_cache={cache} must be in (0, rollout.max_new_tokens]")
     if cfg.data.prompts_per_step % world_size:
         raise ConfigError(
             f"data.prompts_per_step={cfg.data.prompts_per_step} is not divisible by the {world_size} ranks; "
@@ -261,6 +292,8 @@ def resolve(cfg: Config) -> Config:
         cfg.loss.scale_std = obj.scale_std
     if cfg.loss.max_tokens is None:
         cfg.loss.max_tokens = cfg.rollout.max_new_tokens
+    if cfg.reward.overlong_cache is None:
+        cfg.reward.overlong_cache = max(1, cfg.rollout.max_new_tokens // 5)
     return cfg
 
 

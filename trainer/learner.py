@@ -54,7 +54,10 @@ def token_logprobs(
     t = batch.completion_mask.shape[1]
     pos = (batch.attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # [n, P+T]
     out = model(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos, logits_to_keep=t + 1,
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=pos,
+        logits_to_keep=t + 1,
         use_cache=False,
     )
     logits = out.logits[:, :-1, :].float() / temperature  # [n, T, V] predicts completion tokens
@@ -90,8 +93,11 @@ class StatSums:
         """Means (and extremes) over all ranks; every rank must call this with the same names."""
         names = sorted(self.sums)
         out = {}
-        for op, pick in (("sum", lambda n: not n.endswith(("_min", "_max"))), ("min", lambda n: n.endswith("_min")),
-                         ("max", lambda n: n.endswith("_max"))):
+        for op, pick in (
+            ("sum", lambda n: not n.endswith(("_min", "_max"))),
+            ("min", lambda n: n.endswith("_min")),
+            ("max", lambda n: n.endswith("_max")),
+        ):
             keys = [n for n in names if pick(n)]
             if not keys:
                 continue
@@ -124,12 +130,19 @@ class Learner:
         o = cfg.optim
         if cfg.deepspeed.offload_optimizer and cfg.deepspeed.zero_stage > 0:
             # DeepSpeed's CPU Adam is required for offloaded optimizer state
-            self.ds_config["optimizer"] = {"type": "AdamW", "params": {"lr": o.lr, "betas": [o.beta1, o.beta2],
-                                                                       "weight_decay": o.weight_decay}}
+            self.ds_config["optimizer"] = {
+                "type": "AdamW",
+                "params": {"lr": o.lr, "betas": [o.beta1, o.beta2], "weight_decay": o.weight_decay},
+            }
             optimizer = None
         else:
-            optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2),
-                                          weight_decay=o.weight_decay, fused=device.type == "cuda")
+            optimizer = torch.optim.AdamW(
+                model.parameters(),
+                lr=o.lr,
+                betas=(o.beta1, o.beta2),
+                weight_decay=o.weight_decay,
+                fused=device.type == "cuda",
+            )
         warmup = max(1, o.warmup_steps * cfg.loss.updates_per_batch)
 
         def schedule(opt):
@@ -144,8 +157,11 @@ class Learner:
             self.ref.requires_grad_(False)
         self.objective = get_objective(cfg.loss.name)
         self.params = LossParams(
-            clip_low=cfg.loss.clip_low, clip_high=cfg.loss.clip_high, beta=cfg.loss.beta,
-            kl_estimator=cfg.loss.kl_estimator, max_tokens=cfg.loss.max_tokens,
+            clip_low=cfg.loss.clip_low,
+            clip_high=cfg.loss.clip_high,
+            beta=cfg.loss.beta,
+            kl_estimator=cfg.loss.kl_estimator,
+            max_tokens=cfg.loss.max_tokens,
         )
 
     @property
@@ -223,6 +239,9 @@ def _to(batch: RolloutBatch, device: torch.device) -> RolloutBatch:
     if device.type == "cpu":
         return batch
     return RolloutBatch(
-        batch.input_ids.to(device), batch.attention_mask.to(device), batch.completion_mask.to(device),
-        batch.sampler_logp.to(device), batch.prompt_width,
+        batch.input_ids.to(device),
+        batch.attention_mask.to(device),
+        batch.completion_mask.to(device),
+        batch.sampler_logp.to(device),
+        batch.prompt_width,
     )

@@ -9,23 +9,32 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-SHOWN = [("accuracy", "acc", ".3f"), ("reward/mean", "rew", ".3f"), ("length/mean", "len", ".1f"),
-         ("loss", "loss", ".4f"), ("grad_norm", "gn", ".3f"), ("time/step", "s", ".1f")]
+SHOWN = [
+    ("accuracy", "acc", ".3f"),
+    ("reward/mean", "rew", ".3f"),
+    ("length/mean", "len", ".1f"),
+    ("loss", "loss", ".4f"),
+    ("grad_norm", "gn", ".3f"),
+    ("time/step", "s", ".1f"),
+]
 
 
 class MetricsLogger:
     def __init__(self, run_dir: Path, total_steps: int, start_step: int = 0, enabled: bool = True):
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
-        self.bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True,
-                        disable=not enabled)
+        self.bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True, disable=not enabled)
         self.file = self.path.open("a") if enabled else None
         self.t0 = time.time()
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        row = {"step": step, "time": round(time.time() - self.t0, 3), **{k: _clean(v) for k, v in metrics.items()}}
+        row = {
+            "step": step,
+            "time": round(time.time() - self.t0, 3),
+            **{k: _clean(v) for k, v in metrics.items()},
+        }
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
         line = " ".join(f"{short}={metrics[k]:{fmt}}" for k, short, fmt in SHOWN if k in metrics)

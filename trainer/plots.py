@@ -25,8 +25,9 @@ def plot_runs(run_dirs: list[Path | str], out: Path | str, labels: list[str] | N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [(labels[i] if labels else Path(d).name, read_metrics(Path(d) / "metrics.jsonl"))
-            for i, d in enumerate(run_dirs)]
+    runs = [
+        (labels[i] if labels else Path(d).name, read_metrics(Path(d) / "metrics.jsonl")) for i, d in enumerate(run_dirs)
+    ]
     fig, axes = plt.subplots(2, 4, figsize=(18, 7.5))
     styles = {0: "-", 1: "--", 2: ":"}
     for ax, (title, keys) in zip(axes.flat, PANELS):
