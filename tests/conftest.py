@@ -19,7 +19,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory) -> dict:
     """Environment for subprocess runs of the real CLI: its own model cache, unbuffered output."""
-    env = dict(os.environ)
+    # a child is its own world: never inherit the rendezvous of this process's in-process world of one
+    skip = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    env = {k: v for k, v in os.environ.items() if k not in skip}
     env["GROUPWISE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
