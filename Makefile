@@ -43,7 +43,7 @@ demo:  ## the main job on CPU with the embedded default config
 	$(GW) train run_dir=$(RUNS)/demo
 
 train:  ## torchrun on this node: make train CONFIG=configs/x.yaml NGPUS=8
-	$(VENV)/bin/torchrun --nproc_per_node $(NGPUS) -m trainer.cli train -c $(CONFIG)
+	PATH=$(VENV)/bin:$$PATH scripts/train_node.sh $(NGPUS) -c $(CONFIG)
 
 clean:
 	rm -rf $(RUNS) .pytest_cache .ruff_cache

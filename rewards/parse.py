@@ -8,6 +8,7 @@ built unevaluated so ``2^{10^{10}}`` costs nothing until a bounded numeric check
 
 from __future__ import annotations
 
+import functools
 import re
 from fractions import Fraction
 
@@ -249,6 +250,7 @@ class Parser:
         return sp.Pow(out, power, evaluate=False) if power is not None else out
 
 
+@functools.lru_cache(maxsize=4096)  # gold answers repeat G times per step: parse them once per worker
 def parse_math(text: str) -> sp.Expr:
     """Parse one scalar expression; raises ParseError on anything it does not understand."""
     return Parser(tokenize(text)).parse()
