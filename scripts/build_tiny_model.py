@@ -1,6 +1,6 @@
 """Build a tiny random Qwen2 model and byte-level tokenizer (the same as `groupwise build-tiny`).
 
-    python scripts/build_tiny_model.py OUT_DIR [--hidden 64] [--layers 2] [--seed 0]
+python scripts/build_tiny_model.py OUT_DIR [--hidden 64] [--layers 2] [--seed 0]
 """
 
 import sys

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
 
 import deepspeed
 import torch
@@ -71,11 +70,10 @@ def token_logprobs(
     return logp, entropy
 
 
-@dataclass
 class StatSums:
     """(sum, count) records reduced over micro-batches and ranks; *_min/*_max reduce by min/max."""
 
-    def __post_init__(self):
+    def __init__(self):
         self.sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
 
     def add(self, name: str, total: torch.Tensor | float, count: torch.Tensor | float) -> None:
