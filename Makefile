@@ -7,7 +7,11 @@ DEEPSPEED ?= deepspeed==0.19.8
 NGPUS  ?= 8
 RUNS   ?= runs
 
-.PHONY: setup setup-gpu test test-fast lint format smoke demo train clean
+EXPS   ?= grpo gspo luspo kimi_lp correct_lp grpo_lambda acoer
+BENCHES ?= gsm8k math500 aime24 aime25 amc23
+MODEL  ?= builtin:toy-reasoner
+
+.PHONY: setup setup-gpu test test-fast lint format smoke demo train eval exp-all bench clean
 
 setup:  ## CPU virtualenv: pinned CPU torch (no CUDA download), DeepSpeed, the project (editable) + dev tools
 	python3 -m venv $(VENV)
@@ -39,8 +43,26 @@ format:
 smoke:  ## a few steps of the tiny random model through the real DeepSpeed engine (< 3 min on 2 cores)
 	$(GW) train -c configs/smoke.yaml run_dir=$(RUNS)/smoke
 
-demo:  ## the main job on CPU with the embedded default config
+demo:  ## the main job on CPU: build the toy reasoner (once), RL with the embedded defaults, before/after table + plot
+	rm -rf $(RUNS)/demo
 	$(GW) train run_dir=$(RUNS)/demo
+
+exp-%:  ## one toy-lab experiment on CPU: make exp-acoer (configs/toy/<name>.yaml)
+	rm -rf $(RUNS)/exp-$*
+	$(GW) train -c configs/toy/$*.yaml run_dir=$(RUNS)/exp-$*
+
+exp-all: $(addprefix exp-,$(EXPS))  ## every toy-lab experiment, then one table and one overlaid figure
+	$(GW) report $(addprefix $(RUNS)/exp-,$(EXPS)) --out $(RUNS)/toy-lab.md --plot $(RUNS)/toy-lab.png
+
+eval:  ## benchmarks: make eval MODEL=path/or/hub-id BENCHES="gsm8k math500" (add ARGS="--limit 50 -k 4")
+	$(GW) eval $(MODEL) -b $(BENCHES) $(ARGS)
+
+train-%:  ## real-scale run on this node's GPUs: make train-gspo NGPUS=8 (configs/base_gpu.yaml + configs/<name>.yaml)
+	PATH=$(VENV)/bin:$$PATH scripts/train_node.sh $(NGPUS) -c configs/base_gpu.yaml -c configs/$*.yaml run_dir=$(RUNS)/$*
+
+bench:  ## groupwise vs TRL GRPOTrainer, same work on CPU (installs the bench extra: TRL)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) scripts/bench_vs_trl.py $(ARGS)
 
 train:  ## torchrun on this node: make train CONFIG=configs/x.yaml NGPUS=8
 	PATH=$(VENV)/bin:$$PATH scripts/train_node.sh $(NGPUS) -c $(CONFIG)

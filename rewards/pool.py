@@ -82,11 +82,15 @@ class GraderPool:
         out: list[Grade] = []
         pending: list[tuple[int, str, str]] = []
         for i, (text, gold) in enumerate(zip(texts, golds, strict=True)):
-            pred = extract_answer(text)
+            try:
+                pred = extract_answer(text)
+                fast = _fast_path(pred, gold) if pred is not None else False
+            except Exception:  # a grading bug costs this sample (reward 0, counted), never the run
+                out.append(Grade(False, None, error=True))
+                continue
             out.append(Grade(False, pred))
             if pred is None:
                 continue
-            fast = _fast_path(pred, gold)
             if fast is None:
                 pending.append((i, pred, gold))
             else:

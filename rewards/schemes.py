@@ -237,14 +237,24 @@ def overlong_penalty(lengths: torch.Tensor, max_tokens: int, cache: int) -> torc
 
 
 class Composite:
-    """A scheme plus additive terms, each logged: r = scheme + w_format * has_answer + w_overlong * overlong."""
+    """A scheme plus additive terms, each logged: r = scheme + w_format * has_answer + w_overlong * overlong.
+
+    ``penalty_scale`` s scales every scheme's length term: r_scheme -> c + s * (r_scheme - c). Each scheme's
+    length term is linear in its strength parameter (Kimi/correct-only w, GRPO-lambda and Arora-Zanette alpha,
+    ACOER alpha), so s = 0.5 is the scheme with half the strength. The collapse guard lowers it on rollback.
+    """
 
     def __init__(self, scheme, format_weight: float = 0.0, overlong_weight: float = 0.0, overlong_cache: int = 0):
         self.scheme, self.format_weight = scheme, format_weight
         self.overlong_weight, self.overlong_cache = overlong_weight, overlong_cache
+        self.penalty_scale = 1.0
 
     def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
         r, metrics = self.scheme(b)
+        if self.penalty_scale != 1.0:
+            c = b.correct.double()
+            r = c + self.penalty_scale * (r - c)
+            metrics["reward/penalty_scale"] = self.penalty_scale
         metrics = {"reward/scheme": r.mean().item(), **metrics}
         if self.format_weight:
             fmt = self.format_weight * b.has_answer.double()
@@ -255,10 +265,11 @@ class Composite:
         return r, metrics
 
     def state_dict(self) -> dict:
-        return self.scheme.state_dict()
+        return {"scheme": self.scheme.state_dict(), "penalty_scale": self.penalty_scale}
 
     def load_state_dict(self, state: dict) -> None:
-        self.scheme.load_state_dict(state)
+        self.scheme.load_state_dict(state["scheme"])
+        self.penalty_scale = state["penalty_scale"]
 
 
 SCHEMES = {

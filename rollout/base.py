@@ -25,7 +25,7 @@ class Completion:
 
 
 class RolloutBackend(Protocol):
-    def generate(self, prompts: list[list[int]], group_size: int) -> list[Completion]:
+    def generate(self, prompts: list[list[int]], group_size: int, seed: int) -> list[Completion]:
         """``len(prompts) * group_size`` completions, the G samples of prompt j at rows j*G .. j*G+G-1."""
         ...
 
@@ -81,3 +81,23 @@ def collate(completions: list[Completion], pad_id: int) -> RolloutBatch:
             cmask[i, :lc] = 1.0
             slogp[i, :lc] = torch.tensor(c.logprobs, dtype=torch.float32)
     return RolloutBatch(ids, attn, cmask, slogp, p)
+
+
+def encode_prompt(
+    tok, problem: str, instruction: str = "", max_tokens: int | None = None, row_id: str = ""
+) -> list[int]:
+    """The user message (problem + instruction) through the model's chat template, as token ids."""
+    content = f"{problem}\n{instruction}" if instruction else problem
+    if tok.chat_template:
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
+    else:
+        text = content
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if max_tokens is not None and len(ids) > max_tokens:
+        raise ValueError(
+            f"prompt of row {row_id!r} has {len(ids)} tokens > data.max_prompt_tokens={max_tokens}; "
+            "raise data.max_prompt_tokens or filter the data"
+        )
+    return ids

@@ -36,8 +36,24 @@ def arithmetic_task(n: int, operands: int = 2, max_value: int = 20, seed: int = 
     return rows
 
 
-def load_jsonl(path: str | Path) -> list[Example]:
-    """Rows ``{"problem": str, "answer": str, "id"?: str}``; a bad row raises naming file and line."""
+def _row(line: str, where: str, default_id: str) -> Example:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from e
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object with 'problem' and 'answer'")
+    for key in ("problem", "answer"):
+        if key not in row:
+            raise DataError(f"{where}: missing field {key!r}; rows need 'problem' and 'answer'")
+        if not isinstance(row[key], (str, int, float)) or isinstance(row[key], bool) or not str(row[key]).strip():
+            raise DataError(f"{where}: field {key!r} is empty or not a string")
+    return Example(str(row.get("id", default_id)), str(row["problem"]), str(row["answer"]))
+
+
+def load_jsonl(path: str | Path, skip_bad: bool = False, skipped: list[str] | None = None) -> list[Example]:
+    """Rows ``{"problem": str, "answer": str, "id"?: str}``. A bad row raises naming file and line, or with
+    ``skip_bad`` is skipped and its message appended to ``skipped``. No rows at all is always an error."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data file {str(p)!r} does not exist")
@@ -46,21 +62,15 @@ def load_jsonl(path: str | Path) -> list[Example]:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            where = f"{p}:{lineno}"
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from e
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected a JSON object with 'problem' and 'answer'")
-            for key in ("problem", "answer"):
-                if key not in row:
-                    raise DataError(f"{where}: missing field {key!r}; rows need 'problem' and 'answer'")
-                if not isinstance(row[key], (str, int, float)) or not str(row[key]).strip():
-                    raise DataError(f"{where}: field {key!r} is empty or not a string")
-            rows.append(Example(str(row.get("id", f"{p.stem}/{lineno}")), str(row["problem"]), str(row["answer"])))
+                rows.append(_row(line, f"{p}:{lineno}", f"{p.stem}/{lineno}"))
+            except DataError as e:
+                if not skip_bad:
+                    raise DataError(f"{e} (or set data.skip_bad_rows=true to skip and count bad rows)") from None
+                if skipped is not None:
+                    skipped.append(str(e))
     if not rows:
-        raise DataError(f"data file {str(p)!r} holds no rows")
+        raise DataError(f"data file {str(p)!r} holds no usable rows")
     return rows
 
 
@@ -80,13 +90,25 @@ def load_hub(name: str, split: str = "train") -> list[Example]:  # pragma: no co
     return rows
 
 
-def load_source(source: str, seed: int = 0, operands: int = 2, max_value: int = 20, size: int = 2000) -> list[Example]:
-    """Resolve a ``data.source`` string to its rows."""
+def load_source(
+    source: str,
+    seed: int = 0,
+    operands: int = 2,
+    max_value: int = 20,
+    size: int = 2000,
+    skip_bad: bool = False,
+    skipped: list[str] | None = None,
+) -> list[Example]:
+    """Resolve a ``data.source`` string to its rows: arith, toy (the toy reasoner's task), hub:NAME, or a path."""
     if source == "arith":
         return arithmetic_task(size, operands, max_value, seed)
+    if source == "toy":
+        from rollout.toy import toy_problems
+
+        return toy_problems(size, operands, max_value, seed, split="train")
     if source.startswith("hub:"):
         return load_hub(source[4:])
-    return load_jsonl(source)
+    return load_jsonl(source, skip_bad, skipped)
 
 
 class PromptSampler:
@@ -98,14 +120,15 @@ class PromptSampler:
             raise DataError("the prompt dataset is empty")
         self.rows, self.batch_size, self.seed = rows, batch_size, seed
 
-    def batch(self, step: int) -> list[Example]:
+    def batch(self, step: int, stream: int = 0) -> list[Example]:
+        """The prompts of ``step``; ``stream`` > 0 gives independent extra batches (dynamic sampling)."""
         out = []
         for pos in range(step * self.batch_size, (step + 1) * self.batch_size):
             epoch, idx = divmod(pos, len(self.rows))
-            out.append(self.rows[int(self._perm(epoch)[idx])])
+            out.append(self.rows[int(self._perm(epoch, stream)[idx])])
         return out
 
-    @functools.lru_cache(maxsize=2)  # noqa: B019 - at most two epochs are live; the sampler lives all run
-    def _perm(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+    @functools.lru_cache(maxsize=8)  # noqa: B019 - a few (epoch, stream) pairs are live; the sampler lives all run
+    def _perm(self, epoch: int, stream: int = 0) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + stream * 7_777_777)
         return torch.randperm(len(self.rows), generator=g)

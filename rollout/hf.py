@@ -38,7 +38,9 @@ class HFBackend:
         top_p: float = 1.0,
         device: str | torch.device = "cpu",
         all_ranks_done: Callable[[bool], bool] | None = None,
+        min_new_tokens: int = 0,
     ):
+        self.min_new_tokens = min_new_tokens
         self.get_model, self.tok = get_model, tokenizer
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.device = torch.device(device)
@@ -94,8 +96,10 @@ class HFBackend:
         next_pos = pos[:, -1:] + 1  # [N, 1]
         finished = torch.zeros(n, dtype=torch.bool, device=self.device)
         toks, lps = [], []
-        for _ in range(self.max_new_tokens):
+        for t in range(self.max_new_tokens):
             logits = out.logits[:, -1, :].float() / self.temperature  # [N, V]
+            if t < self.min_new_tokens:  # benchmarks: fixed-length completions (EOS suppressed)
+                logits[:, self.eos_id] = float("-inf")
             logp = logits.log_softmax(dim=-1)  # [N, V], what the learner computes for these tokens
             probs = top_p_filter(logits, self.top_p).softmax(dim=-1) if self.top_p < 1 else logp.exp()
             tok = torch.multinomial(probs, 1, generator=gen)  # [N, 1]

@@ -43,7 +43,7 @@ def test_bad_rows_name_file_and_line(tmp_path, line, message):
 
 def test_empty_and_missing_files(tmp_path):
     (tmp_path / "e.jsonl").write_text("\n")
-    with pytest.raises(DataError, match="holds no rows"):
+    with pytest.raises(DataError, match="holds no usable rows"):
         load_jsonl(tmp_path / "e.jsonl")
     with pytest.raises(DataError, match="does not exist"):
         load_jsonl(tmp_path / "missing.jsonl")

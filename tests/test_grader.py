@@ -115,3 +115,16 @@ def test_pool_matches_in_process_grading(pool):
     texts = [f"\\boxed{{{p}}}" for p, _ in EQUAL[:12] + NOT_EQUAL[:6]]
     golds = [g for _, g in EQUAL[:12] + NOT_EQUAL[:6]]
     assert [g.correct for g in pool.grade(texts, golds)] == [True] * 12 + [False] * 6
+
+
+def test_a_grading_function_that_raises_costs_one_sample_and_is_counted(pool, monkeypatch):
+    import rewards.pool as pool_module
+
+    def broken(pred, gold):
+        if pred == "13":
+            raise RuntimeError("bug in a grading rule")
+        return pred == gold
+
+    monkeypatch.setattr(pool_module, "_fast_path", broken)
+    grades = pool.grade(["\\boxed{13}", "\\boxed{12}"], ["13", "12"])
+    assert [(g.correct, g.error) for g in grades] == [(False, True), (True, False)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,12 +26,37 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("train", help="train with RL (also under torchrun)")
-    p.add_argument("--config", "-c", help="YAML file of overrides (see configs/)")
+    p.add_argument("--config", "-c", action="append", help="YAML file(s) of overrides; later ones win (configs/)")
+    p.add_argument("--resume", action="store_true", help="continue from run_dir's latest checkpoint (resume=auto)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. loss.name=gspo steps=5")
+
+    p = sub.add_parser("eval", help="accuracy and response tokens on benchmarks (table + per-problem JSON)")
+    p.add_argument("model", nargs="?", help="model directory, hub id, builtin:toy-reasoner, or a run's checkpoint")
+    p.add_argument("--benchmarks", "-b", nargs="+", default=["gsm8k", "math500", "aime24", "aime25", "amc23"])
+    p.add_argument("--samples", "-k", type=int, default=4, help="samples per problem (avg@k, pass@k)")
+    p.add_argument("--limit", type=int, default=0, help="first N problems of each benchmark (0: all)")
+    p.add_argument("--max-new-tokens", type=int, default=4096)
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--instruction", default=None, help="appended to each problem (default: reason + \\boxed{})")
+    p.add_argument(
+        "--data-dir", default=None, help="benchmark JSONL directory (default $GROUPWISE_DATA or ../shared/data)"
+    )
+    p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", "-o", default=None, help="output directory (default evals/<model name>)")
+    p.add_argument("--compare", nargs="+", metavar="RESULTS", help="results.json files (or their dirs) side by side")
 
     p = sub.add_parser("plot", help="training curves of one or more runs as a PNG")
     p.add_argument("runs", nargs="+", help="run directories (each has metrics.jsonl)")
     p.add_argument("--out", "-o", default="curves.png")
+
+    p = sub.add_parser("report", help="before/after held-out table of runs (and their overlaid curves)")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--plot", "-o", default=None, help="also write the overlaid curves to this PNG")
+    p.add_argument("--out", default=None, help="also write the table to this Markdown file")
 
     p = sub.add_parser("build-tiny", help="build a tiny random Qwen2 model + byte tokenizer")
     p.add_argument("out", help="output directory")
@@ -40,8 +66,15 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("config", help="list every config key with its default and doc")
 
-    args = parser.parse_args(argv)
+    # overrides may come before or after flags (`train --resume steps=9`): argparse leaves later ones unknown
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and (args.cmd != "train" or any(u.startswith("-") or "=" not in u for u in unknown)):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:
+        args.overrides += unknown
+    from rollout.data import DataError
     from trainer.config import ConfigError
+    from trainer.lifecycle import Preempted, TrainingHalted
 
     try:
         if args.cmd == "train":
@@ -49,13 +82,35 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.config import load_config
             from trainer.loop import train
 
-            cfg = load_config(args.config, args.overrides)
+            cfg = load_config(args.config, args.overrides + (["resume=auto"] if args.resume else []))
             run_dir = train(cfg)
+            if int(os.environ.get("RANK", "0")) != 0:
+                return 0
+            if (run_dir / "eval.jsonl").exists():
+                from trainer.report import before_after_table
+
+                print(before_after_table([run_dir]))
             print(f"run finished: {run_dir}/metrics.jsonl, {run_dir}/curves.png")
+        elif args.cmd == "eval":
+            _quiet_libraries()
+            from trainer.eval_cli import compare, run_eval
+
+            print(compare(args.compare) if args.compare else run_eval(args))
         elif args.cmd == "plot":
             from trainer.plots import plot_runs
 
             print(plot_runs([Path(r) for r in args.runs], args.out))
+        elif args.cmd == "report":
+            from trainer.report import before_after_table
+
+            table = before_after_table(args.runs)
+            print(table)
+            if args.out:
+                Path(args.out).write_text(table + "\n")
+            if args.plot:
+                from trainer.plots import plot_runs
+
+                print(plot_runs([Path(r) for r in args.runs], args.plot))
         elif args.cmd == "build-tiny":
             _quiet_libraries()
             from trainer.tiny import save_tiny
@@ -66,9 +121,15 @@ def main(argv: list[str] | None = None) -> int:
 
             for key, default, doc in describe_fields():
                 print(f"{key:<32} {default:<24} {doc}")
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, DataError) as e:
         print(f"groupwise: error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:
+        print(f"groupwise: {e}", file=sys.stderr)
+        return e.exit_code
+    except TrainingHalted as e:
+        print(f"groupwise: halted: {e}", file=sys.stderr)
+        return 3
     return 0
 
 

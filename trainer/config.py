@@ -23,29 +23,35 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    path: str = "builtin:tiny-random"  # HF hub id, local directory, or builtin:tiny-random (made on first use)
+    path: str = "builtin:toy-reasoner"  # HF hub id, local directory, builtin:toy-reasoner or builtin:tiny-random
     dtype: Literal["fp32", "bf16"] = "fp32"  # learner and rollout precision (bf16 needs a GPU to be fast)
     gradient_checkpointing: bool = False  # recompute activations in backward to save memory
 
 
 @dataclass
 class DataConfig:
-    source: str = "arith"  # arith (built-in synthetic sums), a {problem, answer} JSONL path, or hub:NAME
-    prompts_per_step: int = 8  # B: prompts per optimizer step, over all ranks
+    source: str = "toy"  # toy (toy-reasoner task), arith (plain sums), a {problem, answer} JSONL, or hub:NAME
+    prompts_per_step: int = 16  # B: prompts per optimizer step, over all ranks
     instruction: str = ""  # appended to each problem in the user message (e.g. 'put the answer in \\boxed{}')
     max_prompt_tokens: int = 256  # longer prompts are an error naming the row
     arith_operands: int = 2  # built-in task: numbers per problem
     arith_max_value: int = 20  # built-in task: operands drawn from [0, max]
     arith_size: int = 2000  # built-in task: number of distinct problems generated
+    skip_bad_rows: bool = False  # skip (and count) malformed JSONL rows instead of stopping at the first one
 
 
 @dataclass
 class RolloutConfig:
     backend: Literal["hf", "vllm"] = "hf"  # hf: transformers on the learner's weights; vllm: GPU engine
     group_size: int = 16  # G: completions sampled per prompt
-    max_new_tokens: int = 64  # completion budget; longer ones are truncated (finish_reason=length)
+    max_new_tokens: int = 96  # completion budget; longer ones are truncated (finish_reason=length)
     temperature: float = 1.0  # sampling temperature; the learner's log-probs use the same temperature
     top_p: float = 1.0  # nucleus sampling mass
+    tensor_parallel_size: int = 1  # vllm: GPUs per engine (consecutive ranks form one tensor-parallel group)
+    gpu_memory_utilization: float = 0.35  # vllm: share of GPU memory for weights + KV cache (the learner has the rest)
+    vllm_sleep: bool = True  # vllm: free the KV cache during the learner update (sleep mode)
+    dynamic_sampling: bool = False  # DAPO: drop groups whose correctness ties (all or none) and sample more
+    max_sampling_rounds: int = 3  # dynamic sampling: rollout rounds per step at most (then train on what is kept)
 
 
 @dataclass
@@ -67,7 +73,7 @@ class ACOERConfig:
 
 @dataclass
 class RewardConfig:
-    name: Literal["binary", "kimi_lp", "correct_lp", "grpo_lambda", "arora_zanette", "acoer"] = "binary"  # scheme
+    name: Literal["binary", "kimi_lp", "correct_lp", "grpo_lambda", "arora_zanette", "acoer"] = "correct_lp"  # scheme
     format_weight: float = 0.0  # added for any response with an extractable final answer (0 disables)
     length_weight: float = 1.0  # kimi_lp / correct_lp: weight w of the length term (Kimi gives none)
     lambda_top: float = 0.2  # grpo_lambda: share of groups, by accuracy, that get the length penalty
@@ -95,7 +101,7 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-4  # AdamW learning rate
+    lr: float = 5e-5  # AdamW learning rate
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.99  # AdamW second-moment decay
@@ -111,11 +117,45 @@ class DeepSpeedConfig:
 
 
 @dataclass
+class EvalConfig:
+    every: int = 20  # evaluate before training, every N steps and at the end; 0: never during training
+    benchmark: str = "toy"  # toy (held-out toy problems), gsm8k, math500, aime24, aime25, amc23, or a JSONL path
+    problems: int = 100  # first N problems of the benchmark (0: all)
+    samples: int = 4  # k samples per problem (avg@k accuracy, pass@k)
+    temperature: float = 1.0  # sampling temperature of evaluation
+    top_p: float = 1.0  # nucleus mass of evaluation
+    max_new_tokens: int = 0  # 0: rollout.max_new_tokens
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 50  # save every N steps (and always at the end); 0: only at the end
+    keep: int = 2  # complete checkpoints kept (oldest deleted first); 0 keeps all
+
+
+@dataclass
+class GuardConfig:
+    max_nonfinite_streak: int = 3  # stop after this many steps in a row with a skipped (non-finite) update
+    collapse_action: Literal["warn", "halt", "rollback", "off"] = "rollback"  # on a detected collapse
+    window: int = 20  # collapse guard: steps of history the baseline (median) is taken over
+    min_history: int = 5  # collapse guard: steps recorded before any check
+    patience: int = 2  # collapse guard: consecutive out-of-bounds steps that fire it
+    accuracy_drop: float = 0.3  # fire when accuracy < baseline - this
+    length_ratio: float = 0.3  # fire when mean length < baseline x this
+    entropy_ratio: float = 0.1  # fire when entropy < baseline x this
+    degenerate_rise: float = 0.5  # fire when the share of empty/repetitive outputs > baseline + this
+    max_rollbacks: int = 2  # rollbacks per run; the next collapse halts
+    rollback_lr_factor: float = 0.5  # learning rate multiplier applied at each rollback
+    rollback_penalty_factor: float = 0.5  # length-penalty strength multiplier applied at each rollback
+
+
+@dataclass
 class Config:
     run_dir: str = "runs/default"  # metrics.jsonl, config.yaml, checkpoints and plots go here
     seed: int = 0  # seeds prompt order, sampling and initialization; a run is a function of its config
-    steps: int = 20  # training steps; each is one rollout batch and loss.updates_per_batch optimizer steps
+    steps: int = 100  # training steps; each is one rollout batch and loss.updates_per_batch optimizer steps
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    resume: Literal["never", "auto"] = "never"  # auto: continue from the run_dir's latest complete checkpoint
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -123,6 +163,9 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -213,11 +256,13 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return nested
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file at ``path``, then dotted ``overrides``; validated."""
+def load_config(path: str | Path | list | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file(s) at ``path`` (later files override earlier ones), then dotted
+    ``overrides``; validated."""
     cfg = Config()
-    if path is not None:
-        p = Path(path)
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    for one in paths:
+        p = Path(one)
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")
         try:
@@ -226,7 +271,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from e
         if not isinstance(data, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
-        _apply(cfg, data)
+        try:
+            _apply(cfg, data)
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from None
     _apply(cfg, parse_overrides(overrides or []))
     validate(cfg)
     return cfg
@@ -242,6 +290,9 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         "optim.micro_batch_size": cfg.optim.micro_batch_size,
         "loss.updates_per_batch": cfg.loss.updates_per_batch,
         "data.max_prompt_tokens": cfg.data.max_prompt_tokens,
+        "rollout.max_sampling_rounds": cfg.rollout.max_sampling_rounds,
+        "guard.max_nonfinite_streak": cfg.guard.max_nonfinite_streak,
+        "guard.patience": cfg.guard.patience,
     }
     for key, v in positive.items():
         if v <= 0:
@@ -258,6 +309,30 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         v = getattr(cfg.loss, key)
         if v is not None and not 0 <= v < 1:
             raise ConfigError(f"loss.{key} must be in [0, 1), got {v}")
+    if cfg.eval.every < 0 or cfg.eval.problems < 0 or cfg.eval.samples <= 0 or cfg.eval.temperature <= 0:
+        raise ConfigError("eval.every and eval.problems must be >= 0, eval.samples and eval.temperature > 0")
+    if cfg.rollout.backend == "vllm":
+        from rollout.vllm_backend import vllm_available
+
+        ok, why = vllm_available()
+        if not ok:
+            raise ConfigError(f"rollout.backend=vllm: {why}")
+        if world_size % cfg.rollout.tensor_parallel_size:
+            raise ConfigError(
+                f"rollout.tensor_parallel_size={cfg.rollout.tensor_parallel_size} must divide the {world_size} ranks"
+            )
+    if cfg.checkpoint.every < 0 or cfg.checkpoint.keep < 0:
+        raise ConfigError("checkpoint.every and checkpoint.keep must be >= 0 (0: only at the end / keep all)")
+    for key in ("rollback_lr_factor", "rollback_penalty_factor"):
+        if not 0 < getattr(cfg.guard, key) <= 1:
+            raise ConfigError(f"guard.{key} must be in (0, 1], got {getattr(cfg.guard, key)}")
+    model = cfg.model.path
+    if not model.startswith("builtin:") and (model.startswith((".", "/", "~")) or Path(model).exists()):
+        if not (Path(model).expanduser() / "config.json").is_file():
+            raise ConfigError(
+                f"model.path {model!r} is a local path without a config.json; point it at a save_pretrained "
+                "directory, a hub id (org/name), or builtin:toy-reasoner"
+            )
     if not 0 < cfg.reward.lambda_top <= 1:
         raise ConfigError(f"reward.lambda_top must be in (0, 1], got {cfg.reward.lambda_top}")
     cache = cfg.reward.overlong_cache

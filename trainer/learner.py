@@ -9,7 +9,9 @@ multiply by the world size to undo both.
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 from collections import defaultdict
 
 import deepspeed
@@ -18,7 +20,7 @@ from transformers import AutoModelForCausalLM
 
 from losses import LossParams, count_units, get_objective
 from rollout.base import RolloutBatch
-from trainer import dist
+from trainer import dist, faults
 from trainer.config import Config
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -181,33 +183,52 @@ class Learner:
             out[rows, : logp.shape[1]] = logp.float().cpu()
         return out
 
-    def update(self, batch: RolloutBatch, adv: torch.Tensor) -> dict[str, float]:
-        """``loss.updates_per_batch`` optimizer steps on this rank's rows ``batch`` with advantages ``adv [N]``."""
+    def update(self, batch: RolloutBatch, adv: torch.Tensor, step: int = 0) -> dict[str, float]:
+        """``loss.updates_per_batch`` optimizer steps on this rank's rows ``batch`` with advantages ``adv [N]``.
+
+        A non-finite loss or gradient on any rank skips that optimizer step on every rank (no change to the
+        weights, optimizer moments or LR schedule); ``skipped_updates`` counts them.
+        """
         cfg = self.cfg
         self.engine.train()
         n = batch.completion_mask.shape[0]
         # With one update per batch the policy has not moved: old log-probs are the current ones, detached,
         # and ratios are exactly 1 without a second forward pass.
+        self.timers = {"fwd_bwd": 0.0, "optimizer": 0.0}
+        t = time.perf_counter()
         old = self.frozen_logprobs(self.module, batch) if cfg.loss.updates_per_batch > 1 else None
         ref = self.frozen_logprobs(self.ref, batch) if self.ref is not None else None
+        self.timers["old_ref_logprobs"] = time.perf_counter() - t
         stats = StatSums()
+        skipped = 0
         for start in range(0, n, self.rows_per_update):
             stop = start + self.rows_per_update
             mask = batch.completion_mask[start:stop]
             count = dist.all_sum(count_units(mask, self.objective.unit).double()).item()
-            loss_total = 0.0
+            loss_total, bad = 0.0, False
             for rows, mb in self._micro_batches(batch, start, stop):
                 mb = _to(mb, self.device)
                 t = mb.completion_mask.shape[1]
+                t0 = time.perf_counter()
                 logp, entropy = token_logprobs(self.engine, mb, cfg.rollout.temperature, with_entropy=True)
                 m = mb.completion_mask
                 old_logp = old[rows, :t].to(self.device) if old is not None else logp.detach()
                 ref_logp = ref[rows, :t].to(self.device) if ref is not None else None
                 terms = self.objective.fn(logp, old_logp, adv[rows].to(self.device), m, self.params, ref_logp)
                 loss = terms.per_row.sum() / max(count, 1.0)
+                if faults.active("nan-loss", step):
+                    loss = loss * float("nan")
+                bad |= not math.isfinite(loss.item())
                 self.engine.backward(loss * dist.world(), scale_wrt_gas=False)
-                grad_norm = self._grad_norm_before_step() if self.engine.is_gradient_accumulation_boundary() else None
-                self.engine.step()
+                t1 = time.perf_counter()
+                grad_norm = None
+                if self.engine.is_gradient_accumulation_boundary():
+                    grad_norm = self._grad_norm_before_step()
+                    skipped += self._step_boundary(bad or (grad_norm is not None and not math.isfinite(grad_norm)))
+                else:
+                    self.engine.step()
+                self.timers["fwd_bwd"] += t1 - t0
+                self.timers["optimizer"] += time.perf_counter() - t1
                 loss_total += loss.item()
                 for k, (s, c) in terms.stats.items():
                     stats.add(k, s, c)
@@ -219,7 +240,60 @@ class Learner:
             stats.add("grad_norm", grad_norm if grad_norm is not None else self._grad_norm_after_step(), 1.0)
         out = stats.reduce()  # loss and grad_norm are already global: every rank added the same value
         out["lr"] = self.scheduler.get_last_lr()[0] if self.scheduler is not None else cfg.optim.lr
+        out["skipped_updates"] = float(skipped)
+        out.update({f"time/{k}": v for k, v in self.timers.items()})
         return out
+
+    def _step_boundary(self, bad_local: bool) -> int:
+        """The optimizer step at an accumulation boundary, skipped on every rank if any rank saw a non-finite
+        loss or gradient. ZeRO 1-3 detect non-finite gradient norms themselves (global, so every rank agrees).
+        Under ZeRO 0 the plain torch optimizer does not: the engine steps on zeroed gradients (keeping its
+        counters right) and weights, optimizer moments and LR schedule are put back. Returns 1 if skipped."""
+        bad = dist.all_reduce(torch.tensor(int(bad_local)), "max").item() > 0
+        if bad and self.cfg.deepspeed.zero_stage == 0:
+            sched = self.scheduler.state_dict() if self.scheduler is not None else None
+            opt_state = copy.deepcopy(self.optimizer.state_dict())
+            params = list(self.module.parameters())
+            saved = [p.detach().clone() for p in params]
+            for p in params:
+                p.grad = torch.zeros_like(p)
+            self.engine.step()
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+            self.optimizer.load_state_dict(opt_state)
+            if sched is not None:
+                self.scheduler.load_state_dict(sched)
+            return 1
+        before = self.engine.skipped_steps
+        self.engine.step()  # ZeRO 1-3: a non-finite gradient norm makes DeepSpeed skip the step on every rank
+        return int(self.engine.skipped_steps > before)
+
+    def scale_lr(self, factor: float) -> None:
+        """Multiply the learning rate (schedule base and current value) by ``factor``; used by rollbacks."""
+        if self.scheduler is not None:
+            self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+
+    def save_hf(self, out, tokenizer=None) -> None:
+        """The policy in HF ``save_pretrained`` layout (rank 0 writes). Collective under ZeRO-3, where
+        parameters are gathered one at a time so peak memory stays one parameter above the shard."""
+        model = self.module
+        if self.cfg.deepspeed.zero_stage == 3:
+            state = {}
+            for name, p in model.named_parameters():
+                with deepspeed.zero.GatheredParameters([p]):
+                    if dist.is_main():
+                        state[name] = p.detach().cpu().clone()
+            if dist.is_main():
+                state.update({name: b.cpu() for name, b in model.named_buffers()})
+        else:
+            state = model.state_dict() if dist.is_main() else None
+        if dist.is_main():
+            model.save_pretrained(out, state_dict=state)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(out)
 
     def _grad_norm_before_step(self) -> float | None:
         """ZeRO 0 keeps full gradients in ``.grad``: read the norm before ``step()`` clears them."""

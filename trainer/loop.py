@@ -2,9 +2,11 @@
 
     prompts -> rollout (G completions each) -> grade -> reward scheme (whole batch, all ranks)
     -> group advantages -> learner update (DeepSpeed backward/step) -> weight sync -> metrics
+    -> guards (non-finite streak, collapse) -> checkpoint
 
 Each rank takes a contiguous share of the step's prompts; groups never straddle ranks. Reward schemes see
 the whole batch (gathered), so batch-level statistics are global and every rank computes the same rewards.
+A step is a pure function of (config, step, state after the previous step), which is what makes resume exact.
 """
 
 from __future__ import annotations
@@ -17,150 +19,322 @@ from transformers import AutoTokenizer
 
 from rewards.pool import GraderPool
 from rewards.schemes import RewardBatch, build_scheme
-from rollout.base import collate
-from rollout.data import Example, PromptSampler, load_source
+from rollout.base import Completion, collate, encode_prompt
+from rollout.data import PromptSampler, load_source
 from rollout.hf import HFBackend
-from trainer import dist
+from trainer import checkpoint, dist, faults
 from trainer.advantages import group_advantages, zero_variance_share
-from trainer.config import Config, resolve, save_config, validate
+from trainer.config import Config, ConfigError, resolve, save_config, validate
+from trainer.evaluate import PeriodicEval
+from trainer.guards import CollapseGuard, is_degenerate
 from trainer.learner import Learner
+from trainer.lifecycle import Preempted, Preemption, TrainingHalted, truncate_history, write_event
 from trainer.metrics import MetricsLogger
+from trainer.sft import BUILTINS as TOY_MODELS
 from trainer.tiny import resolve_model_path
 
 
 def pick_device(name: str) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("device=cuda but CUDA is not available; use device=cpu or device=auto")
+            raise ConfigError("device=cuda but CUDA is not available here; use device=cpu or device=auto")
         return torch.device("cuda", dist.local_rank())
     return torch.device("cpu")
 
 
-def encode_prompt(tok, ex: Example, instruction: str, max_tokens: int) -> list[int]:
-    """The user message (problem + instruction) through the model's chat template, as token ids."""
-    content = f"{ex.problem}\n{instruction}" if instruction else ex.problem
-    if tok.chat_template:
-        text = tok.apply_chat_template(
-            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
-        )
-    else:
-        text = content
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    if len(ids) > max_tokens:
-        raise ValueError(
-            f"prompt of row {ex.id!r} has {len(ids)} tokens > data.max_prompt_tokens={max_tokens}; "
-            "raise data.max_prompt_tokens or filter the data"
-        )
-    return ids
-
-
-def rollout_seed(seed: int, step: int, rank: int) -> int:
+def rollout_seed(seed: int, step: int, rank: int, stream: int = 0) -> int:
     """Sampling seed of one rank at one step: a pure function, so a resumed run samples the same tokens."""
-    return (seed * 1_000_003 + step * 7_919 + rank) % (2**63)
+    return (seed * 1_000_003 + step * 7_919 + rank + stream * 104_729) % (2**63)
 
 
 def train(cfg: Config) -> Path:
-    """Run ``cfg.steps`` training steps; returns the run directory."""
+    """Run training to ``cfg.steps`` steps (continuing a checkpoint with ``resume=auto``); returns the run dir."""
     device = pick_device(cfg.device)
     dist.init(device.type)
     validate(cfg, dist.world())
     resolve(cfg)
     rank, world = dist.rank(), dist.world()
     run_dir = Path(cfg.run_dir)
+    ckpt = checkpoint.latest(run_dir) if cfg.resume == "auto" else None
     if dist.is_main():
+        _check_run_dir(cfg, run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        model_path = resolve_model_path(cfg.model.path)  # builds builtin models once, on rank 0
+        checkpoint.discard_incomplete(run_dir)
+        resolve_model_path(cfg.model.path)  # builds builtin models once, on rank 0
     dist.barrier()
     model_path = resolve_model_path(cfg.model.path)
     torch.manual_seed(cfg.seed)
 
     tok = AutoTokenizer.from_pretrained(model_path)
-    rows = load_source(
-        cfg.data.source, cfg.seed, cfg.data.arith_operands, cfg.data.arith_max_value, cfg.data.arith_size
-    )
-    sampler = PromptSampler(rows, cfg.data.prompts_per_step, cfg.seed)
+    skipped_rows: list[str] = []
+    d = cfg.data
+    operands, max_value = d.arith_operands, d.arith_max_value
+    if d.source == "toy" and cfg.model.path in TOY_MODELS:  # train on the toy reasoner's own task
+        operands, max_value = TOY_MODELS[cfg.model.path].operands, TOY_MODELS[cfg.model.path].max_value
+    rows = load_source(d.source, cfg.seed, operands, max_value, d.arith_size, d.skip_bad_rows, skipped_rows)
+    sampler = PromptSampler(rows, d.prompts_per_step, cfg.seed)
     learner = Learner(cfg, model_path, device)
-    lockstep = cfg.deepspeed.zero_stage == 3 and world > 1  # ZeRO-3 forwards are collective
-    backend = HFBackend(
+    # ZeRO-3 forwards are collective: every rank keeps stepping until all are done
+    lockstep = _all_ranks_done if cfg.deepspeed.zero_stage == 3 and world > 1 else None
+    backend = build_backend(cfg, learner, model_path, tok, device, lockstep)
+    e = cfg.eval
+    eval_backend = HFBackend(
         lambda: learner.module,
         tok,
-        cfg.rollout.max_new_tokens,
-        cfg.rollout.temperature,
-        cfg.rollout.top_p,
+        e.max_new_tokens or cfg.rollout.max_new_tokens,
+        e.temperature,
+        e.top_p,
         device,
-        all_ranks_done=(lambda done: dist.all_reduce(torch.tensor(int(not done)), "max").item() == 0)
-        if lockstep
-        else None,
+        all_ranks_done=lockstep,
     )
     scheme = build_reward(cfg)
     grader = GraderPool(cfg.reward.grade_workers or None, cfg.reward.grade_timeout)
-    G, per_rank = cfg.rollout.group_size, cfg.data.prompts_per_step // world
-    logger = MetricsLogger(run_dir, cfg.steps, enabled=dist.is_main())
+    g = cfg.guard
+    guard = CollapseGuard(
+        g.window, g.min_history, g.patience, g.accuracy_drop, g.length_ratio, g.entropy_ratio, g.degenerate_rise
+    )
+    evaluator = PeriodicEval(cfg, eval_backend, tok, grader, run_dir) if e.every else None
+    G, per_rank = cfg.rollout.group_size, d.prompts_per_step // world
+    run = {"rollbacks": 0, "nonfinite_streak": 0}  # loop state saved with every checkpoint
 
-    for step in range(cfg.steps):
-        t0 = time.perf_counter()
-        # 1. this rank's prompts -> G completions each
-        examples = sampler.batch(step)[rank * per_rank : (rank + 1) * per_rank]
-        prompts = [encode_prompt(tok, ex, cfg.data.instruction, cfg.data.max_prompt_tokens) for ex in examples]
-        completions = backend.generate(prompts, G, seed=rollout_seed(cfg.seed, step, rank))
-        t1 = time.perf_counter()
+    def restore(path: Path) -> int:
+        state = checkpoint.load(path, learner)
+        scheme.load_state_dict(state["scheme"])
+        guard.load_state_dict(state["guard"])
+        replays = run["rollbacks"] - state["run"]["rollbacks"]  # rollbacks since this checkpoint was saved
+        run.update(state["run"], rollbacks=run["rollbacks"])
+        if replays:  # each rollback since then lowers the LR and the length penalty once more
+            learner.scale_lr(g.rollback_lr_factor**replays)
+            scheme.penalty_scale *= g.rollback_penalty_factor**replays
+        if dist.is_main():
+            truncate_history(run_dir, state["step"])
+        return state["step"]
 
-        # 2. grade locally, then score the whole batch (all ranks) with the reward scheme
-        golds = [examples[i // G].answer for i in range(len(completions))]
-        grades = grader.grade([c.text for c in completions], golds)
-        local = {
-            "correct": [float(g.correct) for g in grades],
-            "has_answer": [float(g.extracted is not None) for g in grades],
-            "grade_timeouts": [float(g.timed_out) for g in grades],
-            "lengths": [float(len(c.token_ids)) for c in completions],
-            "truncated": [float(c.finish_reason == "length") for c in completions],
-        }
-        gathered = dist.gather_objects(local)
-        full = {k: torch.tensor([v for part in gathered for v in part[k]]) for k in local}  # [N_global] each
-        timeouts = full.pop("grade_timeouts")
-        rewards_all, reward_metrics = scheme(
-            RewardBatch(**full, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens)
-        )
-        reward_metrics["reward/grade_timeouts"] = timeouts.sum().item()
-        n_local = len(completions)
-        rewards = rewards_all[rank * n_local : (rank + 1) * n_local]  # [N]
-        adv = group_advantages(rewards, G, cfg.loss.scale_std, cfg.loss.adv_eps)  # [N]
-        t2 = time.perf_counter()
+    def save(step: int) -> None:
+        state = {"scheme": scheme.state_dict(), "guard": guard.state_dict(), "run": dict(run)}
+        checkpoint.save(run_dir, step, learner, state, cfg.checkpoint.keep, tok)
 
-        # 3. learner update, then make the sampler use the new weights
-        batch = collate(completions, tok.pad_token_id)
-        if cfg.reward.overlong_filter:  # DAPO overlong filtering: truncated rows leave the loss
-            keep = torch.tensor([c.finish_reason != "length" for c in completions], dtype=torch.float32)
-            batch.completion_mask *= keep[:, None]
-        learner_metrics = learner.update(batch, adv)
-        backend.sync_weights()
-        t3 = time.perf_counter()
+    start = restore(ckpt) if ckpt is not None else 0
+    if dist.is_main():
+        if ckpt is None:
+            truncate_history(run_dir, 0)  # a run that died before its first checkpoint starts over
+        print(f"resuming from {ckpt} at step {start}" if ckpt else f"starting {run_dir} from step 0", flush=True)
+        if skipped_rows:
+            print(f"skipped {len(skipped_rows)} bad data rows; first: {skipped_rows[0]}", flush=True)
+    logger = MetricsLogger(run_dir, cfg.steps, start_step=start, enabled=dist.is_main())
+    preemption = Preemption()
+    step = start
+    try:
+        if evaluator is not None and start == 0:
+            _show_eval(0, evaluator(0), logger)
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            # 1. this rank's prompts -> G completions each (more rounds with dynamic sampling) -> grades
+            completions, grades, examples, rounds = _sample(cfg, step, sampler, backend, grader, tok, per_rank)
+            if faults.active("collapse", step) and run["rollbacks"] == 0:
+                completions = [Completion(c.prompt_ids, [tok.eos_token_id], [0.0], "stop", "") for c in completions]
+                grades = grader.grade([""] * len(completions), [ex.answer for ex in examples for _ in range(G)])
+            t1 = time.perf_counter()
 
-        # 4. metrics (global: the reward inputs were gathered; learner metrics are reduced over ranks)
-        gen_tokens = dist.all_sum(torch.tensor(float(batch.completion_mask.sum()))).item()
-        metrics = batch_metrics(full, rewards_all, G)
-        metrics.update(reward_metrics)
-        metrics.update(learner_metrics)
-        metrics.update(
-            {
-                "time/rollout": t1 - t0,
-                "time/reward": t2 - t1,
-                "time/learner": t3 - t2,
-                "time/step": t3 - t0,
-                "tokens_per_s": gen_tokens / max(t1 - t0, 1e-9),
+            # 2. score the whole batch (all ranks) with the reward scheme; group advantages on this rank's rows
+            local = {
+                "correct": [float(gr.correct) for gr in grades],
+                "has_answer": [float(gr.extracted is not None) for gr in grades],
+                "grade_timeouts": [float(gr.timed_out) for gr in grades],
+                "grade_errors": [float(gr.error) for gr in grades],
+                "degenerate": [float(is_degenerate(c.text)) for c in completions],
+                "lengths": [float(len(c.token_ids)) for c in completions],
+                "truncated": [float(c.finish_reason == "length") for c in completions],
             }
-        )
-        logger.log(step, metrics)
+            gathered = dist.gather_objects(local)
+            full = {k: torch.tensor([v for part in gathered for v in part[k]]) for k in local}  # [N_global] each
+            extra = {k: full.pop(k) for k in ("grade_timeouts", "grade_errors", "degenerate")}
+            rewards_all, reward_metrics = scheme(
+                RewardBatch(**full, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens)
+            )
+            n_local = len(completions)
+            rewards = rewards_all[rank * n_local : (rank + 1) * n_local]  # [N]
+            adv = group_advantages(rewards, G, cfg.loss.scale_std, cfg.loss.adv_eps)  # [N]
+            t2 = time.perf_counter()
 
-    logger.close()
-    grader.close()
+            # 3. learner update, then make the sampler use the new weights
+            batch = collate(completions, tok.pad_token_id)
+            if cfg.reward.overlong_filter:  # DAPO overlong filtering: truncated rows leave the loss
+                keep = torch.tensor([c.finish_reason != "length" for c in completions], dtype=torch.float32)
+                batch.completion_mask *= keep[:, None]
+            learner_metrics = learner.update(batch, adv, step)
+            backend.sync_weights()
+            t3 = time.perf_counter()
+
+            # 4. metrics (global: the reward inputs were gathered; learner metrics are reduced over ranks)
+            gen_tokens = dist.all_sum(torch.tensor(float(batch.completion_mask.sum()))).item()
+            metrics = batch_metrics(full, rewards_all, G)
+            metrics.update(reward_metrics)
+            metrics.update(learner_metrics)
+            metrics.update(
+                {
+                    "reward/grade_timeouts": extra["grade_timeouts"].sum().item(),
+                    "reward/grade_errors": extra["grade_errors"].sum().item(),
+                    "degenerate_share": extra["degenerate"].mean().item(),
+                    "sampling_rounds": float(rounds),
+                    "time/rollout": t1 - t0,
+                    "time/reward": t2 - t1,
+                    "time/learner": t3 - t2,
+                    "time/step": t3 - t0,
+                    "tokens_per_s": gen_tokens / max(t1 - t0, 1e-9),
+                }
+            )
+            if evaluator is not None and ((step + 1) % e.every == 0 or step + 1 == cfg.steps):
+                metrics.update(_show_eval(step + 1, evaluator(step + 1), logger))
+            logger.log(step, metrics)
+            step += 1
+
+            # 5. guards: a run of non-finite updates stops; a collapse warns, halts or rolls back
+            run["nonfinite_streak"] = run["nonfinite_streak"] + 1 if metrics["skipped_updates"] > 0 else 0
+            if metrics["skipped_updates"] > 0 and dist.is_main():
+                write_event(run_dir, {"step": step - 1, "event": "skipped_update", "loss": metrics.get("loss")})
+            if run["nonfinite_streak"] >= g.max_nonfinite_streak:
+                raise TrainingHalted(
+                    f"{run['nonfinite_streak']} steps in a row had a non-finite loss or gradient (last: step "
+                    f"{step - 1}); lower optim.lr, check the data, or use fp32. The weights are from before them."
+                )
+            triggers = guard.observe(metrics) if g.collapse_action != "off" else None
+            if triggers:
+                step = _on_collapse(cfg, run_dir, step, triggers, run, restore, logger)
+
+            # 6. checkpoint (never in the middle of a suspected collapse), and preemption
+            signum = preemption.requested()
+            due = cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and guard.streak == 0
+            if signum or due or step == cfg.steps:
+                save(step)
+            if signum:
+                raise Preempted(
+                    f"stopped by signal {signum} after step {step - 1}; checkpoint {run_dir}/checkpoints/"
+                    f"step-{step:06d}. Resume with the same command plus --resume (or resume=auto).",
+                    128 + signum,
+                )
+    finally:
+        preemption.restore()
+        logger.close()
+        grader.close()
     if dist.is_main():
         from trainer.plots import plot_runs
 
         plot_runs([run_dir], run_dir / "curves.png")
     dist.barrier()
     return run_dir
+
+
+def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: torch.device, lockstep=None):
+    """The rollout backend; the only place the trainer looks at ``rollout.backend``."""
+    r = cfg.rollout
+    if r.backend == "vllm":
+        import deepspeed
+
+        from rollout.vllm_backend import VLLMBackend
+
+        gather = (lambda p: deepspeed.zero.GatheredParameters([p])) if cfg.deepspeed.zero_stage == 3 else None
+        return VLLMBackend(
+            model_path,
+            tok,
+            r.max_new_tokens,
+            r.temperature,
+            r.top_p,
+            dtype=cfg.model.dtype,
+            get_model=lambda: learner.module,
+            tensor_parallel_size=r.tensor_parallel_size,
+            gpu_memory_utilization=r.gpu_memory_utilization,
+            sleep=r.vllm_sleep,
+            seed=cfg.seed,
+            gather=gather,
+        )
+    return HFBackend(lambda: learner.module, tok, r.max_new_tokens, r.temperature, r.top_p, device, lockstep)
+
+
+def _show_eval(after_steps: int, metrics: dict[str, float], logger) -> dict[str, float]:
+    if dist.is_main():
+        logger.bar.write(
+            f"eval after {after_steps} steps | acc={metrics['eval/accuracy']:.3f} tokens={metrics['eval/tokens']:.1f}"
+        )
+    return metrics
+
+
+def _all_ranks_done(done: bool) -> bool:
+    return dist.all_reduce(torch.tensor(int(not done)), "max").item() == 0
+
+
+def _check_run_dir(cfg: Config, run_dir: Path) -> None:
+    """Refuse to silently append to, or overwrite, another run's history."""
+    metrics = run_dir / "metrics.jsonl"
+    if cfg.resume == "never" and metrics.exists() and metrics.stat().st_size > 0:
+        raise ConfigError(
+            f"run_dir {str(run_dir)!r} already holds a run; continue it with --resume (resume=auto), "
+            "or choose another run_dir (or delete this one)"
+        )
+
+
+def _sample(cfg: Config, step: int, sampler, backend, grader, tok, per_rank: int):
+    """Completions and grades for this rank's ``per_rank`` prompts of ``step``.
+
+    With ``rollout.dynamic_sampling`` (DAPO, arXiv 2503.14476 Eq. 11), groups whose correctness ties (all or
+    none right: zero advantage under binary rewards) are dropped and extra prompt batches are drawn, up to
+    ``rollout.max_sampling_rounds`` rounds; if the cap is hit the batch is topped up with dropped groups so
+    every rank keeps its fixed size. Ranks decide together, so rounds stay in lockstep."""
+    G, rank = cfg.rollout.group_size, dist.rank()
+    kept, spare, rounds = [], [], 0
+    while True:
+        examples = sampler.batch(step, stream=rounds)[rank * per_rank : (rank + 1) * per_rank]
+        prompts = [
+            encode_prompt(tok, ex.problem, cfg.data.instruction, cfg.data.max_prompt_tokens, ex.id) for ex in examples
+        ]
+        comps = backend.generate(prompts, G, seed=rollout_seed(cfg.seed, step, rank, rounds))
+        grades = grader.grade([c.text for c in comps], [ex.answer for ex in examples for _ in range(G)])
+        rounds += 1
+        for j, ex in enumerate(examples):
+            group = (ex, comps[j * G : (j + 1) * G], grades[j * G : (j + 1) * G])
+            tied = len({gr.correct for gr in group[2]}) == 1
+            (spare if cfg.rollout.dynamic_sampling and tied else kept).append(group)
+        short = max(0, per_rank - len(kept))
+        if dist.all_reduce(torch.tensor(short), "max").item() == 0 or rounds >= cfg.rollout.max_sampling_rounds:
+            break
+    groups = (kept + spare)[:per_rank]
+    completions = [c for _, cs, _ in groups for c in cs]
+    grades = [gr for _, _, grs in groups for gr in grs]
+    return completions, grades, [ex for ex, _, _ in groups], rounds
+
+
+def _on_collapse(cfg: Config, run_dir: Path, step: int, triggers, run: dict, restore, logger) -> int:
+    """Warn, halt or roll back; returns the step to continue from."""
+    g = cfg.guard
+    evidence = [vars(t) for t in triggers]
+    text = "; ".join(f"{t.signal}={t.value:.4g} {t.rule} (baseline {t.baseline:.4g})" for t in triggers)
+    action = g.collapse_action
+    last = checkpoint.latest(run_dir)
+    if action == "rollback" and (run["rollbacks"] >= g.max_rollbacks or last is None):
+        why = "no checkpoint to roll back to" if last is None else f"{g.max_rollbacks} rollbacks already"
+        action = "halt"
+    else:
+        why = ""
+    if dist.is_main():
+        write_event(
+            run_dir, {"step": step - 1, "event": "collapse", "action": action, "triggers": evidence, "why": why}
+        )
+        logger.bar.write(f"collapse guard at step {step - 1}: {text} -> {action}{' (' + why + ')' if why else ''}")
+    if action == "halt":
+        raise TrainingHalted(
+            f"collapse detected at step {step - 1}: {text}. Evidence in {run_dir}/events.jsonl; the last good "
+            f"checkpoint is {last}. Lower the length penalty or learning rate, or set guard.collapse_action."
+        )
+    if action == "rollback":
+        run["rollbacks"] += 1
+        step = restore(last)
+        logger.reopen(step)
+        if dist.is_main():
+            write_event(
+                run_dir, {"step": step, "event": "rollback", "checkpoint": str(last), "rollbacks": run["rollbacks"]}
+            )
+    return step
 
 
 def build_reward(cfg: Config):

@@ -42,6 +42,14 @@ class MetricsLogger:
         self.bar.set_postfix_str(line, refresh=False)
         self.bar.update(1)
 
+    def reopen(self, step: int) -> None:
+        """After a rollback rewrote metrics.jsonl: append to the new file; the bar shows ``step``."""
+        if self.enabled:
+            self.file.close()
+            self.file = self.path.open("a")
+            self.bar.n = step
+            self.bar.refresh()
+
     def close(self) -> None:
         if self.enabled:
             self.bar.close()

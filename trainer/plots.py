@@ -14,7 +14,7 @@ PANELS = [
     ("KL", ["approx_kl_old", "kl_ref"]),
     ("clip fraction", ["clip_frac_token", "clip_frac_seq"]),
     ("grad norm", ["grad_norm"]),
-    ("loss", ["loss"]),
+    ("degenerate share / truncation", ["degenerate_share", "truncation_rate"]),
 ]
 
 
@@ -28,8 +28,9 @@ def plot_runs(run_dirs: list[Path | str], out: Path | str, labels: list[str] | N
     runs = [
         (labels[i] if labels else Path(d).name, read_metrics(Path(d) / "metrics.jsonl")) for i, d in enumerate(run_dirs)
     ]
-    fig, axes = plt.subplots(2, 4, figsize=(18, 7.5))
+    fig, axes = plt.subplots(3, 3, figsize=(16, 11))
     styles = {0: "-", 1: "--", 2: ":"}
+    _eval_panel(axes.flat[-1], run_dirs, [label for label, _ in runs])
     for ax, (title, keys) in zip(axes.flat, PANELS):
         for ri, (label, rows) in enumerate(runs):
             for ki, key in enumerate(keys):
@@ -48,3 +49,19 @@ def plot_runs(run_dirs: list[Path | str], out: Path | str, labels: list[str] | N
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
+
+
+def _eval_panel(ax, run_dirs: list[Path | str], labels: list[str]) -> None:
+    """Held-out accuracy (solid) and mean tokens (dashed, right axis) from each run's eval.jsonl."""
+    twin = ax.twinx()
+    for ri, (d, label) in enumerate(zip(run_dirs, labels)):
+        path = Path(d) / "eval.jsonl"
+        if not path.exists():
+            continue
+        rows = read_metrics(path)
+        xs = [r["after_steps"] for r in rows]
+        ax.plot(xs, [r["accuracy"] for r in rows], "-o", color=f"C{ri}", label=f"{label}: accuracy", markersize=3)
+        twin.plot(xs, [r["tokens"] for r in rows], "--s", color=f"C{ri}", label=f"{label}: tokens", markersize=3)
+    ax.set_title("held-out eval: accuracy (solid), tokens (dashed, right)")
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)

@@ -1,0 +1,167 @@
+"""The ``vllm`` backend: a colocated vLLM engine per torchrun rank (pinned: vllm==0.33.0, see pyproject).
+
+Public vLLM interfaces only:
+
+* ``LLM(distributed_executor_backend="external_launcher")`` joins torchrun's process group instead of
+  spawning workers, so each rank's engine shares the rank's GPU with the learner (tensor parallelism over
+  consecutive ranks with ``tensor_parallel_size``; engines of different TP groups sample different prompts).
+* ``enable_sleep_mode=True``: ``sleep(level=1)`` frees the KV cache (and offloads weights) while the learner
+  updates; ``wake_up()`` before the next rollout.
+* ``logprobs_mode="processed_logprobs"``: the sampler's log-probs after temperature / top-p, the same
+  quantity the learner computes, so ``rollout/logprob_gap`` measures only train/inference mismatch.
+* Weight sync through a worker extension class (``worker_extension_cls``) called with ``collective_rpc``;
+  with the external launcher the worker lives in this process, so tensors are passed by reference, never
+  serialized. No private attribute chains (``llm_engine.model_executor.driver_worker...``), which break on
+  every vLLM release.
+
+Everything here imports vllm lazily: the module imports on machines without it, and constructing the
+backend there raises an error that says how to install it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from rollout.base import Completion
+
+EXTENSION = "rollout.vllm_backend.WeightSyncExtension"
+
+
+class WeightSyncExtension:
+    """Mixed into vLLM's worker class (``worker_extension_cls``); methods are reached by ``collective_rpc``."""
+
+    def groupwise_load_weights(self, named: list[tuple[str, torch.Tensor]]) -> int:
+        """Load HF-named tensors into the engine's model (vLLM's own ``load_weights`` handles fused
+        q/k/v and gate/up projections and TP sharding). Returns the number of tensors loaded."""
+        self.model_runner.model.load_weights(weights=named)
+        return len(named)
+
+    def groupwise_checksum(self, name: str) -> float:
+        """Sum of one engine parameter, for the sync tests (vLLM names, e.g. fused qkv_proj)."""
+        return float(dict(self.model_runner.model.named_parameters())[name].float().sum())
+
+
+def vllm_available() -> tuple[bool, str]:
+    try:
+        import vllm  # noqa: F401
+    except Exception as e:  # ImportError, or a CUDA/torch mismatch raised at import
+        return False, f"vllm does not import here ({type(e).__name__}: {e}); install it with `make setup-gpu`"
+    if not torch.cuda.is_available():
+        return False, "vllm needs a CUDA GPU; use rollout.backend=hf on CPU"
+    return True, ""
+
+
+class VLLMBackend:
+    """G completions per prompt from a colocated vLLM engine; ``sync_weights`` pushes the learner's weights."""
+
+    def __init__(
+        self,
+        model_path: str,
+        tokenizer,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        dtype: str = "bf16",
+        get_model=None,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.35,
+        max_model_len: int | None = None,
+        sleep: bool = True,
+        seed: int = 0,
+        bucket_bytes: int = 256 << 20,
+        gather=None,
+    ):
+        ok, why = vllm_available()
+        if not ok:
+            raise RuntimeError(f"rollout.backend=vllm: {why}")
+        from vllm import LLM
+
+        self.tok, self.get_model, self.gather = tokenizer, get_model, gather
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.sleep_enabled, self.bucket_bytes = sleep, bucket_bytes
+        self.llm = LLM(
+            model=model_path,
+            tokenizer=model_path,
+            dtype="bfloat16" if dtype == "bf16" else "float32",
+            distributed_executor_backend="external_launcher",
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            enable_sleep_mode=sleep,
+            enable_prefix_caching=True,
+            logprobs_mode="processed_logprobs",
+            worker_extension_cls=EXTENSION,
+            seed=seed,
+        )
+        self.asleep = False
+
+    def generate(self, prompts: list[list[int]], group_size: int, seed: int = 0) -> list[Completion]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        self.wake()
+        params = [
+            SamplingParams(
+                n=group_size,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_tokens=self.max_new_tokens,
+                logprobs=0,  # the sampled token's log-prob only
+                seed=seed + j,  # per-prompt seeds: reproducible whatever the batching
+            )
+            for j in range(len(prompts))
+        ]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        completions = []
+        for p, out in zip(prompts, outs):
+            for o in out.outputs:
+                ids = list(o.token_ids)
+                logps = [lp[t].logprob for t, lp in zip(ids, o.logprobs)]
+                reason = "length" if o.finish_reason == "length" else "stop"
+                completions.append(Completion(list(p), ids, logps, reason, o.text))
+        self.sleep()
+        return completions
+
+    def sleep(self) -> None:
+        """Free the KV cache and offload weights so the learner has the GPU during the update."""
+        if self.sleep_enabled and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
+    def _named_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(HF name, full tensor) of the learner's parameters, one at a time; ``gather(param)`` is a context
+        manager that materializes a ZeRO-3 partition (``deepspeed.zero.GatheredParameters``)."""
+        for name, p in self.get_model().named_parameters():
+            if self.gather is None:
+                yield name, p.detach()
+            else:
+                with self.gather(p):
+                    yield name, p.detach().clone()
+
+    def sync_weights(self) -> None:
+        """Push the learner's weights into the engine in buckets of ``bucket_bytes`` (peak memory: one
+        bucket above the shards), then drop the prefix cache, whose KV entries the old weights computed."""
+        if self.get_model is None:
+            return
+        self.wake()
+        bucket, size = [], 0
+        for name, t in self._named_tensors():
+            bucket.append((name, t))
+            size += t.numel() * t.element_size()
+            if size >= self.bucket_bytes:
+                self.llm.collective_rpc("groupwise_load_weights", args=(bucket,))
+                bucket, size = [], 0
+        if bucket:
+            self.llm.collective_rpc("groupwise_load_weights", args=(bucket,))
+        self.llm.reset_prefix_cache()
+        self.sleep()
+
+    def checksum(self, name: str) -> float:
+        return self.llm.collective_rpc("groupwise_checksum", args=(name,))[0]

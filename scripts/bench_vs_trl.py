@@ -1,0 +1,226 @@
+"""groupwise vs TRL's GRPOTrainer on identical work (``make bench``).
+
+Same model (random-init Qwen2: hidden 256, 4 layers, 4 heads, 2 KV heads, intermediate 1024, byte-level
+vocabulary, seed 0), 8 prompts x 16 samples per step, exactly 128 new tokens per completion (EOS suppressed
+for both), one optimizer update per batch, AdamW at the same LR, a reward that varies (share of digits in
+the completion), no KL, fp32. Each framework runs in its own child process (so peak RSS is its own),
+alternately: groupwise, TRL, groupwise, TRL; each round is one warm-up step plus ``--steps`` timed steps.
+
+    python scripts/bench_vs_trl.py [--steps 5] [--rounds 2] [--device cpu|cuda] [--hidden 256 --layers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PROMPTS = [
+    f"{a}+{b}+{c}"
+    for a, b, c in [
+        (12, 34, 56),
+        (7, 88, 9),
+        (41, 5, 63),
+        (20, 20, 20),
+        (3, 14, 15),
+        (92, 65, 35),
+        (89, 79, 32),
+        (38, 46, 26),
+    ]
+]
+
+
+def digit_reward(text: str) -> float:
+    """Varies across samples of a random model, so group advantages are non-zero."""
+    return sum(ch.isdigit() for ch in text) / max(1, len(text))
+
+
+def build_model(args) -> str:
+    from trainer.tiny import save_tiny
+
+    out = Path(args.workdir) / f"bench-model-{args.hidden}-{args.layers}"
+    if not (out / "config.json").exists():
+        save_tiny(
+            out, seed=0, hidden=args.hidden, layers=args.layers, heads=4, kv_heads=2, intermediate=args.intermediate
+        )
+    return str(out)
+
+
+def run_groupwise(args, model_path: str) -> dict:
+    import torch
+    from transformers import AutoTokenizer
+
+    from rollout.base import collate, encode_prompt
+    from rollout.hf import HFBackend
+    from trainer import dist
+    from trainer.advantages import group_advantages
+    from trainer.config import load_config, resolve
+    from trainer.learner import Learner
+
+    cfg = load_config(
+        None,
+        [
+            f"model.path={model_path}",
+            f"device={args.device}",
+            "data.prompts_per_step=8",
+            "rollout.group_size=16",
+            "rollout.max_new_tokens=128",
+            f"optim.micro_batch_size={args.micro_batch}",
+            "optim.lr=1e-5",
+            "optim.grad_clip=1.0",
+            "loss.name=grpo",
+        ],
+    )
+    resolve(cfg)
+    device = torch.device(args.device)
+    dist.init(device.type)
+    tok = AutoTokenizer.from_pretrained(model_path)
+    learner = Learner(cfg, model_path, device)
+    backend = HFBackend(lambda: learner.module, tok, 128, 1.0, 1.0, device, min_new_tokens=128)
+    prompts = [encode_prompt(tok, p) for p in PROMPTS]
+    steps = []
+    for step in range(args.steps + 1):
+        t0 = time.perf_counter()
+        comps = backend.generate(prompts, 16, seed=step)
+        t1 = time.perf_counter()
+        rewards = torch.tensor([digit_reward(c.text) for c in comps])
+        adv = group_advantages(rewards, 16)
+        t2 = time.perf_counter()
+        m = learner.update(collate(comps, tok.pad_token_id), adv, step)
+        backend.sync_weights()
+        t3 = time.perf_counter()
+        assert all(len(c.token_ids) == 128 for c in comps)
+        steps.append(
+            {
+                "step": t3 - t0,
+                "rollout": t1 - t0,
+                "reward": t2 - t1,
+                "old_ref_logprobs": m["time/old_ref_logprobs"],
+                "fwd_bwd": m["time/fwd_bwd"],
+                "optimizer": m["time/optimizer"],
+                "sync": t3 - t2 - m["time/fwd_bwd"] - m["time/optimizer"] - m["time/old_ref_logprobs"],
+            }
+        )
+    return {"steps": steps[1:]}
+
+
+def run_trl(args, model_path: str) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS] * (args.steps + 1))
+
+    def reward(completions, **kw):
+        return [digit_reward(c[0]["content"] if isinstance(c, list) else c) for c in completions]
+
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            times.append(time.perf_counter() - self.t)
+
+    cfg = GRPOConfig(
+        output_dir=str(Path(args.workdir) / "trl-out"),
+        per_device_train_batch_size=128,
+        num_generations=16,
+        gradient_accumulation_steps=1,
+        max_completion_length=128,
+        max_steps=args.steps + 1,
+        learning_rate=1e-5,
+        beta=0.0,
+        num_iterations=1,
+        temperature=1.0,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=args.device == "cpu",
+        bf16=False,
+        max_grad_norm=1.0,
+        seed=0,
+        shuffle_dataset=False,
+        generation_kwargs={"min_new_tokens": 128},
+        disable_tqdm=True,
+    )
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=reward, args=cfg, train_dataset=data, processing_class=tok, callbacks=[Timer()]
+    )
+    trainer.train()
+    return {"steps": [{"step": t} for t in times[1:]]}
+
+
+def worker(args) -> None:
+    model_path = build_model(args)
+    res = run_groupwise(args, model_path) if args.worker == "groupwise" else run_trl(args, model_path)
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round (after one warm-up step)")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--intermediate", type=int, default=1024)
+    p.add_argument("--micro-batch", type=int, default=128, help="groupwise micro-batch (TRL: one batch of 128)")
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--worker", choices=["groupwise", "trl"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    args.workdir = args.workdir or tempfile.mkdtemp(prefix="gw-bench-")
+    results: dict[str, list] = {"groupwise": [], "trl": []}
+    rss: dict[str, float] = {"groupwise": 0.0, "trl": 0.0}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+    for r in range(args.rounds):
+        for name in ("groupwise", "trl"):
+            cmd = [sys.executable, __file__, "--worker", name, *sys.argv[1:], "--workdir", args.workdir]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not line:
+                sys.exit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+            res = json.loads(line[-1][7:])
+            results[name] += res["steps"]
+            rss[name] = max(rss[name], res["peak_rss_mb"])
+            print(
+                f"round {r + 1} {name}: median {statistics.median(s['step'] for s in res['steps']):.2f} s/step",
+                flush=True,
+            )
+    med = {k: statistics.median(s["step"] for s in v) for k, v in results.items()}
+    print("\n| framework | median s/step | peak RSS (MB) |\n|---|---:|---:|")
+    for k in ("groupwise", "trl"):
+        print(f"| {k} | {med[k]:.2f} | {rss[k]:.0f} |")
+    print(
+        f"\nratio groupwise/TRL: {med['groupwise'] / med['trl']:.2f}x step time, "
+        f"{rss['groupwise'] / rss['trl']:.2f}x peak RSS"
+    )
+    print(
+        "\ngroupwise breakdown (median s): "
+        + ", ".join(
+            f"{k} {statistics.median(s[k] for s in results['groupwise']):.3f}"
+            for k in ("rollout", "reward", "old_ref_logprobs", "fwd_bwd", "optimizer", "sync")
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

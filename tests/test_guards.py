@@ -1,0 +1,153 @@
+"""Guards and bad-input handling that need no subprocess: degenerate outputs, the collapse guard's rules,
+the metrics history on resume, data rows, config checks, the reward penalty scale."""
+
+import json
+
+import pytest
+import torch
+
+from rewards.schemes import RewardBatch, build_scheme
+from rollout.data import DataError, PromptSampler, arithmetic_task, load_jsonl
+from trainer.config import ConfigError, load_config
+from trainer.guards import CollapseGuard, is_degenerate
+from trainer.lifecycle import truncate_metrics
+
+
+@pytest.mark.parametrize(
+    ("text", "bad"),
+    [
+        ("", True),
+        ("   \n", True),
+        ("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!", True),
+        ("the the the the the the the the the the the the", True),
+        ("12+30=42\n42+7=49\n\\boxed{49}", False),
+        ("short", False),
+    ],
+)
+def test_degenerate_outputs(text, bad):
+    assert is_degenerate(text) is bad
+
+
+def healthy(i: int) -> dict:
+    return {"accuracy": 0.6 + 0.01 * (i % 3), "length/mean": 40.0 + i % 5, "entropy": 0.5, "degenerate_share": 0.0}
+
+
+def test_collapse_guard_fires_after_patience_and_names_the_evidence():
+    guard = CollapseGuard(window=10, min_history=5, patience=2, length_ratio=0.3)
+    for i in range(8):
+        assert guard.observe(healthy(i)) is None
+    crash = {**healthy(0), "length/mean": 5.0}  # history 40..44,40..42: median 41.5; 5 < 0.3 x 41.5
+    assert guard.observe(crash) is None  # one bad step is noise
+    fired = guard.observe(crash)
+    assert [t.signal for t in fired] == ["length/mean"]
+    assert fired[0].value == 5.0 and fired[0].baseline == 41.5
+
+
+def test_collapse_guard_each_rule_and_no_false_alarms():
+    def fire(metrics):
+        g = CollapseGuard(min_history=3, patience=1)
+        for i in range(5):
+            assert g.observe(healthy(i)) is None
+        out = g.observe(metrics)
+        return [t.signal for t in out] if out else []
+
+    assert fire({**healthy(0), "accuracy": 0.2}) == ["accuracy"]  # 0.2 < 0.61 - 0.3
+    assert fire({**healthy(0), "accuracy": 0.4}) == []  # a drop of 0.21 is within bounds
+    assert fire({**healthy(0), "entropy": 0.01}) == ["entropy"]
+    assert fire({**healthy(0), "degenerate_share": 0.75}) == ["degenerate_share"]
+    assert fire({**healthy(0), "length/mean": 30.0}) == []  # shorter is the goal, not a collapse
+    assert fire({**healthy(0), "accuracy": float("nan")}) == []  # NaN belongs to the NaN guard
+
+
+def test_collapse_guard_needs_history_and_keeps_bad_steps_out_of_it():
+    g = CollapseGuard(min_history=5, patience=1)
+    assert g.observe({**healthy(0), "length/mean": 1.0}) is None  # no history yet: no verdict
+    g2 = CollapseGuard(min_history=2, patience=3)
+    for i in range(3):
+        g2.observe(healthy(i))
+    g2.observe({**healthy(0), "length/mean": 1.0})
+    assert 1.0 not in g2.history["length/mean"]
+    state = g2.state_dict()
+    g3 = CollapseGuard(min_history=2, patience=3)
+    g3.load_state_dict(json.loads(json.dumps(state)))
+    assert g3.state_dict() == state
+
+
+def test_truncate_metrics_moves_replayed_rows_aside(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": s}) + "\n" for s in range(5)) + '{"step": 5, "lo')
+    assert truncate_metrics(tmp_path, 3) == 3  # steps 3, 4 and the line cut by a kill
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [0, 1, 2]
+    assert len((tmp_path / "metrics.discarded.jsonl").read_text().splitlines()) == 3
+
+
+def test_bad_rows_name_file_and_line_or_are_skipped_and_counted(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"problem": "1+1", "answer": "2"}\nnot json\n{"problem": "x"}\n{"problem": "y", "answer": " "}\n')
+    with pytest.raises(DataError, match=r"d.jsonl:2: not valid JSON.*skip_bad_rows"):
+        load_jsonl(p)
+    skipped: list[str] = []
+    rows = load_jsonl(p, skip_bad=True, skipped=skipped)
+    assert [r.problem for r in rows] == ["1+1"]
+    assert (
+        len(skipped) == 3 and "d.jsonl:3: missing field 'answer'" in skipped[1] and ":4: field 'answer'" in skipped[2]
+    )
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("not json\n")
+    with pytest.raises(DataError, match="no usable rows"):
+        load_jsonl(empty, skip_bad=True)
+
+
+def test_extra_prompt_streams_are_pure_and_distinct():
+    s = PromptSampler(arithmetic_task(50), 4, seed=1)
+    assert s.batch(3, stream=1) == PromptSampler(arithmetic_task(50), 4, seed=1).batch(3, stream=1)
+    assert s.batch(3, stream=1) != s.batch(3)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["loss.clip_low=1.2"], "loss.clip_low must be in"),
+        (["model.path=/no/such/model"], "model.path '/no/such/model' is a local path without a config.json"),
+        (["guard.collapse_action=explode"], "guard.collapse_action"),
+        (["checkpoint.evry=3"], "did you mean 'checkpoint.every'"),
+        (["resume=always"], "resume: 'always' is not valid"),
+        (["guard.rollback_lr_factor=0"], "guard.rollback_lr_factor must be in"),
+    ],
+)
+def test_config_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, override)
+
+
+def test_run_dir_with_a_run_needs_resume(tmp_path):
+    from trainer.loop import _check_run_dir
+
+    cfg = load_config(None, [f"run_dir={tmp_path}"])
+    _check_run_dir(cfg, tmp_path)  # empty: fine
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0}\n')
+    with pytest.raises(ConfigError, match="--resume"):
+        _check_run_dir(cfg, tmp_path)
+    cfg.resume = "auto"
+    _check_run_dir(cfg, tmp_path)
+
+
+def test_penalty_scale_scales_only_the_length_term():
+    b = RewardBatch(
+        correct=torch.tensor([1.0, 1.0, 0.0, 0.0]),
+        has_answer=torch.ones(4),
+        lengths=torch.tensor([10.0, 30.0, 10.0, 30.0]),
+        truncated=torch.zeros(4),
+        group_size=4,
+        max_new_tokens=64,
+    )
+    s = build_scheme("kimi_lp")
+    full, _ = s(b)  # Kimi: lam = 0.5, -0.5, 0.5, -0.5; incorrect keep min(0, lam)
+    assert full.tolist() == [1.5, 0.5, 0.0, -0.5]
+    s.penalty_scale = 0.5
+    half, metrics = s(b)
+    assert half.tolist() == [1.25, 0.75, 0.0, -0.25]
+    assert metrics["reward/penalty_scale"] == 0.5
+    restored = build_scheme("kimi_lp")
+    restored.load_state_dict(s.state_dict())
+    assert restored.penalty_scale == 0.5

@@ -1,0 +1,74 @@
+"""``groupwise eval``: load a model, evaluate it on benchmarks, write ``table.md`` and ``results.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from trainer.evaluate import DEFAULT_INSTRUCTION, compare_table, evaluate, load_benchmark, markdown_table
+
+
+def run_eval(args) -> str:
+    """Evaluate ``args.model`` on ``args.benchmarks``; returns the Markdown table (also written to disk)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rewards.pool import GraderPool
+    from trainer.tiny import resolve_model_path
+
+    if not args.model:
+        raise FileNotFoundError("groupwise eval needs a MODEL (or --compare RESULTS...)")
+    path = resolve_model_path(args.model)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
+    tok = AutoTokenizer.from_pretrained(path)
+    instruction = DEFAULT_INSTRUCTION if args.instruction is None else args.instruction
+    if args.model.startswith("builtin:toy") and args.instruction is None:
+        instruction = ""  # the toy reasoner was trained on bare problems
+    if args.backend == "vllm":
+        from rollout.vllm_backend import VLLMBackend
+
+        backend = VLLMBackend(path, tok, args.max_new_tokens, args.temperature, args.top_p, dtype=args.dtype)
+    else:
+        from rollout.hf import HFBackend
+
+        dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        backend = HFBackend(lambda: model, tok, args.max_new_tokens, args.temperature, args.top_p, device)
+    out = Path(args.out or Path("evals") / Path(args.model.rstrip("/")).name.replace(":", "_"))
+    out.mkdir(parents=True, exist_ok=True)
+    grader = GraderPool()
+    results, problems = {}, {}
+    try:
+        for name in args.benchmarks:
+            bench = "toy:" + args.model if name == "toy" and args.model.startswith("builtin:toy") else name
+            rows = load_benchmark(bench, args.data_dir, args.limit or None)
+            res = evaluate(backend, tok, rows, args.samples, grader, instruction, seed=args.seed)
+            results[name], problems[name] = res["summary"], res["problems"]
+            print(
+                f"{name}: acc {100 * res['summary']['accuracy']:.1f}%  tokens {res['summary']['tokens']:.0f}",
+                flush=True,
+            )
+    finally:
+        grader.close()
+    settings = {k: v for k, v in vars(args).items() if k not in ("compare", "func")}
+    payload = {"model": args.model, "settings": settings, "summary": results, "problems": problems}
+    (out / "results.json").write_text(json.dumps(payload, indent=1))
+    table = markdown_table(results)
+    (out / "table.md").write_text(table + "\n")
+    return f"{table}\n\nwritten: {out}/table.md, {out}/results.json"
+
+
+def compare(paths: list[str]) -> str:
+    """Side-by-side table of several ``results.json`` (files or the directories holding them)."""
+    runs = {}
+    for p in paths:
+        f = Path(p) / "results.json" if Path(p).is_dir() else Path(p)
+        if not f.is_file():
+            raise FileNotFoundError(f"{p}: no results.json; run `groupwise eval MODEL -o DIR` first")
+        runs[f.parent.name] = json.loads(f.read_text())["summary"]
+    return compare_table(runs)
