@@ -57,8 +57,9 @@ exp-all: $(addprefix exp-,$(EXPS))  ## every toy-lab experiment, then one table 
 eval:  ## benchmarks: make eval MODEL=path/or/hub-id BENCHES="gsm8k math500" (add ARGS="--limit 50 -k 4")
 	$(GW) eval $(MODEL) -b $(BENCHES) $(ARGS)
 
-train-%:  ## real-scale run on this node's GPUs: make train-gspo NGPUS=8 (configs/base_gpu.yaml + configs/<name>.yaml)
-	PATH=$(VENV)/bin:$$PATH scripts/train_node.sh $(NGPUS) -c configs/base_gpu.yaml -c configs/$*.yaml run_dir=$(RUNS)/$*
+train-%:  ## real-scale run on this node's GPUs: make train-gspo NGPUS=8 [PRESET=zero2|zero3|zero3_offload]
+	PATH=$(VENV)/bin:$$PATH scripts/train_node.sh $(NGPUS) -c configs/base_gpu.yaml \
+		$(if $(PRESET),-c configs/presets/$(PRESET).yaml) -c configs/$*.yaml run_dir=$(RUNS)/$* $(ARGS)
 
 bench:  ## groupwise vs TRL GRPOTrainer, same work on CPU (installs the bench extra: TRL)
 	$(PY) -m pip install -q -e ".[bench]"

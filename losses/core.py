@@ -129,3 +129,20 @@ def ratio_stats(
             "ratio_max": (r.max().float() if r.numel() else -big, one),
             "approx_kl_old": (approx_kl, n),
         }
+
+
+def truncated_is_weights(
+    old_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor, cap: float, level: str
+) -> torch.Tensor:
+    """Truncated importance sampling for the train/inference mismatch (Yao et al. 2025, "Your Efficient RL
+    Framework Secretly Brings You Off-Policy RL Training"): w = min(pi_train / pi_sampler, C), no gradient.
+
+    ``level="token"``: w_t = min(exp(old_t - sampler_t), C), [N, T] (0 on padding).
+    ``level="sequence"``: w_i = min(exp(mean_t(old_t - sampler_t)), C), [N] (the length-normalized sequence
+    ratio, matching GSPO's sequence ratio). Multiplying the advantage by w scales each surrogate term by w,
+    since w > 0 commutes with the min/clip.
+    """
+    log_w = clean(old_logp - sampler_logp, mask).detach()  # [N, T]
+    if level == "token":
+        return torch.exp(log_w).clamp(max=cap) * mask
+    return torch.exp(masked_mean_rows(log_w, mask)).clamp(max=cap)  # [N]

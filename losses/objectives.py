@@ -26,7 +26,7 @@ def _token_surrogate(
     """Per-token clipped surrogate l_t = -min(r_t A_i, clip(r_t) A_i) with r_t = exp(logp_t - old_t)."""
     log_ratio = clean(logp - old_logp, mask)  # [N, T]
     ratio = torch.exp(log_ratio)  # [N, T]
-    a = adv[:, None].to(ratio.dtype)  # [N, 1]
+    a = (adv[:, None] if adv.dim() == 1 else adv).to(ratio.dtype)  # [N, 1], or [N, T] per-token advantages
     loss = clipped_surrogate(ratio, a, p.clip_low, p.clip_high)  # [N, T]
     return loss, ratio_stats(ratio, log_ratio, a, mask, p, "token")
 

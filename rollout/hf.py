@@ -45,6 +45,7 @@ class HFBackend:
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.device = torch.device(device)
         # under ZeRO-3 with several ranks every forward is collective: keep stepping until all ranks are done
+        self.lockstep = all_ranks_done is not None
         self.all_ranks_done = all_ranks_done or (lambda done: done)
         self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
 
@@ -57,7 +58,7 @@ class HFBackend:
         was_training = model.training
         model.eval()
         try:
-            tokens, logps = self._sample([p for p in prompts for _ in range(group_size)], model, seed)
+            tokens, logps = self._sample(prompts, group_size, model, seed)
         finally:
             model.train(was_training)
         out = []
@@ -74,15 +75,20 @@ class HFBackend:
             )
         return out
 
-    def _sample(self, rows: list[list[int]], model, seed: int) -> tuple[list[list[int]], list[list[float]]]:
-        n, width = len(rows), max(len(r) for r in rows)
-        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((n, width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding keeps every row's last prompt token in the last column
+    def _sample(
+        self, prompts: list[list[int]], group_size: int, model, seed: int
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """Sample ``group_size`` continuations of each prompt. The prompt is prefilled once and its KV cache
+        repeated G times; rows that hit EOS leave the batch (their cache rows are dropped) once a quarter of
+        the active rows has finished, unless ranks must stay in lockstep."""
+        b, width = len(prompts), max(len(r) for r in prompts)
+        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((b, width), dtype=torch.long)
+        for i, r in enumerate(prompts):  # left padding keeps every row's last prompt token in the last column
             ids[i, width - len(r) :] = torch.tensor(r)
             attn[i, width - len(r) :] = 1
         ids, attn = ids.to(self.device), attn.to(self.device)
-        pos = (attn.cumsum(dim=1) - 1).clamp(min=0)  # [N, P]
+        pos = (attn.cumsum(dim=1) - 1).clamp(min=0)  # [B, P]
         gen = torch.Generator(device=self.device).manual_seed(seed)
         cache = DynamicCache()
         out = model(
@@ -93,23 +99,36 @@ class HFBackend:
             use_cache=True,
             logits_to_keep=1,
         )
-        next_pos = pos[:, -1:] + 1  # [N, 1]
-        finished = torch.zeros(n, dtype=torch.bool, device=self.device)
-        toks, lps = [], []
+        n = b * group_size
+        cache.batch_repeat_interleave(group_size)  # [B, ...] -> [N, ...], rows of a group contiguous
+        logits_last = out.logits[:, -1, :].repeat_interleave(group_size, dim=0)  # [N, V]
+        attn = attn.repeat_interleave(group_size, dim=0)  # [N, P]
+        next_pos = pos[:, -1:].repeat_interleave(group_size, dim=0) + 1  # [N, 1]
+        tok_mat = torch.full((n, self.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)
+        lp_mat = torch.zeros((n, self.max_new_tokens), device=self.device)
+        rows = torch.arange(n, device=self.device)  # output row of each active batch row
+        finished = torch.zeros(n, dtype=torch.bool, device=self.device)  # over active rows
+        steps = 0
         for t in range(self.max_new_tokens):
-            logits = out.logits[:, -1, :].float() / self.temperature  # [N, V]
+            logits = logits_last.float() / self.temperature  # [n_active, V]
             if t < self.min_new_tokens:  # benchmarks: fixed-length completions (EOS suppressed)
                 logits[:, self.eos_id] = float("-inf")
-            logp = logits.log_softmax(dim=-1)  # [N, V], what the learner computes for these tokens
+            logp = logits.log_softmax(dim=-1)  # [n_active, V], what the learner computes for these tokens
             probs = top_p_filter(logits, self.top_p).softmax(dim=-1) if self.top_p < 1 else logp.exp()
-            tok = torch.multinomial(probs, 1, generator=gen)  # [N, 1]
-            lps.append(logp.gather(1, tok))
+            tok = torch.multinomial(probs, 1, generator=gen)  # [n_active, 1]
+            live = ~finished
+            tok_mat[rows[live], t] = tok[live, 0]
+            lp_mat[rows[live], t] = logp.gather(1, tok)[live, 0]
             tok = tok.masked_fill(finished[:, None], self.pad_id)
-            toks.append(tok)
             finished |= tok[:, 0] == self.eos_id
+            steps = t + 1
             if self.all_ranks_done(bool(finished.all())):
                 break
-            attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=self.device)], dim=1)
+            if not self.lockstep and int(finished.sum()) * 4 >= len(rows):  # drop finished rows
+                keep = (~finished).nonzero().squeeze(1)  # [n_keep]
+                cache.batch_select_indices(keep)
+                rows, tok, attn, next_pos, finished = rows[keep], tok[keep], attn[keep], next_pos[keep], finished[keep]
+            attn = torch.cat([attn, torch.ones((len(rows), 1), dtype=attn.dtype, device=self.device)], dim=1)
             out = model(
                 input_ids=tok,
                 attention_mask=attn,
@@ -117,9 +136,9 @@ class HFBackend:
                 past_key_values=cache,
                 use_cache=True,
             )
+            logits_last = out.logits[:, -1, :]
             next_pos = next_pos + 1
-        tok_mat = torch.cat(toks, dim=1).cpu()  # [N, T]
-        lp_mat = torch.cat(lps, dim=1).cpu()  # [N, T]
+        tok_mat, lp_mat = tok_mat[:, :steps].cpu(), lp_mat[:, :steps].cpu()  # [N, T]
         # a row's completion ends at its first EOS (inclusive); later columns are padding
         is_eos = tok_mat == self.eos_id
         first_eos = torch.where(is_eos.any(dim=1), is_eos.float().argmax(dim=1), torch.full((n,), tok_mat.shape[1]))

@@ -48,10 +48,18 @@ def digit_reward(text: str) -> float:
 def build_model(args) -> str:
     from trainer.tiny import save_tiny
 
-    out = Path(args.workdir) / f"bench-model-{args.hidden}-{args.layers}"
+    out = (
+        Path(args.workdir) / f"bench-model-{args.hidden}-{args.layers}-{args.heads}-{args.kv_heads}-{args.intermediate}"
+    )
     if not (out / "config.json").exists():
         save_tiny(
-            out, seed=0, hidden=args.hidden, layers=args.layers, heads=4, kv_heads=2, intermediate=args.intermediate
+            out,
+            seed=0,
+            hidden=args.hidden,
+            layers=args.layers,
+            heads=args.heads,
+            kv_heads=args.kv_heads,
+            intermediate=args.intermediate,
         )
     return str(out)
 
@@ -74,7 +82,8 @@ def run_groupwise(args, model_path: str) -> dict:
             f"device={args.device}",
             "data.prompts_per_step=8",
             "rollout.group_size=16",
-            "rollout.max_new_tokens=128",
+            f"rollout.max_new_tokens={args.max_new_tokens}",
+            f"model.dtype={args.dtype}",
             f"optim.micro_batch_size={args.micro_batch}",
             "optim.lr=1e-5",
             "optim.grad_clip=1.0",
@@ -86,7 +95,9 @@ def run_groupwise(args, model_path: str) -> dict:
     dist.init(device.type)
     tok = AutoTokenizer.from_pretrained(model_path)
     learner = Learner(cfg, model_path, device)
-    backend = HFBackend(lambda: learner.module, tok, 128, 1.0, 1.0, device, min_new_tokens=128)
+    T = args.max_new_tokens
+    backend = HFBackend(lambda: learner.module, tok, T, 1.0, 1.0, device, min_new_tokens=T)
+    n_params = sum(p.numel() for p in learner.module.parameters())
     prompts = [encode_prompt(tok, p) for p in PROMPTS]
     steps = []
     for step in range(args.steps + 1):
@@ -99,7 +110,8 @@ def run_groupwise(args, model_path: str) -> dict:
         m = learner.update(collate(comps, tok.pad_token_id), adv, step)
         backend.sync_weights()
         t3 = time.perf_counter()
-        assert all(len(c.token_ids) == 128 for c in comps)
+        assert all(len(c.token_ids) == T for c in comps)
+        tokens = sum(len(c.prompt_ids) + T for c in comps)  # learner tokens (prompt + completion)
         steps.append(
             {
                 "step": t3 - t0,
@@ -109,6 +121,9 @@ def run_groupwise(args, model_path: str) -> dict:
                 "fwd_bwd": m["time/fwd_bwd"],
                 "optimizer": m["time/optimizer"],
                 "sync": t3 - t2 - m["time/fwd_bwd"] - m["time/optimizer"] - m["time/old_ref_logprobs"],
+                "rollout_tok_s": len(comps) * T / (t1 - t0),
+                "learner_tok_s": tokens / m["time/fwd_bwd"],
+                "mfu": 6 * n_params * tokens / m["time/fwd_bwd"] / (args.peak_tflops * 1e12) if args.peak_tflops else 0,
             }
         )
     return {"steps": steps[1:]}
@@ -122,7 +137,8 @@ def run_trl(args, model_path: str) -> dict:
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS] * (args.steps + 1))
 
     def reward(completions, **kw):
@@ -139,12 +155,13 @@ def run_trl(args, model_path: str) -> dict:
 
     cfg = GRPOConfig(
         output_dir=str(Path(args.workdir) / "trl-out"),
-        per_device_train_batch_size=128,
+        per_device_train_batch_size=args.micro_batch,  # micro-batches accumulated into one update per batch
         num_generations=16,
-        gradient_accumulation_steps=1,
-        max_completion_length=128,
+        gradient_accumulation_steps=128 // args.micro_batch,
+        max_completion_length=args.max_new_tokens,
         max_steps=args.steps + 1,
         learning_rate=1e-5,
+        lr_scheduler_type="constant",
         beta=0.0,
         num_iterations=1,
         temperature=1.0,
@@ -152,11 +169,11 @@ def run_trl(args, model_path: str) -> dict:
         report_to="none",
         save_strategy="no",
         use_cpu=args.device == "cpu",
-        bf16=False,
+        bf16=args.dtype == "bf16",
         max_grad_norm=1.0,
         seed=0,
         shuffle_dataset=False,
-        generation_kwargs={"min_new_tokens": 128},
+        generation_kwargs={"min_new_tokens": args.max_new_tokens},
         disable_tqdm=True,
     )
     trainer = GRPOTrainer(
@@ -181,7 +198,17 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--intermediate", type=int, default=1024)
-    p.add_argument("--micro-batch", type=int, default=128, help="groupwise micro-batch (TRL: one batch of 128)")
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="for MFU, e.g. 989 (H100 bf16 dense)")
+    p.add_argument(
+        "--micro-batch",
+        type=int,
+        default=16,
+        help="rows per forward/backward for both (TRL: per_device_train_batch_size with accumulation)",
+    )
     p.add_argument("--workdir", default=None)
     p.add_argument("--worker", choices=["groupwise", "trl"], help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -217,7 +244,17 @@ def main() -> None:
         "\ngroupwise breakdown (median s): "
         + ", ".join(
             f"{k} {statistics.median(s[k] for s in results['groupwise']):.3f}"
-            for k in ("rollout", "reward", "old_ref_logprobs", "fwd_bwd", "optimizer", "sync")
+            for k in (
+                "rollout",
+                "reward",
+                "old_ref_logprobs",
+                "fwd_bwd",
+                "optimizer",
+                "sync",
+                "rollout_tok_s",
+                "learner_tok_s",
+                "mfu",
+            )
         )
     )
 

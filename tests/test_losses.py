@@ -174,3 +174,31 @@ def test_registry_defaults_follow_papers():
     assert (OBJECTIVES["luspo"].clip_low, OBJECTIVES["luspo"].clip_high) == (2e-3, 2.5e-3)
     assert (OBJECTIVES["dapo"].clip_low, OBJECTIVES["dapo"].clip_high) == (0.2, 0.28)
     assert OBJECTIVES["dr_grpo"].scale_std is False and OBJECTIVES["dapo"].unit == "tokens"
+
+
+def test_truncated_importance_sampling_weights_hand_computed():
+    import math
+
+    from losses.core import truncated_is_weights
+
+    old = torch.zeros(1, 3)
+    sampler = torch.tensor([[0.0, -math.log(2.0), -math.log(4.0)]])  # trainer/sampler ratios 1, 2, 4
+    mask = torch.tensor([[1.0, 1.0, 0.0]])  # the third token is padding
+    tok = truncated_is_weights(old, sampler, mask, cap=1.5, level="token")
+    assert torch.allclose(tok, torch.tensor([[1.0, 1.5, 0.0]]))  # 2 is capped at 1.5
+    seq = truncated_is_weights(old, sampler, mask, cap=1.5, level="sequence")
+    assert torch.allclose(seq, torch.tensor([math.sqrt(2.0)]))  # exp(mean(0, ln 2)) = sqrt 2 < 1.5
+
+
+def test_per_token_advantages_scale_each_token_term():
+    from losses import LossParams
+    from losses.objectives import grpo
+
+    logp = torch.log(torch.tensor([[0.5, 0.25]])).requires_grad_()
+    mask = torch.ones(1, 2)
+    p = LossParams(clip_low=0.2, clip_high=0.2)
+    # on-policy: each token's term is -A_t * ratio_t = -A_t; GRPO averages over the sequence
+    terms = grpo(logp, logp.detach(), torch.tensor([[1.0, 1.5]]), mask, p)
+    assert terms.per_row.item() == pytest.approx(-(1.0 + 1.5) / 2)
+    terms.per_row.sum().backward()
+    assert torch.allclose(logp.grad, torch.tensor([[-0.5, -0.75]]))  # d/dlogp of -A_t r_t / 2

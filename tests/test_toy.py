@@ -103,3 +103,4 @@ def test_rl_steps_with_each_objective_and_scheme_end_with_table_and_plot(toy_mod
     table = before_after_table([run])
     assert f"| {run.name} | {loss} | {reward} | 2 |" in table
     assert (run / "curves.png").stat().st_size > 10_000
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())  # TensorBoard sink

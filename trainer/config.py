@@ -96,6 +96,7 @@ class LossConfig:
     scale_std: bool | None = None  # divide advantages by group std; None: the objective's default
     adv_eps: float = 1e-6  # added to the group std
     max_tokens: int | None = None  # Dr. GRPO divisor; None: rollout.max_new_tokens
+    tis_cap: float = 0.0  # truncated importance sampling: cap C of min(pi_train / pi_sampler, C); 0 disables
     updates_per_batch: int = 1  # optimizer steps per rollout batch (mini-batches); 1: ratios are exactly 1
 
 
@@ -125,6 +126,14 @@ class EvalConfig:
     temperature: float = 1.0  # sampling temperature of evaluation
     top_p: float = 1.0  # nucleus mass of evaluation
     max_new_tokens: int = 0  # 0: rollout.max_new_tokens
+
+
+@dataclass
+class LogConfig:
+    tensorboard: bool = True  # also write TensorBoard scalars to RUN/tb (metrics.jsonl is always written)
+    wandb: bool = False  # also log to Weights & Biases (needs `pip install wandb`)
+    wandb_project: str = "groupwise"  # W&B project name
+    wandb_mode: Literal["offline", "online"] = "offline"  # offline works without network (sync later)
 
 
 @dataclass
@@ -164,6 +173,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
 
@@ -303,6 +313,8 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError(f"rollout.top_p must be in (0, 1], got {cfg.rollout.top_p}")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr must be positive, got {cfg.optim.lr}")
+    if cfg.loss.tis_cap < 0:
+        raise ConfigError(f"loss.tis_cap must be >= 0 (0 disables; 2.0 is a common cap), got {cfg.loss.tis_cap}")
     if cfg.loss.beta < 0:
         raise ConfigError(f"loss.beta must be >= 0, got {cfg.loss.beta}")
     for key in ("clip_low", "clip_high"):

@@ -19,6 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from losses import LossParams, count_units, get_objective
+from losses.core import truncated_is_weights
 from rollout.base import RolloutBatch
 from trainer import dist, faults
 from trainer.config import Config
@@ -214,7 +215,17 @@ class Learner:
                 m = mb.completion_mask
                 old_logp = old[rows, :t].to(self.device) if old is not None else logp.detach()
                 ref_logp = ref[rows, :t].to(self.device) if ref is not None else None
-                terms = self.objective.fn(logp, old_logp, adv[rows].to(self.device), m, self.params, ref_logp)
+                a = adv[rows].to(self.device)  # [n]
+                if cfg.loss.tis_cap > 0:  # train/inference mismatch: cap the trainer/sampler ratio
+                    level = "token" if self.objective.ratio_level == "token" else "sequence"
+                    w = truncated_is_weights(old_logp, mb.sampler_logp, m, cfg.loss.tis_cap, level)
+                    a = a[:, None] * w if level == "token" else a * w  # [n, T] or [n]
+                    stats.add(
+                        "tis_weight",
+                        (w * m).sum() if level == "token" else w.sum(),
+                        m.sum() if level == "token" else len(w),
+                    )
+                terms = self.objective.fn(logp, old_logp, a, m, self.params, ref_logp)
                 loss = terms.per_row.sum() / max(count, 1.0)
                 if faults.active("nan-loss", step):
                     loss = loss * float("nan")

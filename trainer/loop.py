@@ -18,13 +18,14 @@ import torch
 from transformers import AutoTokenizer
 
 from rewards.pool import GraderPool
-from rewards.schemes import RewardBatch, build_scheme
-from rollout.base import Completion, collate, encode_prompt
+from rewards.schemes import RewardBatch
+from rollout.base import Completion, collate
 from rollout.data import PromptSampler, load_source
 from rollout.hf import HFBackend
 from trainer import checkpoint, dist, faults
-from trainer.advantages import group_advantages, zero_variance_share
-from trainer.config import Config, ConfigError, resolve, save_config, validate
+from trainer.advantages import group_advantages
+from trainer.components import batch_metrics, build_backend, build_reward, on_collapse, sample_step
+from trainer.config import Config, ConfigError, resolve, save_config, to_dict, validate
 from trainer.evaluate import PeriodicEval
 from trainer.guards import CollapseGuard, is_degenerate
 from trainer.learner import Learner
@@ -40,11 +41,6 @@ def pick_device(name: str) -> torch.device:
             raise ConfigError("device=cuda but CUDA is not available here; use device=cpu or device=auto")
         return torch.device("cuda", dist.local_rank())
     return torch.device("cpu")
-
-
-def rollout_seed(seed: int, step: int, rank: int, stream: int = 0) -> int:
-    """Sampling seed of one rank at one step: a pure function, so a resumed run samples the same tokens."""
-    return (seed * 1_000_003 + step * 7_919 + rank + stream * 104_729) % (2**63)
 
 
 def train(cfg: Config) -> Path:
@@ -122,7 +118,10 @@ def train(cfg: Config) -> Path:
         print(f"resuming from {ckpt} at step {start}" if ckpt else f"starting {run_dir} from step 0", flush=True)
         if skipped_rows:
             print(f"skipped {len(skipped_rows)} bad data rows; first: {skipped_rows[0]}", flush=True)
-    logger = MetricsLogger(run_dir, cfg.steps, start_step=start, enabled=dist.is_main())
+    wandb = {"project": cfg.log.wandb_project, "mode": cfg.log.wandb_mode, "config": to_dict(cfg)}
+    logger = MetricsLogger(
+        run_dir, cfg.steps, start, dist.is_main(), cfg.log.tensorboard, wandb if cfg.log.wandb else None
+    )
     preemption = Preemption()
     step = start
     try:
@@ -131,7 +130,7 @@ def train(cfg: Config) -> Path:
         while step < cfg.steps:
             t0 = time.perf_counter()
             # 1. this rank's prompts -> G completions each (more rounds with dynamic sampling) -> grades
-            completions, grades, examples, rounds = _sample(cfg, step, sampler, backend, grader, tok, per_rank)
+            completions, grades, examples, rounds = sample_step(cfg, step, sampler, backend, grader, tok, per_rank)
             if faults.active("collapse", step) and run["rollbacks"] == 0:
                 completions = [Completion(c.prompt_ids, [tok.eos_token_id], [0.0], "stop", "") for c in completions]
                 grades = grader.grade([""] * len(completions), [ex.answer for ex in examples for _ in range(G)])
@@ -201,7 +200,7 @@ def train(cfg: Config) -> Path:
                 )
             triggers = guard.observe(metrics) if g.collapse_action != "off" else None
             if triggers:
-                step = _on_collapse(cfg, run_dir, step, triggers, run, restore, logger)
+                step = on_collapse(cfg, run_dir, step, triggers, run, restore, logger)
 
             # 6. checkpoint (never in the middle of a suspected collapse), and preemption
             signum = preemption.requested()
@@ -226,32 +225,6 @@ def train(cfg: Config) -> Path:
     return run_dir
 
 
-def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: torch.device, lockstep=None):
-    """The rollout backend; the only place the trainer looks at ``rollout.backend``."""
-    r = cfg.rollout
-    if r.backend == "vllm":
-        import deepspeed
-
-        from rollout.vllm_backend import VLLMBackend
-
-        gather = (lambda p: deepspeed.zero.GatheredParameters([p])) if cfg.deepspeed.zero_stage == 3 else None
-        return VLLMBackend(
-            model_path,
-            tok,
-            r.max_new_tokens,
-            r.temperature,
-            r.top_p,
-            dtype=cfg.model.dtype,
-            get_model=lambda: learner.module,
-            tensor_parallel_size=r.tensor_parallel_size,
-            gpu_memory_utilization=r.gpu_memory_utilization,
-            sleep=r.vllm_sleep,
-            seed=cfg.seed,
-            gather=gather,
-        )
-    return HFBackend(lambda: learner.module, tok, r.max_new_tokens, r.temperature, r.top_p, device, lockstep)
-
-
 def _show_eval(after_steps: int, metrics: dict[str, float], logger) -> dict[str, float]:
     if dist.is_main():
         logger.bar.write(
@@ -272,103 +245,3 @@ def _check_run_dir(cfg: Config, run_dir: Path) -> None:
             f"run_dir {str(run_dir)!r} already holds a run; continue it with --resume (resume=auto), "
             "or choose another run_dir (or delete this one)"
         )
-
-
-def _sample(cfg: Config, step: int, sampler, backend, grader, tok, per_rank: int):
-    """Completions and grades for this rank's ``per_rank`` prompts of ``step``.
-
-    With ``rollout.dynamic_sampling`` (DAPO, arXiv 2503.14476 Eq. 11), groups whose correctness ties (all or
-    none right: zero advantage under binary rewards) are dropped and extra prompt batches are drawn, up to
-    ``rollout.max_sampling_rounds`` rounds; if the cap is hit the batch is topped up with dropped groups so
-    every rank keeps its fixed size. Ranks decide together, so rounds stay in lockstep."""
-    G, rank = cfg.rollout.group_size, dist.rank()
-    kept, spare, rounds = [], [], 0
-    while True:
-        examples = sampler.batch(step, stream=rounds)[rank * per_rank : (rank + 1) * per_rank]
-        prompts = [
-            encode_prompt(tok, ex.problem, cfg.data.instruction, cfg.data.max_prompt_tokens, ex.id) for ex in examples
-        ]
-        comps = backend.generate(prompts, G, seed=rollout_seed(cfg.seed, step, rank, rounds))
-        grades = grader.grade([c.text for c in comps], [ex.answer for ex in examples for _ in range(G)])
-        rounds += 1
-        for j, ex in enumerate(examples):
-            group = (ex, comps[j * G : (j + 1) * G], grades[j * G : (j + 1) * G])
-            tied = len({gr.correct for gr in group[2]}) == 1
-            (spare if cfg.rollout.dynamic_sampling and tied else kept).append(group)
-        short = max(0, per_rank - len(kept))
-        if dist.all_reduce(torch.tensor(short), "max").item() == 0 or rounds >= cfg.rollout.max_sampling_rounds:
-            break
-    groups = (kept + spare)[:per_rank]
-    completions = [c for _, cs, _ in groups for c in cs]
-    grades = [gr for _, _, grs in groups for gr in grs]
-    return completions, grades, [ex for ex, _, _ in groups], rounds
-
-
-def _on_collapse(cfg: Config, run_dir: Path, step: int, triggers, run: dict, restore, logger) -> int:
-    """Warn, halt or roll back; returns the step to continue from."""
-    g = cfg.guard
-    evidence = [vars(t) for t in triggers]
-    text = "; ".join(f"{t.signal}={t.value:.4g} {t.rule} (baseline {t.baseline:.4g})" for t in triggers)
-    action = g.collapse_action
-    last = checkpoint.latest(run_dir)
-    if action == "rollback" and (run["rollbacks"] >= g.max_rollbacks or last is None):
-        why = "no checkpoint to roll back to" if last is None else f"{g.max_rollbacks} rollbacks already"
-        action = "halt"
-    else:
-        why = ""
-    if dist.is_main():
-        write_event(
-            run_dir, {"step": step - 1, "event": "collapse", "action": action, "triggers": evidence, "why": why}
-        )
-        logger.bar.write(f"collapse guard at step {step - 1}: {text} -> {action}{' (' + why + ')' if why else ''}")
-    if action == "halt":
-        raise TrainingHalted(
-            f"collapse detected at step {step - 1}: {text}. Evidence in {run_dir}/events.jsonl; the last good "
-            f"checkpoint is {last}. Lower the length penalty or learning rate, or set guard.collapse_action."
-        )
-    if action == "rollback":
-        run["rollbacks"] += 1
-        step = restore(last)
-        logger.reopen(step)
-        if dist.is_main():
-            write_event(
-                run_dir, {"step": step, "event": "rollback", "checkpoint": str(last), "rollbacks": run["rollbacks"]}
-            )
-    return step
-
-
-def build_reward(cfg: Config):
-    """The configured reward scheme with its paper parameters and the additive format/overlong terms."""
-    r = cfg.reward
-    params = {
-        "kimi_lp": {"weight": r.length_weight},
-        "correct_lp": {"weight": r.length_weight},
-        "grpo_lambda": {"top_fraction": r.lambda_top, "alpha": r.efficiency_alpha},
-        "arora_zanette": {"alpha": r.efficiency_alpha},
-        "acoer": dict(vars(r.acoer), initial_budget=float(cfg.rollout.max_new_tokens)),
-    }.get(r.name, {})
-    return build_scheme(
-        r.name,
-        format_weight=r.format_weight,
-        overlong_weight=r.overlong_weight,
-        overlong_cache=r.overlong_cache,
-        **params,
-    )
-
-
-def batch_metrics(full: dict[str, torch.Tensor], rewards: torch.Tensor, group_size: int) -> dict[str, float]:
-    """Reward, accuracy and length statistics of the whole step's batch."""
-    correct, lengths = full["correct"], full["lengths"]
-    ok = correct > 0
-    return {
-        "reward/mean": rewards.mean().item(),
-        "reward/std": rewards.std().item() if rewards.numel() > 1 else 0.0,
-        "accuracy": correct.mean().item(),
-        "answer_rate": full["has_answer"].mean().item(),
-        "length/mean": lengths.mean().item(),
-        "length/max": lengths.max().item(),
-        "length/correct": lengths[ok].mean().item() if ok.any() else float("nan"),
-        "length/incorrect": lengths[~ok].mean().item() if (~ok).any() else float("nan"),
-        "truncation_rate": full["truncated"].mean().item(),
-        "zero_var_groups": zero_variance_share(rewards, group_size),
-    }

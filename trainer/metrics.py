@@ -1,4 +1,5 @@
-"""Per-step metrics: JSONL file (always), console line and progress bar on rank 0."""
+"""Per-step metrics: JSONL file (always), console line and progress bar on rank 0; TensorBoard and
+Weights & Biases as optional sinks of the same rows."""
 
 from __future__ import annotations
 
@@ -20,12 +21,38 @@ SHOWN = [
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int = 0, enabled: bool = True):
+    def __init__(
+        self,
+        run_dir: Path,
+        total_steps: int,
+        start_step: int = 0,
+        enabled: bool = True,
+        tensorboard: bool = False,
+        wandb: dict | None = None,
+    ):
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self.bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True, disable=not enabled)
         self.file = self.path.open("a") if enabled else None
         self.t0 = time.time()
+        self.tb = self.wandb = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"))
+        if enabled and wandb is not None:
+            try:
+                import wandb as wb
+            except ImportError as e:
+                raise ImportError("log.wandb=true needs the wandb package: pip install wandb") from e
+            self.wandb = wb.init(
+                project=wandb["project"],
+                mode=wandb["mode"],
+                dir=str(run_dir),
+                config=wandb["config"],
+                name=run_dir.name,
+                resume="allow",
+            )
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -37,6 +64,12 @@ class MetricsLogger:
         }
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and v is not None:
+                    self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in row.items() if v is not None}, step=step)
         line = " ".join(f"{short}={metrics[k]:{fmt}}" for k, short, fmt in SHOWN if k in metrics)
         self.bar.write(f"step {step:>4} | {line}")
         self.bar.set_postfix_str(line, refresh=False)
@@ -54,6 +87,10 @@ class MetricsLogger:
         if self.enabled:
             self.bar.close()
             self.file.close()
+            if self.tb is not None:
+                self.tb.close()
+            if self.wandb is not None:
+                self.wandb.finish()
 
 
 def _clean(v: float) -> float | None:
