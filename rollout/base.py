@@ -33,6 +33,10 @@ class RolloutBackend(Protocol):
         """Make the engine sample from the learner's current weights (no-op when they share memory)."""
         ...
 
+    def with_sampling(self, max_new_tokens: int, temperature: float, top_p: float) -> RolloutBackend:
+        """The same engine and weights with other sampling settings (used by evaluation)."""
+        ...
+
 
 @dataclass
 class RolloutBatch:

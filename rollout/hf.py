@@ -7,6 +7,7 @@ forward is a collective and a rank that stopped early would hang the others.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -51,6 +52,12 @@ class HFBackend:
 
     def sync_weights(self) -> None:
         """Nothing to do: this backend samples from the learner's own parameters."""
+
+    def with_sampling(self, max_new_tokens: int, temperature: float, top_p: float) -> HFBackend:
+        """The same model with other sampling settings (evaluation)."""
+        view = copy.copy(self)
+        view.max_new_tokens, view.temperature, view.top_p, view.min_new_tokens = max_new_tokens, temperature, top_p, 0
+        return view
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], group_size: int, seed: int = 0) -> list[Completion]:

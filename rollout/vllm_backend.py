@@ -20,6 +20,7 @@ backend there raises an error that says how to install it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import torch
@@ -95,7 +96,13 @@ class VLLMBackend:
             worker_extension_cls=EXTENSION,
             seed=seed,
         )
-        self.asleep = False
+        self.state = {"asleep": False}  # shared with with_sampling() views of the same engine
+
+    def with_sampling(self, max_new_tokens: int, temperature: float, top_p: float) -> VLLMBackend:
+        """The same engine with other sampling settings (evaluation); sleep state stays shared."""
+        view = copy.copy(self)
+        view.max_new_tokens, view.temperature, view.top_p = max_new_tokens, temperature, top_p
+        return view
 
     def generate(self, prompts: list[list[int]], group_size: int, seed: int = 0) -> list[Completion]:
         from vllm import SamplingParams
@@ -126,14 +133,14 @@ class VLLMBackend:
 
     def sleep(self) -> None:
         """Free the KV cache and offload weights so the learner has the GPU during the update."""
-        if self.sleep_enabled and not self.asleep:
+        if self.sleep_enabled and not self.state["asleep"]:
             self.llm.sleep(level=1)
-            self.asleep = True
+            self.state["asleep"] = True
 
     def wake(self) -> None:
-        if self.asleep:
+        if self.state["asleep"]:
             self.llm.wake_up()
-            self.asleep = False
+            self.state["asleep"] = False
 
     def _named_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
         """(HF name, full tensor) of the learner's parameters, one at a time; ``gather(param)`` is a context

@@ -21,7 +21,6 @@ from rewards.pool import GraderPool
 from rewards.schemes import RewardBatch
 from rollout.base import Completion, collate
 from rollout.data import PromptSampler, load_source
-from rollout.hf import HFBackend
 from trainer import checkpoint, dist, faults
 from trainer.advantages import group_advantages
 from trainer.components import batch_metrics, build_backend, build_reward, on_collapse, sample_step
@@ -75,15 +74,7 @@ def train(cfg: Config) -> Path:
     lockstep = _all_ranks_done if cfg.deepspeed.zero_stage == 3 and world > 1 else None
     backend = build_backend(cfg, learner, model_path, tok, device, lockstep)
     e = cfg.eval
-    eval_backend = HFBackend(
-        lambda: learner.module,
-        tok,
-        e.max_new_tokens or cfg.rollout.max_new_tokens,
-        e.temperature,
-        e.top_p,
-        device,
-        all_ranks_done=lockstep,
-    )
+    eval_backend = backend.with_sampling(e.max_new_tokens or cfg.rollout.max_new_tokens, e.temperature, e.top_p)
     scheme = build_reward(cfg)
     grader = GraderPool(cfg.reward.grade_workers or None, cfg.reward.grade_timeout)
     g = cfg.guard
