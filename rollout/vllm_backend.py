@@ -97,6 +97,7 @@ class VLLMBackend:
             seed=seed,
         )
         self.state = {"asleep": False}  # shared with with_sampling() views of the same engine
+        self.tp_group, self.tp_index = _tensor_parallel_group(tensor_parallel_size)
 
     def with_sampling(self, max_new_tokens: int, temperature: float, top_p: float) -> VLLMBackend:
         """The same engine with other sampling settings (evaluation); sleep state stays shared."""
@@ -105,6 +106,21 @@ class VLLMBackend:
         return view
 
     def generate(self, prompts: list[list[int]], group_size: int, seed: int = 0) -> list[Completion]:
+        """G completions per prompt. With tensor parallelism the ranks of one TP group run one engine
+        together, so they must submit the same requests: prompts are gathered in the group, generated once,
+        and each rank keeps its own share."""
+        import torch.distributed as tdist
+
+        shares = [(prompts, seed)]
+        if self.tp_group is not None:
+            shares = [None] * tdist.get_world_size(self.tp_group)
+            tdist.all_gather_object(shares, (prompts, seed), group=self.tp_group)
+        requests = [(p, s + j) for ps, s in shares for j, p in enumerate(ps)]  # per-prompt seeds
+        outs = self._generate(requests, group_size)
+        start = sum(len(ps) for ps, _ in shares[: self.tp_index]) * group_size
+        return outs[start : start + len(prompts) * group_size]
+
+    def _generate(self, requests: list[tuple[list[int], int]], group_size: int) -> list[Completion]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -116,13 +132,14 @@ class VLLMBackend:
                 top_p=self.top_p,
                 max_tokens=self.max_new_tokens,
                 logprobs=0,  # the sampled token's log-prob only
-                seed=seed + j,  # per-prompt seeds: reproducible whatever the batching
+                seed=s,  # per-prompt seeds: reproducible whatever the batching
             )
-            for j in range(len(prompts))
+            for _, s in requests
         ]
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        prompts = [TokensPrompt(prompt_token_ids=p) for p, _ in requests]
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
         completions = []
-        for p, out in zip(prompts, outs):
+        for (p, _), out in zip(requests, outs):
             for o in out.outputs:
                 ids = list(o.token_ids)
                 logps = [lp[t].logprob for t, lp in zip(ids, o.logprobs)]
@@ -172,3 +189,19 @@ class VLLMBackend:
 
     def checksum(self, name: str) -> float:
         return self.llm.collective_rpc("groupwise_checksum", args=(name,))[0]
+
+
+def _tensor_parallel_group(tp: int):
+    """The process group of this rank's tensor-parallel block (consecutive ranks), or None for tp = 1.
+    Every rank creates every group, in the same order, as torch.distributed requires."""
+    if tp <= 1:
+        return None, 0
+    import torch.distributed as tdist
+
+    world, rank = tdist.get_world_size(), tdist.get_rank()
+    mine = None
+    for start in range(0, world, tp):
+        group = tdist.new_group(list(range(start, start + tp)))
+        if start <= rank < start + tp:
+            mine = group
+    return mine, rank % tp
