@@ -41,6 +41,27 @@ def torchrun_cli(args: list[str], env: dict, extra_env: dict) -> subprocess.Comp
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=ROOT)
 
 
+def start_and_wait(args: list[str], env: dict, run: Path, n_rows: int, quiet: bool = False) -> subprocess.Popen:
+    """Start the CLI in the background and return once ``n_rows`` metrics rows are written (or it exited)."""
+    out = subprocess.DEVNULL if quiet else subprocess.PIPE
+    proc = subprocess.Popen(
+        [bin_path("groupwise"), "train", *BASE, *args],
+        env=env,
+        cwd=ROOT,
+        stdout=out,
+        stderr=out,
+        text=True,
+        start_new_session=quiet,  # quiet runs are killed as a process group (grader workers included)
+    )
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= n_rows:
+            break
+        time.sleep(0.05)
+    return proc
+
+
 def rows(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -76,20 +97,7 @@ def reference(cli_env, tmp_path_factory) -> Path:
 def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(reference, cli_env, tmp_path):
     run = tmp_path / "run"
     kill_after = 3 + int(time.time()) % 2  # a step somewhere after the first checkpoint
-    proc = subprocess.Popen(
-        [bin_path("groupwise"), "train", *BASE, f"run_dir={run}"],
-        env=cli_env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    metrics = run / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= kill_after:
-            break
-        time.sleep(0.05)
+    proc = start_and_wait([f"run_dir={run}"], cli_env, run, kill_after, quiet=True)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(rows(run)) < 6, "the run finished before it could be killed"
@@ -120,18 +128,7 @@ def test_kill_during_a_checkpoint_write_leaves_no_valid_looking_checkpoint(refer
 
 def test_sigterm_writes_a_resumable_checkpoint(reference, cli_env, tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [bin_path("groupwise"), "train", *BASE, f"run_dir={run}", "checkpoint.every=0"],
-        env=cli_env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    metrics = run / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-        time.sleep(0.05)
+    proc = start_and_wait([f"run_dir={run}", "checkpoint.every=0"], cli_env, run, 2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
