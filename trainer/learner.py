@@ -195,11 +195,10 @@ class Learner:
         n = batch.completion_mask.shape[0]
         # With one update per batch the policy has not moved: old log-probs are the current ones, detached,
         # and ratios are exactly 1 without a second forward pass.
-        self.timers = {"fwd_bwd": 0.0, "optimizer": 0.0}
-        t = time.perf_counter()
+        t_frozen = time.perf_counter()
         old = self.frozen_logprobs(self.module, batch) if cfg.loss.updates_per_batch > 1 else None
         ref = self.frozen_logprobs(self.ref, batch) if self.ref is not None else None
-        self.timers["old_ref_logprobs"] = time.perf_counter() - t
+        timers = {"old_ref_logprobs": time.perf_counter() - t_frozen, "fwd_bwd": 0.0, "optimizer": 0.0}
         stats = StatSums()
         skipped = 0
         for start in range(0, n, self.rows_per_update):
@@ -229,7 +228,8 @@ class Learner:
                 loss = terms.per_row.sum() / max(count, 1.0)
                 if faults.active("nan-loss", step):
                     loss = loss * float("nan")
-                bad |= not math.isfinite(loss.item())
+                loss_value = loss.item()  # one device sync per micro-batch
+                bad |= not math.isfinite(loss_value)
                 self.engine.backward(loss * dist.world(), scale_wrt_gas=False)
                 t1 = time.perf_counter()
                 grad_norm = None
@@ -238,9 +238,9 @@ class Learner:
                     skipped += self._step_boundary(bad or (grad_norm is not None and not math.isfinite(grad_norm)))
                 else:
                     self.engine.step()
-                self.timers["fwd_bwd"] += t1 - t0
-                self.timers["optimizer"] += time.perf_counter() - t1
-                loss_total += loss.item()
+                timers["fwd_bwd"] += t1 - t0
+                timers["optimizer"] += time.perf_counter() - t1
+                loss_total += loss_value
                 for k, (s, c) in terms.stats.items():
                     stats.add(k, s, c)
                 stats.add("entropy", (entropy * m).sum(), m.sum())
@@ -252,7 +252,7 @@ class Learner:
         out = stats.reduce()  # loss and grad_norm are already global: every rank added the same value
         out["lr"] = self.scheduler.get_last_lr()[0] if self.scheduler is not None else cfg.optim.lr
         out["skipped_updates"] = float(skipped)
-        out.update({f"time/{k}": v for k, v in self.timers.items()})
+        out.update({f"time/{k}": v for k, v in timers.items()})
         return out
 
     def _step_boundary(self, bad_local: bool) -> int:
