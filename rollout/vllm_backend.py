@@ -21,7 +21,7 @@ backend there raises an error that says how to install it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -65,21 +65,20 @@ class VLLMBackend:
         temperature: float = 1.0,
         top_p: float = 1.0,
         dtype: str = "bf16",
-        get_model=None,
+        named_tensors: Callable[[], Iterator[tuple[str, torch.Tensor]]] | None = None,
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float = 0.35,
         max_model_len: int | None = None,
         sleep: bool = True,
         seed: int = 0,
         bucket_bytes: int = 256 << 20,
-        gather=None,
     ):
         ok, why = vllm_available()
         if not ok:
             raise RuntimeError(f"rollout.backend=vllm: {why}")
         from vllm import LLM
 
-        self.tok, self.get_model, self.gather = tokenizer, get_model, gather
+        self.tok, self.named_tensors = tokenizer, named_tensors
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.sleep_enabled, self.bucket_bytes = sleep, bucket_bytes
         self.llm = LLM(
@@ -159,24 +158,15 @@ class VLLMBackend:
             self.llm.wake_up()
             self.state["asleep"] = False
 
-    def _named_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """(HF name, full tensor) of the learner's parameters, one at a time; ``gather(param)`` is a context
-        manager that materializes a ZeRO-3 partition (``deepspeed.zero.GatheredParameters``)."""
-        for name, p in self.get_model().named_parameters():
-            if self.gather is None:
-                yield name, p.detach()
-            else:
-                with self.gather(p):
-                    yield name, p.detach().clone()
-
     def sync_weights(self) -> None:
-        """Push the learner's weights into the engine in buckets of ``bucket_bytes`` (peak memory: one
-        bucket above the shards), then drop the prefix cache, whose KV entries the old weights computed."""
-        if self.get_model is None:
+        """Push the learner's weights (``named_tensors()``: HF names, full tensors, one at a time) into the
+        engine in buckets of ``bucket_bytes`` (peak memory: one bucket above the shards), then drop the prefix
+        cache, whose KV entries the old weights computed."""
+        if self.named_tensors is None:
             return
         self.wake()
         bucket, size = [], 0
-        for name, t in self._named_tensors():
+        for name, t in self.named_tensors():
             bucket.append((name, t))
             size += t.numel() * t.element_size()
             if size >= self.bucket_bytes:

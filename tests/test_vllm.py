@@ -27,7 +27,14 @@ def engine(tmp_path_factory):
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).cuda().eval()
     backend = VLLMBackend(
-        path, tok, 24, temperature=1.0, dtype="bf16", get_model=lambda: model, gpu_memory_utilization=0.2, sleep=True
+        path,
+        tok,
+        24,
+        temperature=1.0,
+        dtype="bf16",
+        named_tensors=lambda: ((n, p.detach()) for n, p in model.named_parameters()),
+        gpu_memory_utilization=0.2,
+        sleep=True,
     )
     return backend, model, tok
 

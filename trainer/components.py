@@ -27,11 +27,8 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
     """The rollout backend; the only place the trainer looks at ``rollout.backend``."""
     r = cfg.rollout
     if r.backend == "vllm":
-        import deepspeed
-
         from rollout.vllm_backend import VLLMBackend
 
-        gather = (lambda p: deepspeed.zero.GatheredParameters([p])) if cfg.deepspeed.zero_stage == 3 else None
         return VLLMBackend(
             model_path,
             tok,
@@ -39,12 +36,11 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
             r.temperature,
             r.top_p,
             dtype=cfg.model.dtype,
-            get_model=lambda: learner.module,
+            named_tensors=learner.full_parameters,
             tensor_parallel_size=r.tensor_parallel_size,
             gpu_memory_utilization=r.gpu_memory_utilization,
             sleep=r.vllm_sleep,
             seed=cfg.seed,
-            gather=gather,
         )
     return HFBackend(lambda: learner.module, tok, r.max_new_tokens, r.temperature, r.top_p, device, lockstep)
 

@@ -13,6 +13,7 @@ import copy
 import math
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 
 import deepspeed
 import torch
@@ -287,22 +288,27 @@ class Learner:
         for group in self.optimizer.param_groups:
             group["lr"] *= factor
 
-    def save_hf(self, out, tokenizer=None) -> None:
-        """The policy in HF ``save_pretrained`` layout (rank 0 writes). Collective under ZeRO-3, where
-        parameters are gathered one at a time so peak memory stays one parameter above the shard."""
-        model = self.module
-        if self.cfg.deepspeed.zero_stage == 3:
-            state = {}
-            for name, p in model.named_parameters():
+    def full_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(HF name, full tensor) of every parameter, one at a time. Collective under ZeRO-3: each partition
+        is gathered, copied and released before the next, so peak memory stays one parameter above the
+        shards. Used by checkpoints and by the vLLM weight sync."""
+        for name, p in self.module.named_parameters():
+            if self.cfg.deepspeed.zero_stage == 3:
                 with deepspeed.zero.GatheredParameters([p]):
-                    if dist.is_main():
-                        state[name] = p.detach().cpu().clone()
+                    yield name, p.detach().clone()
+            else:
+                yield name, p.detach()
+
+    def save_hf(self, out, tokenizer=None) -> None:
+        """The policy in HF ``save_pretrained`` layout (rank 0 writes; every rank calls it under ZeRO-3)."""
+        state = {}
+        for name, t in self.full_parameters():  # every rank iterates: gathering is collective under ZeRO-3
             if dist.is_main():
-                state.update({name: b.cpu() for name, b in model.named_buffers()})
-        else:
-            state = model.state_dict() if dist.is_main() else None
+                state[name] = t.cpu()
         if dist.is_main():
-            model.save_pretrained(out, state_dict=state)
+            persistent = self.module.state_dict().keys()  # non-persistent buffers (rotary tables) stay out
+            state.update({name: b.cpu() for name, b in self.module.named_buffers() if name in persistent})
+            self.module.save_pretrained(out, state_dict=state)
             if tokenizer is not None:
                 tokenizer.save_pretrained(out)
 
