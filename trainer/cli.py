@@ -10,7 +10,6 @@ from pathlib import Path
 
 def _quiet_libraries() -> None:
     import logging
-    import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
@@ -43,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         "--data-dir", default=None, help="benchmark JSONL directory (default $GROUPWISE_DATA or ../shared/data)"
     )
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="pick a GPU with CUDA_VISIBLE_DEVICES"
+    )
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", "-o", default=None, help="output directory (default evals/<model name>)")
@@ -84,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = load_config(args.config, args.overrides + (["resume=auto"] if args.resume else []))
             run_dir = train(cfg)
-            if int(os.environ.get("RANK", "0")) != 0:
+            from trainer import dist
+
+            if not dist.is_main():
                 return 0
             if (run_dir / "eval.jsonl").exists():
                 from trainer.report import before_after_table

@@ -24,6 +24,17 @@ def init(device: str) -> None:
     deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo", verbose=False)
 
 
+def pick_device(name: str) -> torch.device:
+    """``auto``: this rank's GPU when CUDA is available, else the CPU; ``cuda`` without CUDA is a config error."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            from trainer.config import ConfigError
+
+            raise ConfigError("device=cuda but CUDA is not available here; use device=cpu or device=auto")
+        return torch.device("cuda", local_rank())
+    return torch.device("cpu")
+
+
 def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 

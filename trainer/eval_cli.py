@@ -15,16 +15,13 @@ def run_eval(args) -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rewards.pool import GraderPool
+    from trainer import dist
     from trainer.tiny import resolve_model_path
 
     if not args.model:
         raise FileNotFoundError("groupwise eval needs a MODEL (or --compare RESULTS...)")
     path = resolve_model_path(args.model)
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if args.device == "auto" else args.device)
-    )
+    device = dist.pick_device(args.device)
     tok = AutoTokenizer.from_pretrained(path)
     instruction = DEFAULT_INSTRUCTION if args.instruction is None else args.instruction
     if args.model.startswith("builtin:toy") and args.instruction is None:

@@ -34,17 +34,9 @@ from trainer.sft import BUILTINS as TOY_MODELS
 from trainer.tiny import resolve_model_path
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("device=cuda but CUDA is not available here; use device=cpu or device=auto")
-        return torch.device("cuda", dist.local_rank())
-    return torch.device("cpu")
-
-
 def train(cfg: Config) -> Path:
     """Run training to ``cfg.steps`` steps (continuing a checkpoint with ``resume=auto``); returns the run dir."""
-    device = pick_device(cfg.device)
+    device = dist.pick_device(cfg.device)
     dist.init(device.type)
     validate(cfg, dist.world())
     resolve(cfg)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from tqdm import tqdm
 
 from rollout.base import encode_prompt
 from rollout.toy import sft_pairs, toy_problems
-from trainer.tiny import build_model, build_tokenizer
+from trainer.tiny import build_model, build_tokenizer, publish
 
 
 @dataclass
@@ -70,7 +68,6 @@ def _batch(examples: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Te
 
 def sft(spec: ToySpec, out_dir: str | Path, progress: bool = True) -> Path:
     """Train the toy reasoner described by ``spec`` and save it to ``out_dir``; returns the directory."""
-    out = Path(out_dir)
     torch.manual_seed(spec.seed)
     tok = build_tokenizer()
     model = build_model(
@@ -103,18 +100,8 @@ def sft(spec: ToySpec, out_dir: str | Path, progress: bool = True) -> Path:
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     model.eval()
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tok.save_pretrained(tmp)
-    model.save_pretrained(tmp)
     info = {"spec": asdict(spec), "params": n_params, "final_loss": loss.item(), "seconds": round(time.time() - t0, 1)}
-    (tmp / "toy_reasoner.json").write_text(json.dumps(info, indent=2))
-    if out.exists():  # another process finished first; keep theirs
-        shutil.rmtree(tmp)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)
-    return out
+    return publish(out_dir, tok, model, {"toy_reasoner.json": json.dumps(info, indent=2)})
 
 
 def heldout(spec: ToySpec, n: int = 200, seed: int = 0):

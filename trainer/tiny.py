@@ -5,6 +5,7 @@ Qwen2 causal LM, both saved with ``save_pretrained`` so the loading code is the 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -69,17 +70,26 @@ def build_model(
 
 def save_tiny(out_dir: str | Path, seed: int = 0, **sizes: int) -> Path:
     """Build and save the tokenizer and model to ``out_dir`` (written to a temp dir, then renamed)."""
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     tok = build_tokenizer()
     model = build_model(tok, seed=seed, **sizes)
+    return publish(out_dir, tok, model)
+
+
+def publish(out_dir: str | Path, tok, model, extra: dict[str, str] | None = None) -> Path:
+    """``save_pretrained`` tokenizer and model (plus ``extra`` files) into a temporary directory, then rename
+    it to ``out_dir``: readers never see a half-written model. If another process got there first, keep
+    theirs."""
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
     tok.save_pretrained(tmp)
     model.save_pretrained(tmp)
-    if out.exists():  # another process won the race; keep theirs
-        import shutil
-
+    for name, text in (extra or {}).items():
+        (tmp / name).write_text(text)
+    if out.exists():
         shutil.rmtree(tmp)
     else:
+        out.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(out)
     return out
 
