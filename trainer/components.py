@@ -13,7 +13,7 @@ from rollout.base import encode_prompt
 from rollout.hf import HFBackend
 from trainer import checkpoint, dist
 from trainer.advantages import zero_variance_share
-from trainer.config import Config
+from trainer.config import Config, ConfigError
 from trainer.learner import Learner
 from trainer.lifecycle import TrainingHalted, write_event
 
@@ -21,6 +21,24 @@ from trainer.lifecycle import TrainingHalted, write_event
 def rollout_seed(seed: int, step: int, rank: int, stream: int = 0) -> int:
     """Sampling seed of one rank at one step: a pure function, so a resumed run samples the same tokens."""
     return (seed * 1_000_003 + step * 7_919 + rank + stream * 104_729) % (2**63)
+
+
+def context_tokens(cfg: Config) -> int:
+    """Positions one sequence can need: the longest prompt plus the largest completion budget."""
+    return cfg.data.max_prompt_tokens + max(cfg.rollout.max_new_tokens, cfg.eval.max_new_tokens)
+
+
+def check_context(cfg: Config, model_path: str) -> None:
+    """A prompt + completion budget the model cannot hold fails at start-up, not at the first long sample."""
+    from transformers import AutoConfig
+
+    limit = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    need = context_tokens(cfg)
+    if limit is not None and need > limit:
+        raise ConfigError(
+            f"data.max_prompt_tokens + max(rollout.max_new_tokens, eval.max_new_tokens) = {need} tokens, but "
+            f"{cfg.model.path} holds {limit} positions (max_position_embeddings); lower them so they sum to <= {limit}"
+        )
 
 
 def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: torch.device, lockstep=None):
@@ -39,8 +57,10 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
             named_tensors=learner.full_parameters,
             tensor_parallel_size=r.tensor_parallel_size,
             gpu_memory_utilization=r.gpu_memory_utilization,
+            max_model_len=context_tokens(cfg),
             sleep=r.vllm_sleep,
             seed=cfg.seed,
+            enforce_eager=r.vllm_enforce_eager,
         )
     return HFBackend(lambda: learner.module, tok, r.max_new_tokens, r.temperature, r.top_p, device, lockstep)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -42,14 +43,15 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: Literal["hf", "vllm"] = "hf"  # hf: transformers on the learner's weights; vllm: GPU engine
+    backend: Literal["hf", "vllm"] = "hf"  # hf: transformers on the learner's weights; vllm: vLLM engine (GPU or CPU)
     group_size: int = 16  # G: completions sampled per prompt
     max_new_tokens: int = 96  # completion budget; longer ones are truncated (finish_reason=length)
     temperature: float = 1.0  # sampling temperature; the learner's log-probs use the same temperature
     top_p: float = 1.0  # nucleus sampling mass
     tensor_parallel_size: int = 1  # vllm: GPUs per engine (consecutive ranks form one tensor-parallel group)
     gpu_memory_utilization: float = 0.35  # vllm: share of GPU memory for weights + KV cache (the learner has the rest)
-    vllm_sleep: bool = True  # vllm: free the KV cache during the learner update (sleep mode)
+    vllm_sleep: bool = True  # vllm: free the KV cache during the learner update (sleep mode; CUDA only)
+    vllm_enforce_eager: bool | None = None  # vllm: no torch.compile / CUDA graphs; None: eager on CPU only
     dynamic_sampling: bool = False  # DAPO: drop groups whose correctness ties (all or none) and sample more
     max_sampling_rounds: int = 3  # dynamic sampling: rollout rounds per step at most (then train on what is kept)
 
@@ -290,8 +292,10 @@ def load_config(path: str | Path | list | None = None, overrides: list[str] | No
     return cfg
 
 
-def validate(cfg: Config, world_size: int = 1) -> None:
-    """Value checks that types cannot express, with the fix in each message."""
+def validate(cfg: Config, world_size: int | None = None) -> None:
+    """Value checks that types cannot express, with the fix in each message. ``world_size`` defaults to
+    torchrun's WORLD_SIZE, so checks that depend on the ranks run at load time too."""
+    world_size = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
     positive = {
         "steps": cfg.steps,
         "data.prompts_per_step": cfg.data.prompts_per_step,
@@ -329,6 +333,12 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         ok, why = vllm_available()
         if not ok:
             raise ConfigError(f"rollout.backend=vllm: {why}")
+        if cfg.rollout.top_p < 1:
+            raise ConfigError(
+                f"rollout.top_p={cfg.rollout.top_p} with rollout.backend=vllm: vLLM renormalizes the sampler's "
+                "log-probs over the nucleus while the learner's cover the whole vocabulary, so ratios and "
+                "rollout/logprob_gap would be biased; train with rollout.top_p=1 (eval.top_p may be < 1)"
+            )
         if world_size % cfg.rollout.tensor_parallel_size:
             raise ConfigError(
                 f"rollout.tensor_parallel_size={cfg.rollout.tensor_parallel_size} must divide the {world_size} ranks"

@@ -19,11 +19,18 @@ from transformers import AutoTokenizer
 
 from rewards.pool import GraderPool
 from rewards.schemes import RewardBatch
-from rollout.base import Completion, collate
+from rollout.base import FINISH_REASONS, Completion, collate
 from rollout.data import PromptSampler, load_source
 from trainer import checkpoint, dist, faults
 from trainer.advantages import group_advantages
-from trainer.components import batch_metrics, build_backend, build_reward, on_collapse, sample_step
+from trainer.components import (
+    batch_metrics,
+    build_backend,
+    build_reward,
+    check_context,
+    on_collapse,
+    sample_step,
+)
 from trainer.config import Config, ConfigError, resolve, save_config, to_dict, validate
 from trainer.evaluate import PeriodicEval
 from trainer.guards import CollapseGuard, is_degenerate
@@ -51,6 +58,7 @@ def train(cfg: Config) -> Path:
         resolve_model_path(cfg.model.path)  # builds builtin models once, on rank 0
     dist.barrier()
     model_path = resolve_model_path(cfg.model.path)
+    check_context(cfg, model_path)
     torch.manual_seed(cfg.seed)
 
     tok = AutoTokenizer.from_pretrained(model_path)
@@ -88,6 +96,7 @@ def train(cfg: Config) -> Path:
             scheme.penalty_scale *= g.rollback_penalty_factor**replays
         if dist.is_main():
             truncate_history(run_dir, state["step"])
+        backend.sync_weights()  # a separate engine (vllm) still holds the weights it was built or last synced with
         return state["step"]
 
     def save(step: int) -> None:
@@ -128,10 +137,11 @@ def train(cfg: Config) -> Path:
                 "degenerate": [float(is_degenerate(c.text)) for c in completions],
                 "lengths": [float(len(c.token_ids)) for c in completions],
                 "truncated": [float(c.finish_reason == "length") for c in completions],
+                "abnormal": [float(c.finish_reason not in FINISH_REASONS) for c in completions],
             }
             gathered = dist.gather_objects(local)
             full = {k: torch.tensor([v for part in gathered for v in part[k]]) for k in local}  # [N_global] each
-            extra = {k: full.pop(k) for k in ("grade_timeouts", "grade_errors", "degenerate")}
+            extra = {k: full.pop(k) for k in ("grade_timeouts", "grade_errors", "degenerate", "abnormal")}
             rewards_all, reward_metrics = scheme(
                 RewardBatch(**full, group_size=G, max_new_tokens=cfg.rollout.max_new_tokens)
             )
@@ -142,9 +152,13 @@ def train(cfg: Config) -> Path:
 
             # 3. learner update, then make the sampler use the new weights
             batch = collate(completions, tok.pad_token_id)
-            if cfg.reward.overlong_filter:  # DAPO overlong filtering: truncated rows leave the loss
-                keep = torch.tensor([c.finish_reason != "length" for c in completions], dtype=torch.float32)
-                batch.completion_mask *= keep[:, None]
+            # an aborted or failed sample (vllm) is not a sample of the policy; with DAPO overlong filtering
+            # a truncated one leaves the loss too
+            leave = ("length",) if cfg.reward.overlong_filter else ()
+            keep = torch.tensor(
+                [c.finish_reason in FINISH_REASONS and c.finish_reason not in leave for c in completions]
+            )
+            batch.completion_mask *= keep[:, None].float()
             learner_metrics = learner.update(batch, adv, step)
             backend.sync_weights()
             t3 = time.perf_counter()
@@ -159,6 +173,7 @@ def train(cfg: Config) -> Path:
                     "reward/grade_timeouts": extra["grade_timeouts"].sum().item(),
                     "reward/grade_errors": extra["grade_errors"].sum().item(),
                     "degenerate_share": extra["degenerate"].mean().item(),
+                    "abnormal_finishes": extra["abnormal"].sum().item(),
                     "sampling_rounds": float(rounds),
                     "time/rollout": t1 - t0,
                     "time/reward": t2 - t1,
