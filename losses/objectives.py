@@ -129,14 +129,16 @@ def gspo_token(logp, old_logp, adv, mask, p: LossParams, ref_logp=None) -> LossT
     s_{i,t} = sg[s_i] * pi(y_t) / sg[pi(y_t)];  J = 1/G sum_i 1/|y_i| sum_t min(s_{i,t} A_{i,t}, clip(s_{i,t}) A_{i,t})
 
     Numerically equal to GSPO (s_{i,t} == s_i) and with A_{i,t} = A_i the same gradient; the token form
-    exists so per-token advantages can be plugged in. Same clip bounds as GSPO.
+    exists so per-token advantages can be plugged in: ``adv`` is ``[N]`` (A_i) or ``[N, T]`` (A_{i,t}); the
+    gradient on token t is then -s_i A_{i,t} / (G |y_i|) where unclipped. Same clip bounds as GSPO.
     """
     log_s = sequence_log_ratio(logp, old_logp, mask)  # [N]
     log_s_tok = log_s.detach()[:, None] + logp - logp.detach()  # [N, T], value log s_i
     ratio = torch.exp(clean(log_s_tok, mask))  # [N, T]
-    a = adv[:, None].to(ratio.dtype)  # [N, 1]
+    a = (adv[:, None] if adv.dim() == 1 else clean(adv, mask)).to(ratio.dtype)  # [N, 1] or [N, T]
     tok = clipped_surrogate(ratio, a, p.clip_low, p.clip_high)  # [N, T]
-    stats = ratio_stats(torch.exp(log_s), log_s, adv.to(log_s.dtype), mask, p, "seq")
+    a_seq = adv.to(log_s.dtype) if adv.dim() == 1 else masked_mean_rows(a, mask).to(log_s.dtype)  # [N] for stats
+    stats = ratio_stats(torch.exp(log_s), log_s, a_seq, mask, p, "seq")
     tok = _add_kl(tok, logp, ref_logp, mask, p, stats)
     return LossTerms(per_row=masked_mean_rows(tok, mask), unit="sequences", stats=stats)
 

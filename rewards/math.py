@@ -1,94 +1,201 @@
-"""Final-answer extraction and math equivalence.
+"""Math equivalence: ``is_equivalent(pred, gold)`` decides whether two final answers are the same object.
 
-``extract_answer(text)`` finds the final answer of a response; ``is_equivalent(pred, gold)`` decides whether
-two answers are the same mathematical object. Model text is hostile input: it is only ever tokenized and
-parsed by ``rewards.parse`` (explicit sympy constructors, size guards), never evaluated. The hard time limit
-lives one level up (``rewards.pool``): these functions run inside killable worker processes.
+The decision, in order (each step is ours unless it says otherwise):
+1. ``hostile``: size guards on the raw text (length, nesting, giant literals, power towers, huge exponents
+   and factorials). Such text is never parsed: False, unless it is character-for-character the gold.
+2. ``normalize``: presentation removed (delimiters, spacing, ``\\dfrac``/``\\cfrac``, ``\\text``/``\\mbox``
+   units, thousands separators incl. ``11,\\! 111``, percent spellings, degrees, relation spellings, mixed
+   numbers ``1\\frac{4}{5}``, base subscripts, ``array`` matrices, a ``\\boxed{}`` left inside, ``;``/``and``/
+   ``or`` lists and ``p=5,q=2`` solution tuples). Equal strings are equal.
+3. Candidates: an answer written as a chain (``x = 5+5+1 = 11``, ``x \\approx 11``, ``S_{MBCN}:S=7:32``) is
+   also compared by its last value.
+4. Math-Verify (``rewards.verify``) on the normalized strings: sets, intervals, relations, matrices,
+   expressions. Where both sides are plain numbers its verdict is replaced by ours (``numbers_equal``):
+   exact values compare exactly (Math-Verify's ``chop`` makes ``1/2^99`` equal ``1/2^98``), decimals to the
+   precision they are written with, and a finite number never equals infinity.
+5. Our structural comparison (``rewards.parse``) for what Math-Verify does not parse: choice letters, text,
+   sequences with ``\\ldots``, lists and tuples element by element.
+
+Every call is bounded by ``time_limit`` seconds of CPU (``rewards.verify.cpu_deadline``); the hard limit in
+training is one level up (``rewards.pool``: killable workers). Model text is never executed (see
+``rewards.verify`` and ``rewards.parse``).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import unicodedata
 
 import sympy as sp
 
+from rewards.extract import extract_answer
 from rewards.parse import ParseError, parse_math
+from rewards.verify import GradingTimeout, cpu_deadline, verify
 
-MAX_TEXT = 200_000  # characters of a response looked at (its tail: answers come last)
-_BOX = re.compile(r"\\(?:boxed|fbox)\s*")
-_ANSWER_IS = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*([^\n]+)", re.IGNORECASE)
-_HASHES = re.compile(r"####\s*([^\n]+)")
+__all__ = ["check", "extract_answer", "grade", "hostile", "is_equivalent", "normalize"]
 
+MAX_ANSWER = 2000  # characters of one answer
+MAX_NESTING = 40  # bracket depth
+MAX_EXPONENT = 10_000  # |exponent| of a power of plain numbers
+MAX_FACTORIAL = 1_000
 
-def _last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} / \\fbox{...} (nested braces), or \\boxed 5; None if unclosed."""
-    m = None
-    for m in _BOX.finditer(text):  # noqa: B007 - we want the last match
-        pass
-    i = m.end()
-    if i < len(text) and text[i] == "{":
-        depth = 0
-        for j in range(i, len(text)):
-            if text[j] == "{":
-                depth += 1
-            elif text[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[i + 1 : j].strip()
-        return None  # unclosed box: no answer
-    tail = re.match(r"([^\s$]+)", text[i:])  # brace-less \boxed 5: up to whitespace or $
-    return tail.group(1) if tail else None
+# ----------------------------------------------------------------------------- guards
+
+_NUM_POW = re.compile(r"(\d+(?:\.\d+)?)\s*\^\s*(?:\{\s*([-+]?\s*\d+(?:\.\d+)?)\s*\}|([-+]?\d+(?:\.\d+)?))")
 
 
-def extract_answer(text: str) -> str | None:
-    """The final answer: last \\boxed{}/\\fbox{}, else 'the (final) answer is ...', else GSM8K '#### x'."""
-    text = text[-MAX_TEXT:].replace("\x00", "")
-    if _BOX.search(text):
-        return _last_boxed(text)
-    for pattern in (_ANSWER_IS, _HASHES):
-        last = None
-        for last in pattern.finditer(text):  # noqa: B007 - we want the last match
-            pass
-        if last:
-            ans = last.group(1).strip().rstrip(".").strip().strip("$").strip()
-            return ans or None
+def hostile(s: str) -> bool:
+    """Text that could make a parser or sympy run away in C code, where no time limit can interrupt it: too
+    long, too deep, giant literals, power towers, huge exponents, factorials or binomials. Checked on the
+    raw text, before anything parses it."""
+    if len(s) > MAX_ANSWER or re.search(r"\d{400,}", s):
+        return True
+    depth = 0
+    for ch in s:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth > MAX_NESTING:
+            return True
+    t = _collapse_powers(s.replace("**", "^"))
+    if t is None or re.search(r"\^\s*\{?[^{}]*HUGE", t):  # a huge power inside an exponent: a tower
+        return True
+    for m in re.finditer(r"!", t):  # factorials of big numbers or of groups holding them
+        before = t[: m.start()].rstrip()
+        atom = re.search(r"(\d+(?:\.\d+)?|HUGE)$", before) or re.search(r"(\([^()]*\)|\{[^{}]*\})$", before)
+        if atom and _too_big(atom.group(1), MAX_FACTORIAL):
+            return True
+    for m in re.finditer(r"\\(?:binom|dbinom|tbinom|choose)\s*\{([^{}]*)\}\s*\{([^{}]*)\}", t):
+        if _too_big(m.group(1), MAX_EXPONENT) or _too_big(m.group(2), MAX_EXPONENT):
+            return True
+    return False
+
+
+def _collapse_powers(t: str) -> str | None:
+    """Replace powers of plain numbers, innermost first, by their value (or HUGE beyond 10^8); None when an
+    exponent itself is beyond ``MAX_EXPONENT``."""
+    for _ in range(50):
+        m = _NUM_POW.search(t)
+        if m is None:
+            return t
+        base, exp = float(m.group(1)), float((m.group(2) or m.group(3)).replace(" ", ""))
+        if abs(exp) > MAX_EXPONENT:
+            return None
+        log_size = abs(exp) * (0.0 if base in (0.0, 1.0) else abs(math.log10(base)))
+        value = "HUGE" if log_size > 8 else repr(round(base**exp, 12))
+        t = t[: m.start()] + value + t[m.end() :]
     return None
+
+
+def _too_big(text: str, limit: int) -> bool:
+    return "HUGE" in text or any(float(n) > limit for n in re.findall(r"\d+(?:\.\d+)?", text))
 
 
 # ----------------------------------------------------------------------------- normalization
 
 UNITS = (
-    "units?|square units|sq units|cm\\^?2?|m\\^?2?|mm|km|meters?|centimeters?|inches|inch|in|feet|foot|ft|yards?|"
-    "miles?|mph|seconds?|sec|minutes?|min|hours?|hrs?|days?|weeks?|months?|years?|degrees?|dollars?|cents?|"
-    "pounds?|lbs?|ounces?|oz|grams?|g|kg|liters?|litres?|ml|gallons?|people|students|apples|books|"
-    "marbles|"
-    "points?|ways?|times|percent"
+    "units?|square units|sq units|cm|m|mm|km|meters?|metres?|centimeters?|kilometers?|inches|inch|in|feet|foot|"
+    "ft|yards?|miles?|mph|seconds?|sec|s|minutes?|min|hours?|hrs?|days?|weeks?|months?|years?|degrees?|"
+    "dollars?|cents?|pounds?|lbs?|ounces?|oz|grams?|g|kg|liters?|litres?|ml|gallons?|people|students|apples|"
+    "books|marbles|points?|ways?|times|cubic\\s+\\w+|square\\s+\\w+"
 )
-_UNIT_TAIL = re.compile(rf"^(.*?\d)\s*(?:\\(?:text|mbox|mathrm)\{{\s*(?:{UNITS})\s*\}}|(?:{UNITS}))\.?$", re.I)
+_UNIT_TAIL = re.compile(rf"^(.*?[\d}}])\s*(?:(?:{UNITS})(?:\^\{{?[23]\}}?|²|³)?)\.?$", re.I)
+_TEXT_CMD = re.compile(r"\\(?:text|textbf|textnormal|textrm|mathrm|mbox|textit|mathbf|operatorname)\s*\{([^{}]*)\}")
+_RELATIONS = (
+    (r">=|≥|\\geqslant|\\ge(?![a-zA-Z])", r"\\geq "), (r"<=|≤|\\leqslant|\\le(?![a-zA-Z])", r"\\leq "),
+    (r"!=|≠|\\ne(?![a-zA-Z])", r"\\neq "), (r"\\gt(?![a-zA-Z])", ">"), (r"\\lt(?![a-zA-Z])", "<"),
+)  # fmt: skip
+
+
+def _unbox(s: str) -> str:
+    """\\boxed{X} left inside an answer -> X (nested braces)."""
+    while (i := s.find("\\boxed{")) >= 0:
+        depth, j = 0, i + 6
+        for j in range(i + 6, len(s)):
+            depth += {"{": 1, "}": -1}.get(s[j], 0)
+            if depth == 0:
+                break
+        s = s[:i] + s[i + 7 : j] + s[j + 1 :]
+    return s
+
+
+def _solutions(s: str) -> str:
+    """'p=5,q=2;p=7,q=2' -> '(5,2),(7,2)'; other ';'-lists -> ','-lists; runs of ',', '\\quad', 'and', 'or'
+    between items -> ', '."""
+    s = re.sub(r"\\text\{\s*(and|or|,)\s*\}", r" \1 ", s)
+    sep = r"(?:\s*(?:,|\\q?quad(?![a-zA-Z])|\\q?quad(?=[a-z])|\band\b|\bor\b)\s*)+"
+    s = re.sub(rf"(?<=[\w)\]}}]){sep}(?=[-\w(\[{{\\])", lambda m: ", " if m.group(0).strip() else m.group(0), s)
+    parts = _split_top(s, ";")
+    if len(parts) > 1:
+        rows = []
+        for part in parts:
+            items = _split_top(part)
+            pairs = [re.fullmatch(r"\s*[a-zA-Z]\w*\s*=\s*(.+)", x) for x in items]
+            rows.append(f"({','.join(m.group(1) for m in pairs)})" if len(items) > 1 and all(pairs) else part)
+        s = ",".join(rows)
+    return s
 
 
 def normalize(s: str) -> str:
-    """Presentation-only differences removed: $, \\left, spacing, \\dfrac, degrees, units, thousands commas."""
+    """Presentation-only differences removed (see the module docstring)."""
     s = unicodedata.normalize("NFKC", s).replace("\x00", "").strip()
-    s = s.strip("$").strip()
+    s = _unbox(s.strip("$").strip())
+    s = re.sub(r",\\!\s*(?=\d{3})", ",", s)  # thousands written 11,\! 111
+    s = re.sub(r"(?<!\\)\\ ", " ", s)  # '\ ' is a space; '\\ ' (a matrix row break) stays
     for a, b in (("\\(", ""), ("\\)", ""), ("\\[", ""), ("\\]", ""), ("\\left", ""), ("\\right", ""),
-                 ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\:", ""), ("\\quad", ""), ("\\qquad", ""),
-                 ("\\displaystyle", ""), ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"),
-                 ("{,}", ","), ("\\{", "{"), ("\\}", "}"),
-                 ("\\$", ""), ("°", "^\\circ"), ("\\degree", "^\\circ"), ("\\cup", "∪"),
-                 ("∞", "\\infty"), ("−", "-")):  # fmt: skip
+                 ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\:", ""), ("\\displaystyle", ""),
+                 ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\cfrac", "\\frac"), ("{,}", ","),
+                 ("\\{", "{"), ("\\}", "}"), ("\\$", ""), ("°", "^\\circ"), ("\\degree", "^\\circ"),
+                 ("\\cup", "∪"), ("∞", "\\infty"), ("−", "-"), ("\\dots", "\\ldots"), ("\\cdots", "\\ldots"),
+                 ("...", "\\ldots"), ("bmatrix", "pmatrix"), ("vmatrix", "pmatrix")):  # fmt: skip
         s = s.replace(a, b)
+    s = re.sub(
+        r"\[?\\begin\{array\}\{[^{}]*\}(.*?)\\end\{array\}\]?", r"\\begin{pmatrix}\1\\end{pmatrix}", s, flags=re.S
+    )
+    for pattern, repl in _RELATIONS:
+        s = re.sub(pattern, repl, s)
     s = re.sub(r"\^\s*\{?\\circ\}?", "", s)  # degrees
-    s = re.sub(r"\\(?:text|textbf|mathrm|mbox|textit|mathbf)\{([^{}]*)\}", r"\1", s)
-    m = _UNIT_TAIL.match(s)
-    if m:
+    s = re.sub(r"\s*(?:\\%|%|\bpct\b|\bpercent(?:age)?\b)\s*$", r"\\%", s)  # 28 %, 28 pct -> 28\%
+    s = _TEXT_CMD.sub(lambda m: m.group(1), s)
+    if (m := _UNIT_TAIL.match(s.strip())) and not re.fullmatch(r"[a-zA-Z]", s.strip()):
         s = m.group(1)
+    s = re.sub(r"(?<![\d.}])(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}", _mixed, s)  # 1\frac{4}{5} -> (1+\frac{4}{5})
+    s = re.sub(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\w.])", r"\1\\times 10^{\2}", s)  # 1.5e3
+    s = re.sub(r"([\da-zA-Z])_([\da-zA-Z])(?![\w{])", r"\1_{\2}", s)  # subscripts: 52_8 -> 52_{8}, a_3 -> a_{3}
     s = s.replace("~", "").strip().rstrip(".").strip()
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s.replace(" ", "")):
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?:\\%)?", s):  # thousands separators
         s = s.replace(",", "")
-    return re.sub(r"\s+", " ", s)
+    s = _solutions(s)
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def _mixed(m: re.Match) -> str:
+    whole, num, den = m.groups()
+    if int(num) >= int(den):  # not a proper fraction: 2\frac{3}{2} is a product
+        return m.group(0)
+    return f"({whole}+\\frac{{{num}}}{{{den}}})"
+
+
+def _is_label(s: str) -> bool:
+    """The left side of a labelled answer: a name, (p,q), |AB|, f(x), S_{MBCN}:S, \\frac{NO}{BO}; not an
+    expression with + or -, and not a number."""
+    return not re.search(r"[-+]", s) and not re.fullmatch(r"[\d.\s]+", s)
+
+
+def _chain_values(s: str) -> list[str]:
+    """Other readings of a chain or a labelled answer: the last value of 'x = 5+5+1 = 11', the value before
+    and after '\\approx'. [] when there is no chain."""
+    parts = [p.strip() for p in re.split(r"=|\\approx|≈", s) if p.strip()]
+    if len(parts) < 2 or (len(parts) == 2 and not _is_label(parts[0]) and "\\approx" not in s and "≈" not in s):
+        return []  # '7 = 11a + c' is an equation, not a labelled 11a + c
+    out = [parts[-1]]
+    if "\\approx" in s or "≈" in s:
+        before = re.split(r"\\approx|≈", s)[0].split("=")[-1].strip()
+        out.append(before)
+    if s.count("=") >= 2 and re.fullmatch(r"[a-zA-Z]\w*", parts[0]):
+        out.append(f"{parts[0]} = {parts[-1]}")
+    return [x for x in out if x]
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -113,9 +220,12 @@ def _split_top(s: str, seps: str = ",") -> list[str]:
 
 def _numeric(e: sp.Expr) -> complex | None:
     try:
-        v = complex(sp.N(e.doit(), 30))
+        e = e.doit()
+        v = complex(sp.N(e, 30))
     except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError, RecursionError):
         return None
+    if (abs(v) == float("inf") or v != v) and e.is_infinite is not True:
+        return None  # a finite value that overflows a float is not infinity
     return v
 
 
@@ -209,7 +319,7 @@ def _unordered_equal(ps: list[str], gs: list[str]) -> bool:
         return False
     left = list(ps)
     for g in gs:
-        hit = next((i for i, p in enumerate(left) if is_equivalent(p, g)), None)
+        hit = next((i for i, p in enumerate(left) if _equivalent(p, g)), None)
         if hit is None:
             return False
         left.pop(hit)
@@ -223,20 +333,13 @@ def _expand_pm(s: str) -> list[str] | None:
     return [s.replace("\\pm", "+", 1), s.replace("\\pm", "-", 1)]
 
 
-def is_equivalent(pred: str, gold: str) -> bool:
-    """True when ``pred`` and ``gold`` are the same mathematical answer in different forms."""
-    p, g = normalize(pred), normalize(gold)
-    if not p or not g:
-        return False
-    if p == g or p.lower() == g.lower():
-        return True
-    mg, mp = _CHOICE.match(g), _CHOICE.match(p)
-    if mg or mp:  # multiple choice: letters compare, (B) == B
-        return bool(mg and mp) and mg.group(1).upper() == mp.group(1).upper()
+def _structural_equal(p: str, g: str) -> bool:
+    """Our own comparison of two normalized answers (rewards.parse): lists, tuples, intervals, sets,
+    matrices element by element, equations, text."""
     if (mat_g := _matrix(g)) is not None:
         mat_p = _matrix(p)
         return (mat_p is not None and len(mat_p) == len(mat_g)
-                and all(len(rp) == len(rg) and all(is_equivalent(a, b) for a, b in zip(rp, rg))
+                and all(len(rp) == len(rg) and all(_equivalent(a, b) for a, b in zip(rp, rg))
                         for rp, rg in zip(mat_p, mat_g)))  # fmt: skip
     if (pm := _expand_pm(g)) is not None:
         return _unordered_equal(_expand_pm(p) or _split_top(p), pm)
@@ -244,12 +347,12 @@ def is_equivalent(pred: str, gold: str) -> bool:
         return _unordered_equal(pm, _split_top(g))
     if "∪" in g or "∪" in p:  # unions of intervals
         gs, ps = g.split("∪"), p.split("∪")
-        return len(gs) > 1 and len(gs) == len(ps) and all(is_equivalent(a, b) for a, b in zip(ps, gs))
+        return len(gs) > 1 and len(gs) == len(ps) and all(_equivalent(a, b) for a, b in zip(ps, gs))
     if _INTERVAL.match(g) and _INTERVAL.match(p):
         inner_g, inner_p = _split_top(g[1:-1]), _split_top(p[1:-1])
         if (g[0], g[-1]) != (p[0], p[-1]) or len(inner_g) != len(inner_p):
             return False
-        return all(is_equivalent(a, b) for a, b in zip(inner_p, inner_g))  # intervals and tuples: ordered
+        return all(_equivalent(a, b) for a, b in zip(inner_p, inner_g))  # intervals and tuples: ordered
     if g.startswith("{") and g.endswith("}") and len(_split_top(g[1:-1])) > 1:  # sets: unordered
         inner = p[1:-1] if p.startswith("{") and p.endswith("}") else p
         return _unordered_equal(_split_top(inner), _split_top(g[1:-1]))
@@ -260,7 +363,7 @@ def is_equivalent(pred: str, gold: str) -> bool:
     if "=" in g or "=" in p:
         rg, rp = _lhs_is_variable(g), _lhs_is_variable(p)
         if rg is not None or rp is not None:
-            return is_equivalent(rp if rp is not None else p, rg if rg is not None else g)
+            return _equivalent(rp if rp is not None else p, rg if rg is not None else g)
         return False
     if re.search(r"[a-zA-Z]{3,}", g.replace("\\", "")) and not re.search(r"\\[a-z]+|\d", g):  # plain text
         return _text(p) == _text(g)
@@ -271,7 +374,111 @@ def _text(s: str) -> str:
     return re.sub(r"[^a-z0-9]", "", s.lower())
 
 
-def grade(text: str, gold: str) -> tuple[bool, str | None]:
-    """(correct, extracted answer) for one response, in this process (no time limit: see rewards.pool)."""
+def grade(text: str, gold: str, time_limit: float | None = 1.0) -> tuple[bool, str | None]:
+    """(correct, extracted answer) for one response, in this process (bounded by ``time_limit`` CPU seconds)."""
     pred = extract_answer(text)
-    return (pred is not None and is_equivalent(pred, gold)), pred
+    return (pred is not None and is_equivalent(pred, gold, time_limit)), pred
+
+
+# ----------------------------------------------------------------------------- decision
+
+
+def _numeric_value(obj) -> sp.Expr | None:
+    """A Math-Verify parse that is a plain number (no symbols, sets, relations or matrices), else None."""
+    if not isinstance(obj, sp.Expr) or obj.free_symbols or obj.atoms(sp.Symbol, sp.MatrixSymbol):
+        return None
+    return obj
+
+
+def numbers_equal(a: sp.Expr, b: sp.Expr, pred: str, gold: str) -> bool | None:
+    """Our verdict on two numbers: exact values exactly, decimals to the precision written (at least 6
+    places, Math-Verify's rounding), never a finite number equal to infinity. None: not decidable here."""
+    try:
+        a, b = a.doit(), b.doit()
+        if a.is_infinite or b.is_infinite:
+            return bool(a == b)
+        x, y = sp.N(a, 50), sp.N(b, 50)
+        if not (x.is_number and y.is_number) or x.has(sp.zoo, sp.nan) or y.has(sp.zoo, sp.nan):
+            return None
+        xr, yr = sp.re(x), sp.re(y)
+        xi, yi = sp.im(x), sp.im(y)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError, RecursionError):
+        return None
+    if a.atoms(sp.Float) or b.atoms(sp.Float):
+        places = max([6] + [len(d) for d in re.findall(r"\.(\d+)", pred + " " + gold)])
+        tol = sp.Rational(1, 2) * sp.Rational(1, 10**places) * (1 + sp.Rational(1, 10**9))
+    else:
+        tol = sp.Rational(1, 10**30) * max(abs(xr), abs(yr), abs(xi), abs(yi), 1e-300)
+    return bool(abs(xr - yr) <= tol and abs(xi - yi) <= tol)
+
+
+def _math_verify_equal(p: str, g: str) -> tuple[bool, bool]:
+    """(verdict, final): Math-Verify's verdict, replaced by ours where both sides are numbers (then final:
+    no other comparison may overrule it). Not final when Math-Verify cannot parse a side."""
+    ok, gp, pp = verify(p, g)
+    if not gp or not pp:
+        return False, False
+    a, b = _numeric_value(pp[0]), _numeric_value(gp[0])
+    if (a is None or b is None) and not ok:  # 'i' as the imaginary unit when it is the only symbol
+        a, b = _numeric_value(_imaginary(pp[0])), _numeric_value(_imaginary(gp[0]))
+    if a is not None and b is not None:
+        ours = numbers_equal(a, b, p, g)
+        if ours is not None and not ours and ("\\%" in p) != ("\\%" in g):  # '28\%' vs '28': % often dropped
+            scaled = (sp.Mul(a, 100), b) if "\\%" in p else (a, sp.Mul(b, 100))
+            ours = numbers_equal(*scaled, p, g)
+        if ours is not None:
+            return ours, True
+    return ok, ok
+
+
+def _imaginary(obj):
+    if isinstance(obj, sp.Expr) and {s.name for s in obj.free_symbols} == {"i"}:
+        return obj.subs({s: sp.I for s in obj.free_symbols})
+    return obj
+
+
+def _equivalent(pred: str, gold: str) -> bool:
+    if pred.strip() == gold.strip():
+        return True
+    if hostile(pred) or hostile(gold):
+        return False
+    p, g = normalize(pred), normalize(gold)
+    if not p or not g or hostile(p) or hostile(g):  # normalizing can reveal a power (1e999999999)
+        return p == g and bool(p)
+    if p == g or p.lower() == g.lower():
+        return True
+    mg, mp = _CHOICE.match(g), _CHOICE.match(p)
+    if mg or mp:  # multiple choice: letters compare, (B) == B
+        return bool(mg and mp) and mg.group(1).upper() == mp.group(1).upper()
+    if "\\ldots" in p or "\\ldots" in g:  # sequences: ordered, the ellipsis included
+        ps, gs = _split_top(p), _split_top(g)
+        return len(ps) == len(gs) and all(a == b or (a != "\\ldots" != b and _equivalent(a, b)) for a, b in zip(ps, gs))
+    if _compare(p, g):
+        return True
+    for pc in [p, *_chain_values(p)]:  # labelled or chained answers: compare by their last value too
+        for gc in [g, *_chain_values(g)]:
+            if (pc, gc) != (p, g) and pc and gc and _compare(pc, gc):
+                return True
+    return False
+
+
+def _compare(p: str, g: str) -> bool:
+    verdict, final = _math_verify_equal(p, g)
+    return verdict if final else _structural_equal(p, g)
+
+
+def check(pred: str, gold: str, time_limit: float | None = 1.0) -> tuple[bool, bool]:
+    """(equivalent, timed out) within ``time_limit`` seconds of this process's CPU (None: unbounded)."""
+    try:
+        with cpu_deadline(time_limit):
+            return _equivalent(pred, gold), False
+    except GradingTimeout:
+        return False, True
+    except Exception:  # RecursionError, MemoryError, a parser bug on hostile text: this answer, never the caller
+        return False, False
+
+
+def is_equivalent(pred: str, gold: str, time_limit: float | None = 1.0) -> bool:
+    """True when ``pred`` and ``gold`` are the same mathematical answer in different forms. At most
+    ``time_limit`` seconds of CPU (None: unbounded); a check that runs over is False."""
+    return check(pred, gold, time_limit)[0]

@@ -1,7 +1,16 @@
-"""Grading with a hard time limit: worker processes that are killed and replaced when a check runs over.
+"""Grading with a hard time limit that measures the check, not the machine.
 
-A hostile sample can cost one reward (it counts as incorrect and as a timeout in the metrics), never the
-run. Cheap cases are decided in the parent: exact string equality after normalization and plain numbers.
+* Workers are spawned processes, killed and replaced when a check runs away. A worker is *ready* only
+  after its imports and a warm-up check: start-up (spawn, sympy, Math-Verify) never counts against a check,
+  and a replacement is started the moment one is killed, so a spare is warm by the next check.
+* The limit is the worker's **CPU time** (read from /proc on Linux), not wall time: on a busy node
+  (tokenization, vLLM, DeepSpeed) a correct answer that waits for a core is not marked wrong. Each check
+  first bounds itself (``rewards.math.check``: SIGPROF after ``timeout`` CPU seconds, returns False cleanly);
+  the parent kills a worker past ``timeout`` + 0.5 s of CPU (a hang in C code), or past ``wall_factor``
+  times the limit in wall time (a stuck worker).
+* Cheap cases are decided in the parent: identical strings after normalization and plain numbers.
+
+A hostile sample costs one reward (incorrect, counted as a timeout), never the run.
 """
 
 from __future__ import annotations
@@ -14,9 +23,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from multiprocessing.connection import wait
 
-from rewards.math import extract_answer, is_equivalent, normalize
+from rewards.math import check, extract_answer, normalize
 
 _PLAIN_NUMBER = re.compile(r"-?\d{1,30}(\.\d{1,30})?")
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+GRACE = 0.5  # CPU seconds past the limit before the parent kills (the worker's own deadline fires first)
 
 
 @dataclass
@@ -37,7 +48,19 @@ def _fast_path(pred: str, gold: str) -> bool | None:
     return None
 
 
-def _worker(conn) -> None:  # pragma: no cover - runs in a child process
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (Linux /proc); None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _worker(conn, timeout: float) -> None:  # pragma: no cover - runs in a child process
+    check("x^2 + 2x + 1", "(x+1)^2", None)  # warm-up: imports, Math-Verify's grammar, sympy caches
+    conn.send(("ready", False, False))
     while True:
         try:
             task = conn.recv()
@@ -47,28 +70,30 @@ def _worker(conn) -> None:  # pragma: no cover - runs in a child process
             return
         pred, gold = task
         try:
-            conn.send(("ok", bool(is_equivalent(pred, gold))))
+            ok, timed_out = check(pred, gold, timeout)
+            conn.send(("ok", ok, timed_out))
         except Exception:  # a grading bug costs this sample, never the worker
-            conn.send(("error", False))
+            conn.send(("error", False, False))
 
 
 class GraderPool:
-    """``grade(texts, golds)`` with at most ``timeout`` seconds per equivalence check."""
+    """``grade(texts, golds)`` with at most ``timeout`` CPU seconds per equivalence check."""
 
-    def __init__(self, workers: int | None = None, timeout: float = 2.0):
+    def __init__(self, workers: int | None = None, timeout: float = 2.0, wall_factor: float = 20.0):
         self.n = workers or max(1, min(4, os.cpu_count() or 1))
-        self.timeout = timeout
+        self.timeout, self.wall_limit = timeout, max(30.0, wall_factor * timeout)
         self.ctx = mp.get_context("spawn")  # no inherited threads or locks from torch / DeepSpeed
         self.procs: list = [None] * self.n
         self.conns: list = [None] * self.n
+        self.ready = [False] * self.n
         self.timeouts = 0
 
     def _start(self, i: int) -> None:
         parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_worker, args=(child,), daemon=True)
+        proc = self.ctx.Process(target=_worker, args=(child, self.timeout), daemon=True)
         proc.start()
         child.close()
-        self.procs[i], self.conns[i] = proc, parent
+        self.procs[i], self.conns[i], self.ready[i] = proc, parent, False
 
     def _kill(self, i: int) -> None:
         if self.procs[i] is not None:
@@ -76,6 +101,11 @@ class GraderPool:
             self.procs[i].join(timeout=5)
             self.conns[i].close()
         self.procs[i] = self.conns[i] = None
+        self.ready[i] = False
+
+    def _replace(self, i: int) -> None:
+        self._kill(i)
+        self._start(i)  # warms up while the other workers go on
 
     def grade(self, texts: list[str], golds: list[str]) -> list[Grade]:
         """Grades of each response against its reference answer, in order."""
@@ -100,29 +130,40 @@ class GraderPool:
         return out
 
     def _run(self, tasks: list[tuple[int, str, str]], out: list[Grade]) -> None:
+        for w in range(self.n):
+            if self.procs[w] is None or not self.procs[w].is_alive():
+                self._start(w)
         queue = list(reversed(tasks))
-        busy: dict[int, tuple[int, float]] = {}  # worker -> (row, start time)
+        busy: dict[int, tuple[int, float | None, float]] = {}  # worker -> (row, CPU at dispatch, wall at dispatch)
         while queue or busy:
             for w in range(self.n):
-                if w not in busy and queue:
-                    if self.procs[w] is None or not self.procs[w].is_alive():
-                        self._start(w)
+                if w not in busy and queue and self.ready[w]:
                     row, pred, gold = queue.pop()
                     self.conns[w].send((pred, gold))
-                    busy[w] = (row, time.monotonic())
-            ready = wait([self.conns[w] for w in busy], timeout=0.05)
+                    busy[w] = (row, cpu_seconds(self.procs[w].pid), time.monotonic())
+            live = [self.conns[w] for w in range(self.n) if self.conns[w] is not None]
+            ready = wait(live, timeout=0.05)
+            for w in range(self.n):
+                if self.conns[w] is None or self.conns[w] not in ready:
+                    continue
+                try:
+                    status, ok, timed_out = self.conns[w].recv()
+                except (EOFError, OSError):  # the worker died (memory, segfault)
+                    status, ok, timed_out = "error", False, False
+                    self._replace(w)
+                if status == "ready":
+                    self.ready[w] = True
+                    continue
+                if w in busy:
+                    row = busy.pop(w)[0]
+                    out[row].correct, out[row].error, out[row].timed_out = ok, status == "error", timed_out
+                    self.timeouts += timed_out
             for w in list(busy):
-                row, started = busy[w]
-                if self.conns[w] in ready:
-                    try:
-                        status, ok = self.conns[w].recv()
-                    except (EOFError, OSError):  # the worker died (memory, segfault): this sample is lost
-                        status, ok = "error", False
-                        self._kill(w)
-                    out[row].correct, out[row].error = ok, status == "error"
-                    del busy[w]
-                elif time.monotonic() - started > self.timeout:
-                    self._kill(w)  # hard limit: the check is abandoned, the worker replaced on next use
+                row, cpu0, wall0 = busy[w]
+                cpu = cpu_seconds(self.procs[w].pid)
+                used = cpu - cpu0 if cpu is not None and cpu0 is not None else time.monotonic() - wall0
+                if used > self.timeout + GRACE or time.monotonic() - wall0 > self.wall_limit:
+                    self._replace(w)  # hard limit: the check is abandoned, a fresh worker warms up
                     out[row].timed_out = True
                     self.timeouts += 1
                     del busy[w]

@@ -32,12 +32,25 @@ class Stateless:
     def load_state_dict(self, state: dict) -> None:
         pass
 
+    def task(self, b: RewardBatch) -> torch.Tensor:
+        """The task reward without any length term (what ``Composite.penalty_scale`` leaves unscaled). [N]"""
+        return b.correct.double()
+
 
 class Binary(Stateless):
-    """r_i = c_i: the rule-based accuracy reward of DeepSeek-R1 (arXiv 2501.12948, §2.2.2)."""
+    """r_i = c_i: the rule-based accuracy reward of DeepSeek-R1 (arXiv 2501.12948, §2.2.2). ``incorrect`` is
+    the reward of a wrong answer: 0 here; DAPO (arXiv 2503.14476, Eq. 10) uses +1 / -1, so that its overlong
+    penalty (in [-1, 0]) is half the correct/incorrect gap rather than all of it."""
+
+    def __init__(self, incorrect: float = 0.0):
+        self.incorrect = incorrect
+
+    def task(self, b: RewardBatch) -> torch.Tensor:
+        c = b.correct.double()
+        return c + (1.0 - c) * self.incorrect
 
     def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        return b.correct.double(), {}
+        return self.task(b), {}
 
 
 def kimi_lambda(lengths: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -55,33 +68,52 @@ class KimiLengthPenalty(Stateless):
     len_reward_i = lam_i if correct, min(0, lam_i) if incorrect;  r_i = c_i + w * len_reward_i.
 
     The paper does not give w (default 1.0). Penalizing incorrect answers for length is the configuration
-    the ACOER paper shows to collapse under group normalization.
+    the ACOER paper shows to collapse under group normalization. The paper trains first without the
+    penalty ("followed by a constant length penalty"), a phase of unstated length: ``warmup`` steps with
+    ``len_reward = 0`` (default 0, the penalty from the first step, since the length is not published).
     """
 
-    def __init__(self, weight: float = 1.0):
-        self.weight = weight
+    def __init__(self, weight: float = 1.0, warmup: int = 0):
+        self.weight, self.warmup, self.steps = weight, warmup, 0
+
+    def length_term(self, b: RewardBatch) -> torch.Tensor:
+        c = b.correct.double()
+        lam = kimi_lambda(b.lengths, b.group_size)  # [N]
+        return torch.where(c > 0, lam, lam.clamp(max=0.0))
 
     def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
         c = b.correct.double()
-        lam = kimi_lambda(b.lengths, b.group_size)  # [N]
-        len_reward = torch.where(c > 0, lam, lam.clamp(max=0.0))
+        active = self.steps >= self.warmup
+        self.steps += 1
+        len_reward = self.length_term(b) if active else torch.zeros_like(c)
         return c + self.weight * len_reward, {"reward/length_term": len_reward.mean().item()}
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = state.get("steps", 0)
 
 
 class CorrectLengthPenalty(KimiLengthPenalty):
     """Kimi's lam_i applied to correct answers only (arXiv 2501.12599 §2.3.3, restricted as in the ACOER
-    ablation): r_i = c_i * (1 + w * lam_i); incorrect answers get exactly 0."""
+    ablation): r_i = c_i * (1 + w * lam_i); incorrect answers get exactly 0. Same ``warmup`` as Kimi's."""
 
-    def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        c = b.correct.double()
-        len_reward = c * kimi_lambda(b.lengths, b.group_size)
-        return c + self.weight * len_reward, {"reward/length_term": len_reward.mean().item()}
+    def length_term(self, b: RewardBatch) -> torch.Tensor:
+        return b.correct.double() * kimi_lambda(b.lengths, b.group_size)
 
 
-def efficiency_reward(correct: torch.Tensor, lengths: torch.Tensor, alpha: float) -> torch.Tensor:
+def efficiency_reward(
+    correct: torch.Tensor, lengths: torch.Tensor, alpha: float, truncated: torch.Tensor | None = None
+) -> torch.Tensor:
     """c_i (1 - alpha * sigmoid((L_i - mean_c L) / std_c L)) within one group; mean/std over its correct
-    answers (population std). A std of 0 (one correct answer, or equal lengths) is treated as 1. [G]"""
+    answers (population std, numpy's default as in the authors' code). A std of 0 (one correct answer, or
+    equal lengths) is treated as 1 (the authors add 1e-7; z is 0 there either way). With ``truncated`` given
+    (the authors' ``check_eos``), a response that never stopped counts as incorrect: reward 0 and no part in
+    the mean and std. [G]"""
     c = correct.double()
+    if truncated is not None:
+        c = c * (1.0 - truncated.double())
     n = c.sum()
     if n == 0:
         return torch.zeros_like(c)
@@ -98,54 +130,69 @@ class GRPOLambda(Stateless):
 
         r_i = c_i (1 - alpha * sigmoid((L_i - mean_correct(L)) / std_correct(L)))
 
-    (the Arora & Zanette form, arXiv 2502.04463, over the group's correct answers) and the rest plain 0/1.
+    (the Arora & Zanette form, arXiv 2502.04463, over the group's correct answers, with their ``check_eos``
+    when ``eos_required``: a truncated response gets 0 and leaves the statistic) and the rest plain 0/1.
     lambda = 0.2 as in the paper; the paper's alpha is not public (default 0.2; a reimplementation uses 0.6).
     The ranking is over the whole batch, all ranks, because the scheme is called on the gathered batch.
     """
 
-    def __init__(self, top_fraction: float = 0.2, alpha: float = 0.2):
-        self.top_fraction, self.alpha = top_fraction, alpha
+    def __init__(self, top_fraction: float = 0.2, alpha: float = 0.2, eos_required: bool = True):
+        self.top_fraction, self.alpha, self.eos_required = top_fraction, alpha, eos_required
 
     def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
         G = b.group_size
         c = b.correct.double().view(-1, G)  # [B, G]
-        L = b.lengths.view(-1, G)  # [B, G]
+        L, T = b.lengths.view(-1, G), b.truncated.view(-1, G)  # [B, G]
         n_groups = c.shape[0]
         k = math.ceil(self.top_fraction * n_groups)
         order = sorted(range(n_groups), key=lambda g: (-float(c[g].mean()), g))
         r = c.clone()
         for g in order[:k]:
-            r[g] = efficiency_reward(c[g], L[g], self.alpha)
+            r[g] = efficiency_reward(c[g], L[g], self.alpha, T[g] if self.eos_required else None)
         return r.view(-1), {"reward/penalized_groups": float(k)}
 
 
 class AroraZanette(Stateless):
-    """Efficient reasoning (Arora & Zanette, arXiv 2502.04463, Eq. 4): every group gets
-    r_i = c_i (1 - alpha * sigmoid(z-scored length among the group's correct answers)); alpha default 0.2."""
+    """Efficient reasoning (Arora & Zanette, arXiv 2502.04463, Eq. 4), checked against the authors'
+    ``Zanette-Labs/efficient-reasoning`` ``reward_server/math_server.py`` (``reward_type=sigmoid``): every
+    group gets r_i = c_i (1 - alpha * sigmoid(z-scored length among the group's correct answers)); alpha
+    default 0.2. ``eos_required`` (default, their ``check_eos``): a response without EOS (truncated) gets
+    reward 0 and is left out of the group's mean and std; False rewards truncated correct answers too.
+    The reward of a truncated answer is then 0, not 1 (``task``), and ``penalty_scale`` keeps it 0."""
 
-    def __init__(self, alpha: float = 0.2):
-        self.alpha = alpha
+    def __init__(self, alpha: float = 0.2, eos_required: bool = True):
+        self.alpha, self.eos_required = alpha, eos_required
+
+    def task(self, b: RewardBatch) -> torch.Tensor:
+        c = b.correct.double()
+        return c * (1.0 - b.truncated.double()) if self.eos_required else c
 
     def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
         G = b.group_size
-        c, L = b.correct.view(-1, G), b.lengths.view(-1, G)
-        return torch.cat([efficiency_reward(c[g], L[g], self.alpha) for g in range(c.shape[0])]), {}
+        c, L, T = b.correct.view(-1, G), b.lengths.view(-1, G), b.truncated.view(-1, G)
+        rows = [efficiency_reward(c[g], L[g], self.alpha, T[g] if self.eos_required else None) for g in range(len(c))]
+        return torch.cat(rows), {}
 
 
 class ACOER:
-    """ACOER (Lee et al., arXiv 2606.22716; defaults from the authors' public code):
+    """ACOER (Lee et al., arXiv 2606.22716), exact to the authors' ``js-lee-AI/ACOER`` ``acoer/reward.py``
+    (class ``ACOERReward``) unless an option says otherwise:
 
         correct:   r = 1 + alpha_t * g(min(L / B_t, 1)),   g(x) = ln(1 + k (1 - x)) / ln(1 + k)   (k = 5)
         incorrect: r = 0      (no length term ever touches an incorrect answer)
 
-    Budget B_t = max(B_min, gamma * EMA(mean correct length)), gamma = 0.85, B_min = 512, starting at the
-    maximum completion length. Controller, once per step from the whole batch: EMAs (span 50, decay 2/51)
-    of batch accuracy and of mean correct length; after ``warmup`` (200) steps and once ``window`` (100)
-    steps of history exist, an accuracy-EMA drop larger than delta = 0.02 against ``window`` steps earlier
-    multiplies alpha by 0.95, otherwise by 1.02, clipped to [0.01, 0.5]; alpha starts at 0.02.
-
-    Rewards of a step use the controller state from *before* that step's update. Lengths are completion
-    tokens (the authors count characters of the thinking block, about 4 per token).
+    Controller, once per step from the whole batch, *after* that step's rewards (which use the state from
+    before it): EMAs (span 50, decay 2/51) of batch accuracy and of the mean correct length; a step with no
+    correct answer feeds a correct length of 0, as the authors do (``empty_step="zero"``; ``"skip"`` leaves
+    the length EMA alone). The step-t accuracy EMA is appended to a history. From step index ``warmup``
+    (200) on, once the history holds ``window`` (100) values, it is compared with ``history[-window]``, the
+    value ``window - 1`` steps back: a drop *strictly* larger than delta = 0.02 multiplies alpha by 0.95,
+    otherwise by 1.02, clipped to [0.01, 0.5]; alpha starts at 0.02. Only in that same adaptation step is
+    the budget recomputed, ``B = max(B_min, gamma * EMA(correct length))`` when the EMA is positive (gamma =
+    0.85, B_min = 512): B keeps its initial value through the warm-up and the first window. The initial
+    budget is the authors' thinking budget, half their completion limit (4096 of 8192): ``initial_budget``,
+    default half of ``rollout.max_new_tokens``. Lengths are completion tokens (the authors count characters
+    of the thinking block and multiply token settings by 4).
     """
 
     def __init__(
@@ -164,19 +211,26 @@ class ACOER:
         alpha_min: float = 0.01,
         alpha_max: float = 0.5,
         initial_budget: float | None = None,
+        empty_step: str = "zero",
     ):
         if shape not in ("log", "linear"):
             raise ValueError(f"reward.acoer.shape {shape!r}: choose from ['log', 'linear']")
+        if empty_step not in ("zero", "skip"):
+            raise ValueError(f"reward.acoer.empty_step {empty_step!r}: choose from ['zero', 'skip']")
         self.k, self.shape, self.gamma, self.min_budget = k, shape, gamma, min_budget
         self.decay = 2.0 / (span + 1)
         self.warmup, self.window, self.delta = warmup, window, delta
         self.down, self.up, self.alpha_min, self.alpha_max = down, up, alpha_min, alpha_max
+        self.empty_step = empty_step
         self.alpha = alpha
-        self.budget = initial_budget  # None: set to max_new_tokens at the first call
+        self.budget = initial_budget  # None: half of max_new_tokens at the first call (the authors' rule)
         self.steps = 0
         self.ema_acc: float | None = None
         self.ema_len: float | None = None
-        self.acc_history: deque[float] = deque(maxlen=window + 1)
+        self.acc_history: deque[float] = deque(maxlen=window)
+
+    def task(self, b: RewardBatch) -> torch.Tensor:
+        return b.correct.double()
 
     def bonus_shape(self, x: torch.Tensor) -> torch.Tensor:
         """g(x) for x = L / B in [0, 1]: 1 at x = 0, 0 at x = 1."""
@@ -186,7 +240,7 @@ class ACOER:
 
     def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
         if self.budget is None:
-            self.budget = float(b.max_new_tokens)
+            self.budget = b.max_new_tokens / 2
         c = b.correct.double()
         x = (b.lengths.double() / self.budget).clamp(max=1.0)
         r = c * (1.0 + self.alpha * self.bonus_shape(x))  # [N]
@@ -196,19 +250,21 @@ class ACOER:
 
     def update(self, accuracy: float, mean_correct_length: float | None) -> None:
         """One controller step from a batch's accuracy and mean correct length (None: no correct answer)."""
-        d = self.decay
+        step, d = self.steps, self.decay  # step: 0-based index of the step just scored (the authors' global_step)
+        self.steps += 1
+        if mean_correct_length is None and self.empty_step == "zero":
+            mean_correct_length = 0.0
         self.ema_acc = accuracy if self.ema_acc is None else (1 - d) * self.ema_acc + d * accuracy
         if mean_correct_length is not None:
             self.ema_len = (
                 mean_correct_length if self.ema_len is None else (1 - d) * self.ema_len + d * mean_correct_length
             )
         self.acc_history.append(self.ema_acc)
-        self.steps += 1
-        if self.steps > self.warmup and len(self.acc_history) > self.window:
-            dropped = self.acc_history[0] - self.ema_acc > self.delta
-            self.alpha *= self.down if dropped else self.up
-            self.alpha = min(self.alpha_max, max(self.alpha_min, self.alpha))
-        if self.ema_len is not None:
+        if step < self.warmup or len(self.acc_history) < self.window:
+            return
+        dropped = self.acc_history[0] - self.ema_acc > self.delta  # history[-window]: window - 1 steps back
+        self.alpha = min(self.alpha_max, max(self.alpha_min, self.alpha * (self.down if dropped else self.up)))
+        if self.ema_len is not None and self.ema_len > 0:
             self.budget = max(self.min_budget, self.gamma * self.ema_len)
 
     def state_dict(self) -> dict:
@@ -224,7 +280,7 @@ class ACOER:
     def load_state_dict(self, state: dict) -> None:
         self.alpha, self.budget, self.steps = state["alpha"], state["budget"], state["steps"]
         self.ema_acc, self.ema_len = state["ema_acc"], state["ema_len"]
-        self.acc_history = deque(state["acc_history"], maxlen=self.window + 1)
+        self.acc_history = deque(state["acc_history"], maxlen=self.window)
 
 
 def overlong_penalty(lengths: torch.Tensor, max_tokens: int, cache: int) -> torch.Tensor:
@@ -239,7 +295,8 @@ def overlong_penalty(lengths: torch.Tensor, max_tokens: int, cache: int) -> torc
 class Composite:
     """A scheme plus additive terms, each logged: r = scheme + w_format * has_answer + w_overlong * overlong.
 
-    ``penalty_scale`` s scales every scheme's length term: r_scheme -> c + s * (r_scheme - c). Each scheme's
+    ``penalty_scale`` s scales every scheme's length term: r_scheme -> t + s * (r_scheme - t), t the scheme's
+    task reward (``task``: c_i, or DAPO's +-1). Each scheme's
     length term is linear in its strength parameter (Kimi/correct-only w, GRPO-lambda and Arora-Zanette alpha,
     ACOER alpha), so s = 0.5 is the scheme with half the strength. The collapse guard lowers it on rollback.
     """
@@ -252,7 +309,7 @@ class Composite:
     def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
         r, metrics = self.scheme(b)
         if self.penalty_scale != 1.0:
-            c = b.correct.double()
+            c = self.scheme.task(b)  # [N] the task reward; only the length term is scaled
             r = c + self.penalty_scale * (r - c)
             metrics["reward/penalty_scale"] = self.penalty_scale
         metrics = {"reward/scheme": r.mean().item(), **metrics}

@@ -10,13 +10,17 @@ def test_group_normalization_hand_computed():
     r = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     adv = group_advantages(r, group_size=4)
     z = 0.5 / math.sqrt(1 / 3)  # |r - 0.5| / unbiased std sqrt(1/3)
-    assert torch.allclose(adv[:4], torch.tensor([z, -z, -z, z]), atol=1e-5)
+    assert adv.dtype == torch.float64  # kept in float64 until the loss (README: Advantages)
+    assert torch.allclose(
+        adv[:4], torch.tensor([z, -z, -z, z], dtype=torch.float64) / (1 + 1e-6 / math.sqrt(1 / 3)), atol=1e-12
+    )
     assert torch.equal(adv[4:], torch.zeros(4))  # tied group: exactly zero
 
 
 def test_without_std_scaling_is_centered_reward():
     r = torch.tensor([1.0, 0.0, 0.0, 0.0])
-    assert torch.allclose(group_advantages(r, 4, scale_std=False), torch.tensor([0.75, -0.25, -0.25, -0.25]))
+    expected = torch.tensor([0.75, -0.25, -0.25, -0.25], dtype=torch.float64)
+    assert torch.equal(group_advantages(r, 4, scale_std=False), expected)
 
 
 def test_tied_non_representable_rewards_are_exactly_zero():

@@ -32,8 +32,8 @@ def test_objective_defaults_fill_none():
         ("model.gradient_checkpointing=1", r"expected true or false"),
         ("loss=3", r"loss: expected a mapping"),
         ("steps", r"must look like key.sub=value"),
-        ("rollout.group_size=0", r"rollout.group_size must be positive"),
-        ("loss.clip_low=1.5", r"loss.clip_low must be in \[0, 1\)"),
+        ("rollout.group_size=1", r"rollout\.group_size=1 is out of range: .* \[2, ∞\) \(a group of one"),
+        ("loss.clip_low=1.5", r"loss\.clip_low=1.5 is out of range: it must be a finite number in \[0, 1\)"),
         ("optim.micro_batch_size=7", r"optim.micro_batch_size=7 they must divide evenly"),
     ],
 )
@@ -83,3 +83,115 @@ def test_vllm_training_refuses_top_p_below_one():
     with pytest.raises(ConfigError, match=r"rollout.top_p=0.9 with rollout.backend=vllm"):
         load_config(None, ["rollout.backend=vllm", "rollout.top_p=0.9"])
     load_config(None, ["rollout.backend=vllm", "eval.top_p=0.9"])  # evaluation may use a nucleus
+
+
+def _edges(lo: float, hi: float, brackets: str) -> tuple[list, list]:
+    """(values that must fail, values that must pass) for one range, NaN and infinities always failing."""
+    import math
+
+    bad = [float("nan"), float("inf"), float("-inf")]
+    good = []
+    if math.isfinite(lo):
+        bad.append(lo - 1 if brackets[0] == "[" else lo)
+        good.append(lo if brackets[0] == "[" else lo + (1e-3 if hi - lo <= 1 else 1))
+    if math.isfinite(hi):
+        bad.append(hi + 1 if brackets[1] == "]" else hi)
+        good.append(hi if brackets[1] == "]" else hi - (1e-3 if hi - lo <= 1 else 1))
+    return bad, good
+
+
+def _base_overrides(key: str) -> list[str]:
+    """Other keys a value of ``key`` depends on, set so that only ``key`` decides."""
+    if key == "reward.acoer.alpha_min":
+        return ["reward.acoer.alpha=1e6", "reward.acoer.alpha_max=1e9"]
+    if key == "reward.acoer.alpha":
+        return ["reward.acoer.alpha_min=1e-9", "reward.acoer.alpha_max=1e9"]
+    if key == "reward.acoer.alpha_max":
+        return ["reward.acoer.alpha_min=1e-9", "reward.acoer.alpha=1e-6"]
+    if key == "reward.acoer.initial_budget":
+        return ["reward.acoer.min_budget=1e-9"]
+    if key in ("guard.window", "guard.min_history"):
+        return ["guard.min_history=1", "guard.window=1000"]
+    if key == "loss.max_tokens":
+        return ["rollout.max_new_tokens=1"]
+    if key in ("rollout.group_size", "data.prompts_per_step", "optim.micro_batch_size"):
+        return ["optim.micro_batch_size=1", "loss.updates_per_batch=1"]
+    if key == "loss.updates_per_batch":
+        return ["optim.micro_batch_size=1", "data.prompts_per_step=64", "rollout.group_size=64"]
+    if key == "reward.overlong_cache":
+        return ["rollout.max_new_tokens=1000000"]
+    return []
+
+
+@pytest.mark.parametrize("key", sorted(__import__("trainer.config", fromlist=["RANGES"]).RANGES))
+def test_every_numeric_range_rejects_nan_infinity_and_both_sides(key):
+    """Table-driven: NaN, +-inf and a value just outside each bound fail naming the key; the bounds that
+    belong to the range pass."""
+    from trainer.config import RANGES
+
+    lo, hi, brackets = RANGES[key]
+    bad, good = _edges(lo, hi, brackets)
+    base = _base_overrides(key)
+    for v in bad:
+        if key == "loss.tis_cap" and v == 0.5:
+            continue
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_config(None, [*base, f"{key}={v!r}" if v == v else f"{key}=.nan"])
+    for v in good:
+        if key == "loss.tis_cap" and 0 < v < 1:
+            continue
+        value = int(v) if isinstance(_default(key), int) and float(v).is_integer() else v
+        if isinstance(_default(key), int) and not float(v).is_integer():
+            continue
+        load_config(None, [*base, f"{key}={value!r}"])
+
+
+def _default(key: str):
+    from trainer.config import Config, _get
+
+    v = _get(Config(), key)
+    if v is None:  # Optional fields: their type from the annotation
+        return 1.0 if key in ("reward.acoer.initial_budget",) else 1
+    return v
+
+
+def test_every_numeric_field_has_a_range():
+    import dataclasses
+    import typing
+
+    from trainer.config import RANGES, Config
+
+    def walk(obj, prefix=""):
+        hints = typing.get_type_hints(type(obj))
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if typing.get_origin(hints[f.name]) is typing.Literal:
+                continue  # a fixed set of choices, checked by type
+            if dataclasses.is_dataclass(v):
+                yield from walk(v, f"{prefix}{f.name}.")
+            elif (isinstance(v, (int, float)) and not isinstance(v, bool)) or f.name in (
+                "overlong_cache",
+                "max_tokens",
+            ):
+                yield f"{prefix}{f.name}"
+
+    missing = [k for k in walk(Config()) if k not in RANGES]
+    assert not missing, f"numeric config keys without a range in trainer.config.RANGES: {missing}"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=.nan", r"optim\.lr=nan is out of range"),
+        ("reward.acoer.gamma=2", r"reward\.acoer\.gamma=2.0 is out of range.*\(0, 1\]"),
+        ("reward.acoer.alpha=0.9", r"alpha_min <= alpha <= alpha_max"),
+        ("reward.acoer.initial_budget=100", r"initial_budget=100.0 is below reward\.acoer\.min_budget=512"),
+        ("guard.min_history=50", r"guard\.min_history=50 exceeds guard\.window=20"),
+        ("loss.tis_cap=0.5", r"loss\.tis_cap=0.5: use 0 \(off\) or a cap >= 1"),
+        ("optim.grad_clip=-1", r"optim\.grad_clip=-1.0 is out of range"),
+        ("reward.efficiency_alpha=1.5", r"1 - alpha \* sigmoid"),
+    ],
+)
+def test_impossible_values_name_the_key_and_the_fix(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])

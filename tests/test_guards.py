@@ -107,12 +107,12 @@ def test_extra_prompt_streams_are_pure_and_distinct():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        (["loss.clip_low=1.2"], "loss.clip_low must be in"),
+        (["loss.clip_low=1.2"], "loss.clip_low=1.2 is out of range"),
         (["model.path=/no/such/model"], "model.path '/no/such/model' is a local path without a config.json"),
         (["guard.collapse_action=explode"], "guard.collapse_action"),
         (["checkpoint.evry=3"], "did you mean 'checkpoint.every'"),
         (["resume=always"], "resume: 'always' is not valid"),
-        (["guard.rollback_lr_factor=0"], "guard.rollback_lr_factor must be in"),
+        (["guard.rollback_lr_factor=0"], "guard.rollback_lr_factor=0.0 is out of range"),
     ],
 )
 def test_config_errors_name_the_key(override, message):

@@ -202,3 +202,34 @@ def test_per_token_advantages_scale_each_token_term():
     assert terms.per_row.item() == pytest.approx(-(1.0 + 1.5) / 2)
     terms.per_row.sum().backward()
     assert torch.allclose(logp.grad, torch.tensor([[-0.5, -0.75]]))  # d/dlogp of -A_t r_t / 2
+
+
+def test_gspo_token_per_token_advantages_follow_eq_13_14():
+    """GSPO-token with A_{i,t} [N, T]: on-policy (s_i = 1) the gradient of the per-row loss on token t is
+    -A_{i,t} / |y_i| (Eq. 14 with s_{i,t} = sg[s_i] pi_t / sg[pi_t]); a token with A_{i,t} = 0 gets none,
+    and with A_{i,t} = A_i for all t it is GSPO's gradient. Off-policy beyond the clip, no gradient."""
+    from losses import LossParams
+    from losses.objectives import gspo, gspo_token
+
+    logp = torch.log(torch.tensor([[0.5, 0.25, 0.8], [0.6, 0.3, 0.1]])).requires_grad_()
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # |y| = 3, 2
+    adv = torch.tensor([[1.0, 0.0, -2.0], [0.5, 1.5, 9.0]])  # the padded 9.0 must not matter
+    p = LossParams(clip_low=3e-4, clip_high=4e-4)
+    terms = gspo_token(logp, logp.detach(), adv, mask, p)
+    assert torch.allclose(terms.per_row, torch.tensor([-(1.0 + 0.0 - 2.0) / 3, -(0.5 + 1.5) / 2]))
+    terms.per_row.sum().backward()
+    expected = torch.tensor([[-1.0 / 3, 0.0, 2.0 / 3], [-0.25, -0.75, 0.0]])
+    assert torch.allclose(logp.grad, expected)
+
+    # A_{i,t} = A_i on every token: the same gradient as GSPO's sequence form
+    row_adv = torch.tensor([0.7, -1.2])
+    a, b = logp.detach().clone().requires_grad_(), logp.detach().clone().requires_grad_()
+    gspo_token(a, a.detach(), row_adv[:, None].expand(2, 3), mask, p).per_row.sum().backward()
+    gspo(b, b.detach(), row_adv, mask, p).per_row.sum().backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-7)
+
+    # off-policy: row 0's sequence ratio s = exp(0.01) > 1 + 4e-4 with A > 0 on every token -> clipped
+    c = logp.detach().clone().requires_grad_()
+    old = c.detach() - 0.01
+    gspo_token(c, old, torch.ones(2, 3), mask, p).per_row.sum().backward()
+    assert torch.count_nonzero(c.grad) == 0

@@ -11,9 +11,9 @@ import torch
 def group_advantages(rewards: torch.Tensor, group_size: int, scale_std: bool = True, eps: float = 1e-6) -> torch.Tensor:
     """A_i = (r_i - mean_group(r)) / (std_group(r) + eps), or r_i - mean_group(r) without std scaling.
 
-    ``rewards [N]`` -> ``adv [N]`` float32, computed in float64. The std is the unbiased sample std (n-1,
-    as TRL and veRL use). A group whose rewards all tie gets exactly 0 (never NaN, never float dust from
-    the mean), and so does a group of size 1.
+    ``rewards [N]`` -> ``adv [N]`` in float64 (cast to the loss's dtype only inside the objective). The std
+    is the unbiased sample std (n-1, as TRL and veRL use). A group whose rewards all tie gets exactly 0
+    (never NaN, never float dust from the mean), and so does a group of size 1.
     """
     if rewards.dim() != 1 or rewards.numel() % group_size != 0:
         raise ValueError(f"rewards must be [N] with N divisible by group_size={group_size}, got {tuple(rewards.shape)}")
@@ -24,7 +24,7 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale_std: bool = T
     if scale_std and group_size > 1:
         centered = centered / (r.std(dim=1, keepdim=True) + eps)
     tied = (r.max(dim=1).values == r.min(dim=1).values)[:, None]  # [B, 1]
-    return torch.where(tied, torch.zeros_like(centered), centered).view(-1).to(torch.float32)
+    return torch.where(tied, torch.zeros_like(centered), centered).view(-1)
 
 
 def zero_variance_share(rewards: torch.Tensor, group_size: int) -> float:

@@ -28,11 +28,19 @@ def context_tokens(cfg: Config) -> int:
     return cfg.data.max_prompt_tokens + max(cfg.rollout.max_new_tokens, cfg.eval.max_new_tokens)
 
 
-def check_context(cfg: Config, model_path: str) -> None:
-    """A prompt + completion budget the model cannot hold fails at start-up, not at the first long sample."""
-    from transformers import AutoConfig
+def check_context(cfg: Config, model_path: str | None = None) -> None:
+    """A prompt + completion budget the model cannot hold fails at start-up, not at the first long sample.
+    Builtin models are checked before they are built (``model_path`` None); others from their config."""
+    from trainer import sft
 
-    limit = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    if cfg.model.path.startswith("builtin:"):
+        limit = sft.POSITIONS if cfg.model.path in sft.BUILTINS else 1024  # tiny-random: trainer.tiny default
+    elif model_path is None:
+        return
+    else:
+        from transformers import AutoConfig
+
+        limit = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
     need = context_tokens(cfg)
     if limit is not None and need > limit:
         raise ConfigError(
@@ -69,11 +77,12 @@ def build_reward(cfg: Config):
     """The configured reward scheme with its paper parameters and the additive format/overlong terms."""
     r = cfg.reward
     params = {
-        "kimi_lp": {"weight": r.length_weight},
-        "correct_lp": {"weight": r.length_weight},
-        "grpo_lambda": {"top_fraction": r.lambda_top, "alpha": r.efficiency_alpha},
-        "arora_zanette": {"alpha": r.efficiency_alpha},
-        "acoer": dict(vars(r.acoer), initial_budget=float(cfg.rollout.max_new_tokens)),
+        "binary": {"incorrect": r.incorrect_reward},
+        "kimi_lp": {"weight": r.length_weight, "warmup": r.length_warmup},
+        "correct_lp": {"weight": r.length_weight, "warmup": r.length_warmup},
+        "grpo_lambda": {"top_fraction": r.lambda_top, "alpha": r.efficiency_alpha, "eos_required": r.eos_required},
+        "arora_zanette": {"alpha": r.efficiency_alpha, "eos_required": r.eos_required},
+        "acoer": dict(vars(r.acoer)),  # initial_budget None: half of max_new_tokens at the first call
     }.get(r.name, {})
     return build_scheme(
         r.name,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -71,6 +72,8 @@ class ACOERConfig:
     up: float = 1.02  # alpha multiplier otherwise
     alpha_min: float = 0.01  # alpha is clipped to [alpha_min, alpha_max]
     alpha_max: float = 0.5  # upper clip of alpha
+    initial_budget: float | None = None  # B until the first adaptation; None: max_new_tokens / 2 (authors)
+    empty_step: Literal["zero", "skip"] = "zero"  # no correct answer: feed length 0 to the EMA (authors) or skip
 
 
 @dataclass
@@ -78,12 +81,15 @@ class RewardConfig:
     name: Literal["binary", "kimi_lp", "correct_lp", "grpo_lambda", "arora_zanette", "acoer"] = "correct_lp"  # scheme
     format_weight: float = 0.0  # added for any response with an extractable final answer (0 disables)
     length_weight: float = 1.0  # kimi_lp / correct_lp: weight w of the length term (Kimi gives none)
+    length_warmup: int = 0  # kimi_lp / correct_lp: first steps without the length term (Kimi's phase)
+    eos_required: bool = True  # arora_zanette / grpo_lambda: truncated gets 0, left out of mean/std (authors)
+    incorrect_reward: float = 0.0  # binary: reward of a wrong answer (DAPO's paper: -1, with +1 for a right one)
     lambda_top: float = 0.2  # grpo_lambda: share of groups, by accuracy, that get the length penalty
     efficiency_alpha: float = 0.2  # grpo_lambda / arora_zanette: alpha of 1 - alpha * sigmoid(z)
     overlong_weight: float = 0.0  # DAPO soft overlong punishment added with this weight (0 disables)
     overlong_cache: int | None = None  # DAPO L_cache in tokens; None: a fifth of rollout.max_new_tokens
     overlong_filter: bool = False  # mask truncated completions out of the loss (DAPO overlong filtering)
-    grade_timeout: float = 2.0  # hard limit in seconds per equivalence check (the worker is killed past it)
+    grade_timeout: float = 2.0  # limit in CPU seconds per equivalence check (machine load does not count)
     grade_workers: int = 0  # grading worker processes per rank; 0: min(4, cores)
     acoer: ACOERConfig = field(default_factory=ACOERConfig)
 
@@ -292,41 +298,145 @@ def load_config(path: str | Path | list | None = None, overrides: list[str] | No
     return cfg
 
 
+INF = float("inf")
+# Every numeric key and its meaningful range: (low, high, brackets), "[" / "]" inclusive, "(" / ")" exclusive.
+# validate() also rejects NaN and infinities in every float. tests/test_config.py walks this table.
+RANGES: dict[str, tuple[float, float, str]] = {
+    "seed": (0, INF, "[)"),
+    "steps": (1, INF, "[)"),
+    "data.prompts_per_step": (1, INF, "[)"),
+    "data.max_prompt_tokens": (1, INF, "[)"),
+    "data.arith_operands": (1, INF, "[)"),
+    "data.arith_max_value": (1, INF, "[)"),
+    "data.arith_size": (1, INF, "[)"),
+    "rollout.group_size": (2, INF, "[)"),
+    "rollout.max_new_tokens": (1, INF, "[)"),
+    "rollout.temperature": (0, INF, "()"),
+    "rollout.top_p": (0, 1, "(]"),
+    "rollout.tensor_parallel_size": (1, INF, "[)"),
+    "rollout.gpu_memory_utilization": (0, 1, "(]"),
+    "rollout.max_sampling_rounds": (1, INF, "[)"),
+    "reward.format_weight": (0, INF, "[)"),
+    "reward.length_weight": (0, INF, "[)"),
+    "reward.length_warmup": (0, INF, "[)"),
+    "reward.incorrect_reward": (-INF, 1, "()"),
+    "reward.lambda_top": (0, 1, "(]"),
+    "reward.efficiency_alpha": (0, 1, "[]"),
+    "reward.overlong_weight": (0, INF, "[)"),
+    "reward.overlong_cache": (1, INF, "[)"),
+    "reward.grade_timeout": (0, INF, "()"),
+    "reward.grade_workers": (0, INF, "[)"),
+    "reward.acoer.alpha": (0, INF, "()"),
+    "reward.acoer.k": (0, INF, "()"),
+    "reward.acoer.gamma": (0, 1, "(]"),
+    "reward.acoer.min_budget": (0, INF, "()"),
+    "reward.acoer.initial_budget": (0, INF, "()"),
+    "reward.acoer.span": (1, INF, "[)"),
+    "reward.acoer.warmup": (0, INF, "[)"),
+    "reward.acoer.window": (1, INF, "[)"),
+    "reward.acoer.delta": (0, 1, "[]"),
+    "reward.acoer.down": (0, 1, "(]"),
+    "reward.acoer.up": (1, INF, "[)"),
+    "reward.acoer.alpha_min": (0, INF, "()"),
+    "reward.acoer.alpha_max": (0, INF, "()"),
+    "loss.clip_low": (0, 1, "[)"),
+    "loss.clip_high": (0, 1, "[)"),
+    "loss.beta": (0, INF, "[)"),
+    "loss.adv_eps": (0, INF, "[)"),
+    "loss.max_tokens": (1, INF, "[)"),
+    "loss.tis_cap": (0, INF, "[)"),
+    "loss.updates_per_batch": (1, INF, "[)"),
+    "optim.lr": (0, INF, "()"),
+    "optim.weight_decay": (0, INF, "[)"),
+    "optim.beta1": (0, 1, "[)"),
+    "optim.beta2": (0, 1, "[)"),
+    "optim.grad_clip": (0, INF, "[)"),
+    "optim.warmup_steps": (0, INF, "[)"),
+    "optim.micro_batch_size": (1, INF, "[)"),
+    "eval.every": (0, INF, "[)"),
+    "eval.problems": (0, INF, "[)"),
+    "eval.samples": (1, INF, "[)"),
+    "eval.temperature": (0, INF, "()"),
+    "eval.top_p": (0, 1, "(]"),
+    "eval.max_new_tokens": (0, INF, "[)"),
+    "checkpoint.every": (0, INF, "[)"),
+    "checkpoint.keep": (0, INF, "[)"),
+    "guard.max_nonfinite_streak": (1, INF, "[)"),
+    "guard.window": (1, INF, "[)"),
+    "guard.min_history": (1, INF, "[)"),
+    "guard.patience": (1, INF, "[)"),
+    "guard.accuracy_drop": (0, 1, "(]"),
+    "guard.length_ratio": (0, 1, "()"),
+    "guard.entropy_ratio": (0, 1, "()"),
+    "guard.degenerate_rise": (0, 1, "(]"),
+    "guard.max_rollbacks": (0, INF, "[)"),
+    "guard.rollback_lr_factor": (0, 1, "(]"),
+    "guard.rollback_penalty_factor": (0, 1, "(]"),
+}
+WHY = {  # the reason behind a bound, where it is not obvious
+    "rollout.group_size": "a group of one has zero advantage under group normalization",
+    "reward.incorrect_reward": "a wrong answer must earn less than a right one (1)",
+    "reward.efficiency_alpha": "1 - alpha * sigmoid(z) must stay >= 0 for a correct answer",
+    "reward.acoer.gamma": "the budget is gamma x the mean correct length, a share of it",
+    "reward.acoer.down": "the multiplier after an accuracy drop must not raise alpha",
+    "reward.acoer.up": "the multiplier after no drop must not lower alpha",
+    "loss.tis_cap": "0 disables; a cap C applies min(ratio, C)",
+}
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _check_ranges(cfg: Config) -> None:
+    for key, (lo, hi, brackets) in RANGES.items():
+        v = _get(cfg, key)
+        if v is None:
+            continue
+        below = v < lo if brackets[0] == "[" else v <= lo
+        above = v > hi if brackets[1] == "]" else v >= hi
+        if v != v or below or above or (isinstance(v, float) and math.isinf(v)):
+            interval = f"{brackets[0]}{lo:g}, {hi:g}{brackets[1]}".replace("inf", "∞")
+            why = f" ({WHY[key]})" if key in WHY else ""
+            raise ConfigError(f"{key}={v!r} is out of range: it must be a finite number in {interval}{why}")
+    for section in (cfg, *(getattr(cfg, f.name) for f in dataclasses.fields(cfg))):  # any float left out above
+        if dataclasses.is_dataclass(section):
+            for f in dataclasses.fields(section):
+                v = getattr(section, f.name)
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"{f.name}={v!r}: NaN and infinity are not valid values")
+    a = cfg.reward.acoer
+    if not a.alpha_min <= a.alpha <= a.alpha_max:
+        raise ConfigError(
+            f"reward.acoer: alpha_min <= alpha <= alpha_max must hold, got {a.alpha_min} <= {a.alpha} <= "
+            f"{a.alpha_max}; raise alpha_max or lower alpha_min"
+        )
+    if a.initial_budget is not None and a.initial_budget < a.min_budget:
+        raise ConfigError(
+            f"reward.acoer.initial_budget={a.initial_budget} is below reward.acoer.min_budget={a.min_budget}"
+        )
+    if cfg.guard.min_history > cfg.guard.window:
+        raise ConfigError(
+            f"guard.min_history={cfg.guard.min_history} exceeds guard.window={cfg.guard.window}: the baseline "
+            "needs the history it is taken over"
+        )
+    if 0 < cfg.loss.tis_cap < 1:
+        raise ConfigError(f"loss.tis_cap={cfg.loss.tis_cap}: use 0 (off) or a cap >= 1 (2.0 is common)")
+    if cfg.loss.max_tokens is not None and cfg.loss.max_tokens < cfg.rollout.max_new_tokens:
+        raise ConfigError(
+            f"loss.max_tokens={cfg.loss.max_tokens} is below rollout.max_new_tokens={cfg.rollout.max_new_tokens}: "
+            "Dr. GRPO's constant must be at least the longest completion"
+        )
+
+
 def validate(cfg: Config, world_size: int | None = None) -> None:
     """Value checks that types cannot express, with the fix in each message. ``world_size`` defaults to
     torchrun's WORLD_SIZE, so checks that depend on the ranks run at load time too."""
     world_size = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
-    positive = {
-        "steps": cfg.steps,
-        "data.prompts_per_step": cfg.data.prompts_per_step,
-        "rollout.group_size": cfg.rollout.group_size,
-        "rollout.max_new_tokens": cfg.rollout.max_new_tokens,
-        "optim.micro_batch_size": cfg.optim.micro_batch_size,
-        "loss.updates_per_batch": cfg.loss.updates_per_batch,
-        "data.max_prompt_tokens": cfg.data.max_prompt_tokens,
-        "rollout.max_sampling_rounds": cfg.rollout.max_sampling_rounds,
-        "guard.max_nonfinite_streak": cfg.guard.max_nonfinite_streak,
-        "guard.patience": cfg.guard.patience,
-    }
-    for key, v in positive.items():
-        if v <= 0:
-            raise ConfigError(f"{key} must be positive, got {v}")
-    if cfg.rollout.temperature <= 0:
-        raise ConfigError("rollout.temperature must be > 0 (sampling); use a small value such as 1e-3 for near-greedy")
-    if not 0 < cfg.rollout.top_p <= 1:
-        raise ConfigError(f"rollout.top_p must be in (0, 1], got {cfg.rollout.top_p}")
-    if cfg.optim.lr <= 0:
-        raise ConfigError(f"optim.lr must be positive, got {cfg.optim.lr}")
-    if cfg.loss.tis_cap < 0:
-        raise ConfigError(f"loss.tis_cap must be >= 0 (0 disables; 2.0 is a common cap), got {cfg.loss.tis_cap}")
-    if cfg.loss.beta < 0:
-        raise ConfigError(f"loss.beta must be >= 0, got {cfg.loss.beta}")
-    for key in ("clip_low", "clip_high"):
-        v = getattr(cfg.loss, key)
-        if v is not None and not 0 <= v < 1:
-            raise ConfigError(f"loss.{key} must be in [0, 1), got {v}")
-    if cfg.eval.every < 0 or cfg.eval.problems < 0 or cfg.eval.samples <= 0 or cfg.eval.temperature <= 0:
-        raise ConfigError("eval.every and eval.problems must be >= 0, eval.samples and eval.temperature > 0")
+    _check_ranges(cfg)
     if cfg.rollout.backend == "vllm":
         from rollout.vllm_backend import vllm_available
 
@@ -343,11 +453,6 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             raise ConfigError(
                 f"rollout.tensor_parallel_size={cfg.rollout.tensor_parallel_size} must divide the {world_size} ranks"
             )
-    if cfg.checkpoint.every < 0 or cfg.checkpoint.keep < 0:
-        raise ConfigError("checkpoint.every and checkpoint.keep must be >= 0 (0: only at the end / keep all)")
-    for key in ("rollback_lr_factor", "rollback_penalty_factor"):
-        if not 0 < getattr(cfg.guard, key) <= 1:
-            raise ConfigError(f"guard.{key} must be in (0, 1], got {getattr(cfg.guard, key)}")
     model = cfg.model.path
     if not model.startswith("builtin:") and (model.startswith((".", "/", "~")) or Path(model).exists()):
         if not (Path(model).expanduser() / "config.json").is_file():
@@ -355,8 +460,6 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
                 f"model.path {model!r} is a local path without a config.json; point it at a save_pretrained "
                 "directory, a hub id (org/name), or builtin:toy-reasoner"
             )
-    if not 0 < cfg.reward.lambda_top <= 1:
-        raise ConfigError(f"reward.lambda_top must be in (0, 1], got {cfg.reward.lambda_top}")
     cache = cfg.reward.overlong_cache
     if cache is not None and not 0 < cache <= cfg.rollout.max_new_tokens:
         raise ConfigError(f"reward.overlong_cache={cache} must be in (0, rollout.max_new_tokens]")

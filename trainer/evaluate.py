@@ -184,19 +184,25 @@ def evaluate_sharded(backend, tok, rows: list[Example], k: int, grader, instruct
     return {"summary": summarize(problems, k), "problems": problems}
 
 
+def periodic_eval_rows(cfg) -> list[Example]:
+    """The rows ``eval.benchmark`` names (read at start-up, before any model is built, so a missing or
+    malformed file fails at once)."""
+    from trainer.sft import BUILTINS
+
+    e = cfg.eval
+    name = e.benchmark
+    if name == "toy" and cfg.model.path in BUILTINS:  # the held-out split of the model's own toy task
+        name = f"toy:{cfg.model.path}"
+    return load_benchmark(name, limit=e.problems or None)
+
+
 class PeriodicEval:
     """Evaluation during training (``eval.every``): before step 0, every N steps and at the end, on a fixed
     set of problems with fixed seeds so successive evaluations are paired. Rows go to ``eval.jsonl`` and the
     ``eval/*`` keys of the step's metrics row."""
 
-    def __init__(self, cfg, backend, tok, grader, run_dir: Path):
-        from trainer.sft import BUILTINS
-
-        e = cfg.eval
-        name = e.benchmark
-        if name == "toy" and cfg.model.path in BUILTINS:  # the held-out split of the model's own toy task
-            name = f"toy:{cfg.model.path}"
-        self.name, self.rows = e.benchmark, load_benchmark(name, limit=e.problems or None)
+    def __init__(self, cfg, backend, tok, grader, run_dir: Path, rows: list[Example]):
+        self.name, self.rows = cfg.eval.benchmark, rows
         self.cfg, self.backend, self.tok, self.grader, self.run_dir = cfg, backend, tok, grader, run_dir
 
     def __call__(self, after_steps: int) -> dict[str, float]:

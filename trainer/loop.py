@@ -32,7 +32,7 @@ from trainer.components import (
     sample_step,
 )
 from trainer.config import Config, ConfigError, resolve, save_config, to_dict, validate
-from trainer.evaluate import PeriodicEval
+from trainer.evaluate import PeriodicEval, periodic_eval_rows
 from trainer.guards import CollapseGuard, is_degenerate
 from trainer.learner import Learner
 from trainer.lifecycle import Preempted, Preemption, TrainingHalted, truncate_history, write_event
@@ -49,6 +49,16 @@ def train(cfg: Config) -> Path:
     resolve(cfg)
     rank, world = dist.rank(), dist.world()
     run_dir = Path(cfg.run_dir)
+    # every file the run reads is read and checked before any model is built (the toy reasoner takes minutes)
+    skipped_rows: list[str] = []
+    d = cfg.data
+    operands, max_value = d.arith_operands, d.arith_max_value
+    if d.source == "toy" and cfg.model.path in TOY_MODELS:  # train on the toy reasoner's own task
+        operands, max_value = TOY_MODELS[cfg.model.path].operands, TOY_MODELS[cfg.model.path].max_value
+    rows = load_source(d.source, cfg.seed, operands, max_value, d.arith_size, d.skip_bad_rows, skipped_rows)
+    eval_rows = periodic_eval_rows(cfg) if cfg.eval.every else []
+    sampler = PromptSampler(rows, d.prompts_per_step, cfg.seed)  # an empty dataset fails here
+    check_context(cfg)  # builtin models: before they are built
     ckpt = checkpoint.latest(run_dir) if cfg.resume == "auto" else None
     if dist.is_main():
         _check_run_dir(cfg, run_dir)
@@ -62,13 +72,6 @@ def train(cfg: Config) -> Path:
     torch.manual_seed(cfg.seed)
 
     tok = AutoTokenizer.from_pretrained(model_path)
-    skipped_rows: list[str] = []
-    d = cfg.data
-    operands, max_value = d.arith_operands, d.arith_max_value
-    if d.source == "toy" and cfg.model.path in TOY_MODELS:  # train on the toy reasoner's own task
-        operands, max_value = TOY_MODELS[cfg.model.path].operands, TOY_MODELS[cfg.model.path].max_value
-    rows = load_source(d.source, cfg.seed, operands, max_value, d.arith_size, d.skip_bad_rows, skipped_rows)
-    sampler = PromptSampler(rows, d.prompts_per_step, cfg.seed)
     learner = Learner(cfg, model_path, device)
     # ZeRO-3 forwards are collective: every rank keeps stepping until all are done
     lockstep = _all_ranks_done if cfg.deepspeed.zero_stage == 3 and world > 1 else None
@@ -81,7 +84,7 @@ def train(cfg: Config) -> Path:
     guard = CollapseGuard(
         g.window, g.min_history, g.patience, g.accuracy_drop, g.length_ratio, g.entropy_ratio, g.degenerate_rise
     )
-    evaluator = PeriodicEval(cfg, eval_backend, tok, grader, run_dir) if e.every else None
+    evaluator = PeriodicEval(cfg, eval_backend, tok, grader, run_dir, eval_rows) if e.every else None
     G, per_rank = cfg.rollout.group_size, d.prompts_per_step // world
     run = {"rollbacks": 0, "nonfinite_streak": 0}  # loop state saved with every checkpoint
 

@@ -44,6 +44,8 @@ class ToySpec:
 
 
 DEMO = ToySpec()
+POSITIONS = 512  # positions of every toy reasoner (prompt + completion budget must fit)
+
 # The test suite's toy reasoner: same recipe, smaller model, 2 operands, fewer steps (about 45 s; ~50% sampled).
 TEST = ToySpec(hidden=96, layers=3, intermediate=384, operands=2, max_value=49, max_redundant=2, steps=300)
 BUILTINS = {"builtin:toy-reasoner": DEMO, "builtin:toy-reasoner-test": TEST}
@@ -71,7 +73,14 @@ def sft(spec: ToySpec, out_dir: str | Path, progress: bool = True) -> Path:
     torch.manual_seed(spec.seed)
     tok = build_tokenizer()
     model = build_model(
-        tok, spec.hidden, spec.layers, spec.heads, spec.kv_heads, spec.intermediate, max_positions=512, seed=spec.seed
+        tok,
+        spec.hidden,
+        spec.layers,
+        spec.heads,
+        spec.kv_heads,
+        spec.intermediate,
+        max_positions=POSITIONS,
+        seed=spec.seed,
     )
     n_params = sum(p.numel() for p in model.parameters())
     data = [

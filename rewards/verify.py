@@ -1,0 +1,103 @@
+"""Math-Verify (Hugging Face ``math-verify`` 0.9.0, the grader of TRL and open-r1) as the equivalence engine,
+inside our safety shell.
+
+What the shell changes, and why:
+* Only the library's LaTeX path runs (``LatexExtractionConfig``), on answers we already extracted and
+  normalized (``$answer$``). Its plain-expression path calls sympy's ``parse_expr`` (``eval``) on text, so
+  it is never configured, and both of the library's ``parse_expr`` names are replaced by a function that
+  raises.
+* latex2sympy2 builds numbers with ``sympy.Number(text)``, which for a string goes through ``sympify`` (that
+  is, ``parse_expr``). The shell swaps in ``safe_number``: a regex-checked digit string becomes ``Integer`` or
+  ``Float`` directly. ``tests/test_grader.py`` records every ``parse_expr``, ``eval`` and ``exec`` call while
+  grading hostile text and requires none.
+* The library's own time limits (``signal.alarm``, wall clock, main thread only) are off; ``cpu_deadline``
+  bounds the whole check by this process's CPU time instead, so a loaded machine never turns a slow but
+  correct check into a timeout. Text that could hang in C code (huge powers) never gets here
+  (``rewards.math.hostile``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import signal
+import threading
+
+import sympy as sp
+
+_NUMBER = re.compile(r"\d{1,400}(?:\.\d{0,400})?|\.\d{1,400}")
+
+
+class GradingTimeout(BaseException):
+    """A check ran past its CPU-time budget. A BaseException, like KeyboardInterrupt, so that the libraries'
+    ``except Exception`` handlers cannot swallow it and carry on past the deadline."""
+
+
+def safe_number(text) -> sp.Number:
+    """``sympy.Number`` for a digit string without ``sympify``: Integer, or Float from the decimal string."""
+    if isinstance(text, sp.Number):
+        return text
+    s = str(text).replace(",", "").strip()
+    if not _NUMBER.fullmatch(s):
+        raise ValueError(f"not a plain number: {s[:40]!r}")
+    if "." in s:
+        return sp.Float(s if not s.startswith(".") else "0" + s, max(15, len(s)))
+    return sp.Integer(int(s))
+
+
+def _refuse(*args, **kwargs):
+    raise ValueError("parse_expr is disabled in groupwise's grader: model text is never executed")
+
+
+@functools.cache
+def _library():
+    """Import Math-Verify and close the paths that would execute text (once per process)."""
+    import latex2sympy2_extended.latex2sympy2 as l2s
+    import math_verify
+    import math_verify.parser as mv_parser
+    from math_verify import LatexExtractionConfig
+
+    l2s.Number = safe_number  # convert_number(): module-level Number(...)
+    l2s._Latex2Sympy.parse_number = lambda self, text: safe_number(text)
+    l2s.parse_expr = _refuse
+    mv_parser.parse_expr = _refuse
+    mv_parser.parse_expr_cached = _refuse
+    config = [LatexExtractionConfig(boxed_match_priority=0)]
+    return math_verify, config
+
+
+@contextlib.contextmanager
+def cpu_deadline(seconds: float | None):
+    """Raise ``GradingTimeout`` once this process has used ``seconds`` of CPU inside the block (SIGPROF).
+    Only the main thread can take signals; elsewhere the block runs unbounded (the pool's kill still holds)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise GradingTimeout()
+
+    previous = signal.signal(signal.SIGPROF, expire)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
+
+
+@functools.lru_cache(maxsize=4096)
+def parse(answer: str) -> tuple:
+    """Math-Verify's parse of one normalized answer (cached: a gold answer is seen G times a step)."""
+    mv, config = _library()
+    return tuple(mv.parse(f"${answer}$", extraction_config=config, parsing_timeout=None))
+
+
+def verify(pred: str, gold: str) -> tuple[bool, tuple, tuple]:
+    """Math-Verify's verdict on two normalized answers, with both parses (empty when unparsable)."""
+    mv, _ = _library()
+    g, p = parse(gold), parse(pred)
+    if not g or not p:
+        return False, g, p
+    return bool(mv.verify(list(g), list(p), allow_set_relation_comp=True, timeout_seconds=None)), g, p
