@@ -58,6 +58,8 @@ def hostile(s: str) -> bool:
         depth -= ch in ")]}"
         if depth > MAX_NESTING:
             return True
+    if any(int(e) > MAX_EXPONENT for e in re.findall(r"\^\s*\{?\s*[-+]?\s*(\d{5,30})", s)):
+        return True  # (x+1)^{100000}: any base, a literal exponent beyond MAX_EXPONENT
     t = _collapse_powers(s.replace("**", "^"))
     if t is None or re.search(r"\^\s*\{?[^{}]*HUGE", t):  # a huge power inside an exponent: a tower
         return True

@@ -108,3 +108,7 @@ def _math_verify_alone(texts: list[str], refs: list[str], done) -> None:
         except Exception:
             pass
         done.value += 1
+
+
+if __name__ == "__main__":
+    main()

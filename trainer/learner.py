@@ -24,6 +24,7 @@ from losses.core import truncated_is_weights
 from rollout.base import RolloutBatch
 from trainer import dist, faults
 from trainer.config import Config
+from trainer.logprobs import head_logprobs
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -51,27 +52,23 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(y_t | x, y_<t) of the completion tokens at ``temperature``, and optionally the entropy.
 
-    Returns ``logp [n, T]`` (grad flows) and ``entropy [n, T]`` (no grad) or None. Only the T+1 last
-    positions' logits are materialized; log-probs are gather - logsumexp, never a full log_softmax copy.
+    Returns ``logp [n, T]`` (grad flows) and ``entropy [n, T]`` (no grad) or None. The LM head computes them
+    a chunk of tokens at a time from the final hidden states (``trainer.logprobs``): no ``[n, T, V]`` logits
+    tensor exists in the forward or the backward pass.
     """
     t = batch.completion_mask.shape[1]
     pos = (batch.attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # [n, P+T]
-    out = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=pos,
-        logits_to_keep=t + 1,
-        use_cache=False,
-    )
-    logits = out.logits[:, :-1, :].float() / temperature  # [n, T, V] predicts completion tokens
     targets = batch.input_ids[:, batch.prompt_width :]  # [n, T]
-    logz = logits.logsumexp(dim=-1)  # [n, T]
-    logp = logits.gather(-1, targets[..., None]).squeeze(-1) - logz  # [n, T]
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = logz - (logits.softmax(dim=-1) * logits).sum(dim=-1)  # [n, T]
-    return logp, entropy
+    with head_logprobs(getattr(model, "module", model), targets, temperature, with_entropy):  # engine or HF model
+        out = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=pos,
+            logits_to_keep=t + 1,
+            use_cache=False,
+        )
+    pair = out.logits[:, :t, :]  # [n, T, 2]: (log-prob, entropy) per completion token
+    return pair[..., 0], (pair[..., 1].detach() if with_entropy else None)
 
 
 class StatSums:

@@ -46,10 +46,12 @@ def build_model(
     intermediate: int = 128,
     max_positions: int = 1024,
     seed: int = 0,
+    vocab: int = 0,
 ) -> Qwen2ForCausalLM:
-    """A random-init Qwen2-architecture causal LM sized by the arguments."""
+    """A random-init Qwen2-architecture causal LM sized by the arguments. ``vocab`` > the tokenizer's size
+    gives the LM head a real vocabulary's cost (benchmarks); ids past the tokenizer decode to nothing."""
     config = Qwen2Config(
-        vocab_size=len(tokenizer),
+        vocab_size=max(len(tokenizer), vocab),
         hidden_size=hidden,
         intermediate_size=intermediate,
         num_hidden_layers=layers,
