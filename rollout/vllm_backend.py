@@ -10,7 +10,7 @@ Public vLLM interfaces only:
 * Sleep mode (``sleep(level=1)`` frees the KV cache while the learner updates) exists only on CUDA; on CPU
   the engine stays awake and ``VLLM_CPU_KVCACHE_SPACE`` (GiB) bounds its KV cache.
 * ``logprobs_mode="processed_logprobs"``: the sampler's log-probs after temperature, the quantity the learner
-  computes, so ``rollout/logprob_gap`` measures only the train/inference mismatch. With top-p < 1 vLLM
+  computes, so ``logprob_gap`` measures only the train/inference mismatch. With top-p < 1 vLLM
   renormalizes them over the nucleus while the learner does not, so training refuses that combination.
 * Weight sync through the worker's public ``reload_weights(weights_iterator=...)`` (vLLM's layerwise reload:
   each layer is rebuilt from checkpoint-format tensors and re-processed, which is what CPU needs, since its

@@ -314,12 +314,7 @@ def main() -> None:
     rss: dict[str, float] = {"groupwise": 0.0, "trl": 0.0}
     for r in range(args.rounds):
         for name in ("groupwise", "trl"):
-            cmd = [sys.executable, __file__, "--worker", name, *sys.argv[1:], "--workdir", args.workdir]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            if proc.returncode or not line:
-                sys.exit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-            res = json.loads(line[-1][7:])
+            res = run_child(name, args, env)
             results[name] += res["steps"]
             rss[name] = max(rss[name], res["peak_rss_mb"])
             print(
@@ -353,24 +348,30 @@ def main() -> None:
     )
 
 
+def run_child(name: str, args, env: dict) -> dict:
+    """One worker (``--worker NAME``) in its own process, so its peak RSS is its own; its RESULT line."""
+    cmd = [sys.executable, __file__, "--worker", name, *sys.argv[1:], "--workdir", args.workdir]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if proc.returncode or not line:
+        sys.exit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return json.loads(line[-1][7:])
+
+
 def compare_parts(args, env: dict) -> None:
     """--learner-only / --rollout: each variant in its own child process (peak RSS of its own)."""
     names = ("learner-full", "learner-chunked") if args.learner_only else ("rollout-hf", "rollout-vllm")
-    print("| variant | median s | peak RSS above the model (MB) | note |\n|---|---:|---:|---|")
+    rss = "peak RSS above the model (MB)" if args.learner_only else "peak RSS (MB)"
+    print(f"| variant | median s | {rss} | note |\n|---|---:|---:|---|")
     for name in names:
-        cmd = [sys.executable, __file__, "--worker", name, *sys.argv[1:], "--workdir", args.workdir]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode or not line:
-            sys.exit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-        res = json.loads(line[-1][7:])
+        res = run_child(name, args, env)
         med = statistics.median(s["step"] for s in res["steps"])
         if args.learner_only:
             note = f"fp32 logits of the micro-batch: {res['logits_mb']:.0f} MB"
             print(f"| {name} | {med:.2f} | {res['extra_rss_mb']:.0f} | {note} |", flush=True)
         else:
             tok_s = statistics.median(s["rollout_tok_s"] for s in res["steps"])
-            print(f"| {name} | {med:.2f} | {res['peak_rss_mb']:.0f} (total) | {tok_s:.0f} tokens/s |", flush=True)
+            print(f"| {name} | {med:.2f} | {res['peak_rss_mb']:.0f} | {tok_s:.0f} tokens/s |", flush=True)
 
 
 if __name__ == "__main__":

@@ -447,7 +447,7 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             raise ConfigError(
                 f"rollout.top_p={cfg.rollout.top_p} with rollout.backend=vllm: vLLM renormalizes the sampler's "
                 "log-probs over the nucleus while the learner's cover the whole vocabulary, so ratios and "
-                "rollout/logprob_gap would be biased; train with rollout.top_p=1 (eval.top_p may be < 1)"
+                "logprob_gap would be biased; train with rollout.top_p=1 (eval.top_p may be < 1)"
             )
         if world_size % cfg.rollout.tensor_parallel_size:
             raise ConfigError(
