@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from rewards.math import extract_answer, is_equivalent
+from rewards.math import extract_answer, hostile, is_equivalent
 from rewards.pool import GraderPool
 
 EXTRACTION = [
@@ -291,7 +291,9 @@ def test_a_check_that_runs_over_is_false_and_counted():
     """The worker's own CPU deadline ends a slow (not hostile-looking) check: False, timed out, worker kept."""
     slow = GraderPool(workers=1, timeout=0.3)
     try:
-        grades = slow.grade(["\\boxed{(x+1)^{100000}}"], ["1"])
+        slow_text = "(x+y+z+1)^{200}"  # expanding it takes seconds; nothing about it is hostile
+        assert not hostile(slow_text)
+        grades = slow.grade([f"\\boxed{{{slow_text}}}"], ["1"])
         assert [(g.correct, g.timed_out) for g in grades] == [(False, True)]
         assert slow.timeouts == 1
         assert slow.grade(["\\boxed{x^2+2x+1}"], ["(x+1)^2"])[0].correct  # the pool still works
