@@ -99,13 +99,10 @@ def load_source(
     skip_bad: bool = False,
     skipped: list[str] | None = None,
 ) -> list[Example]:
-    """Resolve a ``data.source`` string to its rows: arith, toy (the toy reasoner's task), hub:NAME, or a path."""
+    """Resolve a ``data.source`` string to its rows: arith, hub:NAME, or a path (``toy`` is the toy lab's,
+    resolved by the trainer through ``toylab.reasoner.task_rows``)."""
     if source == "arith":
         return arithmetic_task(size, operands, max_value, seed)
-    if source == "toy":
-        from rollout.toy import toy_problems
-
-        return toy_problems(size, operands, max_value, seed, split="train")
     if source.startswith("hub:"):
         return load_hub(source[4:])
     return load_jsonl(source, skip_bad, skipped)

@@ -6,7 +6,8 @@ Public vLLM interfaces only:
 * ``LLM(distributed_executor_backend="external_launcher")`` joins the process group of this process instead
   of spawning workers, so each rank's engine shares the rank's device with the learner (tensor parallelism
   over consecutive ranks with ``tensor_parallel_size``; engines of different TP groups sample different
-  prompts). Outside torchrun, ``trainer.dist.init`` makes a world of one first.
+  prompts). The caller joins or makes the process group first (``trainer.dist.init``: torchrun's, or a world
+  of one); the rollout package never imports the trainer.
 * Sleep mode (``sleep(level=1)`` frees the KV cache while the learner updates) exists only on CUDA; on CPU
   the engine stays awake and ``VLLM_CPU_KVCACHE_SPACE`` (GiB) bounds its KV cache.
 * ``logprobs_mode="processed_logprobs"``: the sampler's log-probs after temperature, the quantity the learner
@@ -134,9 +135,11 @@ class VLLMBackend:
             raise RuntimeError(f"rollout.backend=vllm: {why}")
         from vllm import LLM
 
-        from trainer import dist
-
-        dist.init("cuda" if on_cuda() else "cpu")  # the external launcher needs a process group
+        if not torch.distributed.is_initialized():  # the external launcher joins this process's group
+            raise RuntimeError(
+                "VLLMBackend needs a torch.distributed process group: call trainer.dist.init(device) first "
+                "(it joins torchrun's group or makes a world of one)"
+            )
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on CPU (vLLM's default: 4)
         self.tok, self.named_tensors = tokenizer, named_tensors
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p

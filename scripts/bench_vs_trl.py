@@ -46,7 +46,7 @@ def digit_reward(text: str) -> float:
 
 
 def build_model(args) -> str:
-    from trainer.tiny import save_tiny
+    from toylab.models import save_tiny
 
     name = f"bench-model-{args.hidden}-{args.layers}-{args.heads}-{args.kv_heads}-{args.intermediate}-{args.vocab}"
     out = Path(args.workdir) / name
@@ -134,7 +134,9 @@ def run_rollout(args, model_path: str, engine: str) -> dict:
         from vllm.inputs import TokensPrompt
 
         from rollout.vllm_backend import VLLMBackend
+        from trainer import dist
 
+        dist.init("cpu")
         backend = VLLMBackend(model_path, tok, T, dtype="fp32", max_model_len=T + 64)
         reqs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
         for step in range(args.steps + 1):

@@ -11,7 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Qwen2 + byte tokenizer, saved with save_pretrained, shared by the session's tests."""
-    from trainer.tiny import save_tiny
+    from toylab.models import save_tiny
 
     return save_tiny(tmp_path_factory.mktemp("models") / "tiny", seed=0)
 

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from rewards.math import grade
-from rollout.toy import sft_pairs, toy_problems, worked_solution
+from toylab.task import sft_pairs, toy_problems, worked_solution
 
 
 def test_worked_solutions_are_right_and_redundancy_only_adds_lines():
@@ -33,7 +33,7 @@ def test_splits_are_disjoint_and_reproducible():
 def toy_model(tmp_path_factory, monkeypatch_module):
     """The test-size toy reasoner, built by the same code path as builtin:toy-reasoner."""
     monkeypatch_module.setenv("GROUPWISE_CACHE", str(tmp_path_factory.mktemp("cache")))
-    from trainer.tiny import resolve_model_path
+    from toylab.reasoner import resolve_model_path
 
     return resolve_model_path("builtin:toy-reasoner-test")
 
@@ -52,7 +52,7 @@ def test_sft_gives_a_model_that_solves_a_clear_share(toy_model):
 
     from rollout.base import encode_prompt
     from rollout.hf import HFBackend
-    from trainer.sft import TEST, heldout
+    from toylab.reasoner import TEST, heldout
 
     info = json.loads((__import__("pathlib").Path(toy_model) / "toy_reasoner.json").read_text())
     assert info["spec"]["steps"] == TEST.steps

@@ -31,7 +31,7 @@ NEW = 16
 @pytest.fixture(scope="module")
 def vllm_model_dir(tmp_path_factory):
     """A tiny random Qwen2 with head_dim 32 (vLLM's CPU attention refuses 16) and tied embeddings."""
-    from trainer.tiny import save_tiny
+    from toylab.models import save_tiny
 
     return save_tiny(tmp_path_factory.mktemp("m") / "tiny32", seed=0, hidden=128, layers=2, heads=4, kv_heads=2)
 

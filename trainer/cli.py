@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(plot_runs([Path(r) for r in args.runs], args.plot))
         elif args.cmd == "build-tiny":
             _quiet_libraries()
-            from trainer.tiny import save_tiny
+            from toylab.models import save_tiny
 
             print(save_tiny(args.out, seed=args.seed, hidden=args.hidden, layers=args.layers))
         elif args.cmd == "config":

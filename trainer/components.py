@@ -31,10 +31,10 @@ def context_tokens(cfg: Config) -> int:
 def check_context(cfg: Config, model_path: str | None = None) -> None:
     """A prompt + completion budget the model cannot hold fails at start-up, not at the first long sample.
     Builtin models are checked before they are built (``model_path`` None); others from their config."""
-    from trainer import sft
+    from toylab import reasoner
 
     if cfg.model.path.startswith("builtin:"):
-        limit = sft.POSITIONS if cfg.model.path in sft.BUILTINS else 1024  # tiny-random: trainer.tiny default
+        limit = reasoner.POSITIONS if cfg.model.path in reasoner.BUILTINS else 1024  # tiny-random: build_model default
     elif model_path is None:
         return
     else:

@@ -15,8 +15,8 @@ def run_eval(args) -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rewards.pool import GraderPool
+    from toylab.reasoner import resolve_model_path
     from trainer import dist
-    from trainer.tiny import resolve_model_path
 
     if not args.model:
         raise FileNotFoundError("groupwise eval needs a MODEL (or --compare RESULTS...)")
@@ -28,6 +28,8 @@ def run_eval(args) -> str:
         instruction = ""  # the toy reasoner was trained on bare problems
     if args.backend == "vllm":
         from rollout.vllm_backend import VLLMBackend
+
+        dist.init(device.type)  # vLLM's external launcher joins a process group: a world of one here
 
         backend = VLLMBackend(path, tok, args.max_new_tokens, args.temperature, args.top_p, dtype=args.dtype)
     else:

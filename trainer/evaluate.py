@@ -41,7 +41,7 @@ def data_dir(explicit: str | None = None) -> Path | None:
 def load_benchmark(name: str, directory: str | None = None, limit: int | None = None) -> list[Example]:
     """Rows of benchmark ``name`` (a known name, ``toy``, or a JSONL path), the first ``limit`` of them."""
     if name == "toy" or name.startswith("toy:"):
-        from trainer.sft import BUILTINS, heldout
+        from toylab.reasoner import BUILTINS, heldout
 
         spec = BUILTINS[name.partition(":")[2] or "builtin:toy-reasoner"]
         rows = heldout(spec, limit or 200)
@@ -187,7 +187,7 @@ def evaluate_sharded(backend, tok, rows: list[Example], k: int, grader, instruct
 def periodic_eval_rows(cfg) -> list[Example]:
     """The rows ``eval.benchmark`` names (read at start-up, before any model is built, so a missing or
     malformed file fails at once)."""
-    from trainer.sft import BUILTINS
+    from toylab.reasoner import BUILTINS
 
     e = cfg.eval
     name = e.benchmark

@@ -21,6 +21,7 @@ from rewards.pool import GraderPool
 from rewards.schemes import RewardBatch
 from rollout.base import FINISH_REASONS, Completion, collate
 from rollout.data import PromptSampler, load_source
+from toylab.reasoner import resolve_model_path, task_rows
 from trainer import checkpoint, dist, faults
 from trainer.advantages import group_advantages
 from trainer.components import (
@@ -37,8 +38,6 @@ from trainer.guards import CollapseGuard, is_degenerate
 from trainer.learner import Learner
 from trainer.lifecycle import Preempted, Preemption, TrainingHalted, truncate_history, write_event
 from trainer.metrics import MetricsLogger
-from trainer.sft import BUILTINS as TOY_MODELS
-from trainer.tiny import resolve_model_path
 
 
 def train(cfg: Config) -> Path:
@@ -52,10 +51,12 @@ def train(cfg: Config) -> Path:
     # every file the run reads is read and checked before any model is built (the toy reasoner takes minutes)
     skipped_rows: list[str] = []
     d = cfg.data
-    operands, max_value = d.arith_operands, d.arith_max_value
-    if d.source == "toy" and cfg.model.path in TOY_MODELS:  # train on the toy reasoner's own task
-        operands, max_value = TOY_MODELS[cfg.model.path].operands, TOY_MODELS[cfg.model.path].max_value
-    rows = load_source(d.source, cfg.seed, operands, max_value, d.arith_size, d.skip_bad_rows, skipped_rows)
+    if d.source == "toy":  # a builtin toy reasoner trains on its own task
+        rows = task_rows(cfg.model.path, d.arith_size, cfg.seed, d.arith_operands, d.arith_max_value)
+    else:
+        rows = load_source(
+            d.source, cfg.seed, d.arith_operands, d.arith_max_value, d.arith_size, d.skip_bad_rows, skipped_rows
+        )
     eval_rows = periodic_eval_rows(cfg) if cfg.eval.every else []
     sampler = PromptSampler(rows, d.prompts_per_step, cfg.seed)  # an empty dataset fails here
     check_context(cfg)  # builtin models: before they are built

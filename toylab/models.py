@@ -94,29 +94,3 @@ def publish(out_dir: str | Path, tok, model, extra: dict[str, str] | None = None
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(out)
     return out
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("GROUPWISE_CACHE", Path.home() / ".cache" / "groupwise"))
-
-
-def resolve_model_path(path: str) -> str:
-    """Map ``builtin:*`` models to locally built directories; other paths and hub ids pass through."""
-    if path == "builtin:tiny-random":
-        target = cache_dir() / "tiny-random"
-        if not (target / "config.json").exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            save_tiny(target)
-        return str(target)
-    from trainer.sft import BUILTINS, sft
-
-    if path in BUILTINS:  # the toy reasoner: supervised fine-tuned on CPU once (minutes), then cached
-        target = cache_dir() / BUILTINS[path].key()
-        if not (target / "config.json").exists():
-            print(f"building {path} in {target} (once; later runs reuse it)", flush=True)
-            sft(BUILTINS[path], target)
-        return str(target)
-    if path.startswith("builtin:"):
-        choices = ["builtin:tiny-random", *BUILTINS]
-        raise ValueError(f"model.path {path!r}: unknown builtin model; choose from {choices}")
-    return path

@@ -1,0 +1,82 @@
+"""The import graph: each concern in one room, imports flowing one way. Parsed from the source (every import,
+including the ones inside functions), so a new circle fails here before anyone meets it at run time."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("trainer", "rollout", "rewards", "losses", "toylab")
+
+
+def _imports() -> dict[str, set[str]]:
+    """module -> the project modules it imports."""
+    graph: dict[str, set[str]] = {}
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).glob("*.py"):
+            mod = f"{pkg}.{path.stem}" if path.stem != "__init__" else pkg
+            deps = graph.setdefault(mod, set())
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                deps.update(
+                    n for n in names if n.split(".")[0] in PACKAGES and (ROOT / (n.replace(".", "/") + ".py")).is_file()
+                )
+            deps.discard(mod)
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                return [*stack[stack.index(m) :], m]
+            if m not in state and (found := visit(m)):
+                return found
+        state[n] = 2
+        stack.pop()
+        return None
+
+    for n in sorted(graph):
+        if n not in state and (found := visit(n)):
+            return found
+    return None
+
+
+def test_no_module_imports_itself_through_a_circle():
+    assert _cycle(_imports()) is None, " -> ".join(_cycle(_imports()) or [])
+
+
+def test_packages_import_one_way():
+    """Between rooms too: e.g. the trainer uses the toy lab, the toy lab never uses the trainer."""
+    pkg_graph: dict[str, set[str]] = {}
+    for mod, deps in _imports().items():
+        pkg_graph.setdefault(mod.split(".")[0], set()).update(d.split(".")[0] for d in deps)
+    for p, deps in pkg_graph.items():
+        deps.discard(p)
+    assert _cycle(pkg_graph) is None, " -> ".join(_cycle(pkg_graph) or [])
+    assert "trainer" not in pkg_graph["toylab"] and "toylab" not in pkg_graph["rollout"]
+
+
+def test_math_modules_import_only_torch_stdlib_sympy_and_the_grading_library():
+    import sys
+
+    allowed = {"torch", "sympy", "math_verify", "latex2sympy2_extended", *PACKAGES}
+    for pkg in ("losses", "rewards"):
+        for path in (ROOT / pkg).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    tops = [a.name.split(".")[0] for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    tops = [node.module.split(".")[0]]
+                else:
+                    continue
+                bad = [t for t in tops if t not in allowed and t not in sys.stdlib_module_names]
+                assert not bad, f"{path.relative_to(ROOT)} imports {bad}"

@@ -1,0 +1,178 @@
+"""The toy reasoners: ~1M-parameter Qwen2 models supervised-fine-tuned on the toy task on CPU.
+
+``builtin:toy-reasoner`` is the starting point of the CPU demo; ``builtin:toy-shortcut`` is trained on the
+shortcut variant of the task (the collapse lab); ``builtin:toy-reasoner-test`` is the test suite's small one.
+Plain PyTorch on one process: the model is small enough that DeepSpeed would only add start-up time. Each is
+built once, saved with ``save_pretrained`` (temporary directory, then rename) and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from rollout.base import encode_prompt
+from rollout.data import Example
+from toylab.models import build_model, build_tokenizer, publish, save_tiny
+from toylab.task import sft_pairs, toy_problems
+
+
+@dataclass
+class ToySpec:
+    """Everything that determines the toy reasoner; its hash names the cache directory."""
+
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 512
+    operands: int = 3
+    max_value: int = 99
+    max_redundant: int = 3  # redundant lines per SFT solution, uniform in [0, max_redundant]
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 3e-3
+    seed: int = 0
+    shortcut: float = 0.0  # share of SFT solutions that are the bare boxed answer (toylab.task.shortcut_solution)
+    min_operands: int = 0  # > 0: problems have min_operands..operands numbers; 0: always ``operands``
+
+    def key(self) -> str:
+        """Cache directory name. Fields at their default are left out after ``seed``, so adding a field keeps
+        the names (and caches) of the reasoners built before it."""
+        values = asdict(self)
+        names = list(values)
+        tail = names[names.index("seed") + 1 :]
+        kept = [str(values[k]) for k in names if k not in tail or values[k] != getattr(ToySpec, k)]
+        return "toy-reasoner-" + "-".join(kept)
+
+    def problems(self, n: int, seed: int = 0, split: str = "train") -> list[Example]:
+        """``n`` problems of this reasoner's task (``split`` train or test)."""
+        return toy_problems(n, self.operands, self.max_value, seed, split, self.min_operands or None)
+
+
+DEMO = ToySpec()
+POSITIONS = 512  # positions of every toy reasoner (prompt + completion budget must fit)
+
+# The collapse lab's reasoner: the same model and recipe on the shortcut variant. 2-4 operands make easy and
+# hard problems; a quarter of the SFT solutions are the bare answer (short, tempting, mostly wrong when imitated).
+SHORTCUT = ToySpec(operands=4, min_operands=2, max_redundant=2, shortcut=0.25)
+
+# The test suite's toy reasoner: same recipe, smaller model, 2 operands, fewer steps (about 45 s; ~50% sampled).
+TEST = ToySpec(hidden=96, layers=3, intermediate=384, operands=2, max_value=49, max_redundant=2, steps=300)
+BUILTINS = {"builtin:toy-reasoner": DEMO, "builtin:toy-shortcut": SHORTCUT, "builtin:toy-reasoner-test": TEST}
+
+
+def _encode(tok, problem: str, solution: str) -> tuple[list[int], int]:
+    prompt = encode_prompt(tok, problem)
+    answer = tok(solution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return prompt + answer, len(prompt)
+
+
+def _batch(examples: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids [B, L] and labels [B, L] with -100 on prompt and padding (loss on the answer only)."""
+    width = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    for i, (seq, p) in enumerate(examples):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        labels[i, p : len(seq)] = torch.tensor(seq[p:])
+    return ids, labels
+
+
+def sft(spec: ToySpec, out_dir: str | Path, progress: bool = True) -> Path:
+    """Train the toy reasoner described by ``spec`` and save it to ``out_dir``; returns the directory."""
+    torch.manual_seed(spec.seed)
+    tok = build_tokenizer()
+    model = build_model(
+        tok,
+        spec.hidden,
+        spec.layers,
+        spec.heads,
+        spec.kv_heads,
+        spec.intermediate,
+        max_positions=POSITIONS,
+        seed=spec.seed,
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    data = [
+        _encode(tok, p, s)
+        for p, s in sft_pairs(
+            20_000,
+            spec.operands,
+            spec.max_value,
+            spec.max_redundant,
+            spec.seed,
+            spec.shortcut,
+            spec.min_operands or None,
+        )
+    ]
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    warm = max(1, spec.steps // 20)
+
+    def lr_at(s: int) -> float:  # linear warm-up, cosine decay to 10%
+        if s < warm:
+            return (s + 1) / warm
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * (s - warm) / max(1, spec.steps - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    rng = random.Random(spec.seed)
+    model.train()
+    t0 = time.time()
+    bar = tqdm(range(spec.steps), desc=f"sft toy reasoner ({n_params / 1e6:.2f}M params)", disable=not progress)
+    for _ in bar:
+        ids, labels = _batch(rng.sample(data, spec.batch_size), tok.pad_token_id)
+        loss = model(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long(), labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    model.eval()
+    info = {"spec": asdict(spec), "params": n_params, "final_loss": loss.item(), "seconds": round(time.time() - t0, 1)}
+    return publish(out_dir, tok, model, {"toy_reasoner.json": json.dumps(info, indent=2)})
+
+
+def heldout(spec: ToySpec, n: int = 200, seed: int = 0) -> list[Example]:
+    """The toy task's held-out problems (disjoint from every SFT and RL training problem)."""
+    return spec.problems(n, seed, split="test")
+
+
+def task_rows(model_path: str, n: int, seed: int, operands: int, max_value: int) -> list[Example]:
+    """Training prompts of ``data.source=toy``: a builtin toy reasoner's own task, otherwise the plain task
+    with the given operand count and range."""
+    if model_path in BUILTINS:
+        return BUILTINS[model_path].problems(n, seed)
+    return toy_problems(n, operands, max_value, seed)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GROUPWISE_CACHE", Path.home() / ".cache" / "groupwise"))
+
+
+def resolve_model_path(path: str) -> str:
+    """Map ``builtin:*`` models to locally built directories; other paths and hub ids pass through."""
+    if path == "builtin:tiny-random":
+        target = cache_dir() / "tiny-random"
+        if not (target / "config.json").exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            save_tiny(target)
+        return str(target)
+    if path in BUILTINS:  # a toy reasoner: supervised fine-tuned on CPU once (minutes), then cached
+        target = cache_dir() / BUILTINS[path].key()
+        if not (target / "config.json").exists():
+            print(f"building {path} in {target} (once; later runs reuse it)", flush=True)
+            sft(BUILTINS[path], target)
+        return str(target)
+    if path.startswith("builtin:"):
+        choices = ["builtin:tiny-random", *BUILTINS]
+        raise ValueError(f"model.path {path!r}: unknown builtin model; choose from {choices}")
+    return path
