@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+START = "builtin:toy-shortcut"  # configs/lab/base.yaml's model.path
 EXPERIMENTS = {
     "length": ["kimi_lp", "correct_lp", "grpo_lambda", "acoer"],
     "objectives": ["gspo", "luspo", "grpo", "dr_grpo"],
@@ -169,7 +170,7 @@ def figure(experiment: str, runs: Path, seeds: list[int], out: Path) -> Path:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"collapse lab: {experiment} ({len(seeds)} seeds, one line each)")
+    fig.suptitle(f"collapse lab: {experiment} (seeds {', '.join(map(str, seeds))}; one line per seed)")
     fig.tight_layout()
     path = out / f"lab-{experiment}.png"
     fig.savefig(path, dpi=90)
@@ -188,9 +189,10 @@ def main() -> int:
     p.add_argument(
         "--probe", type=int, default=200, help="held-out problems for the starting model's profile (0: skip)"
     )
+    p.add_argument("--methods", nargs="+", help="only these methods of the chosen experiments (default: all)")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every run (e.g. steps=50)")
     args = p.parse_args()
-    todo = [(name, s) for exp in args.only for name in EXPERIMENTS[exp] for s in args.seeds]
+    todo = [(n, s) for exp in args.only for n in EXPERIMENTS[exp] for s in args.seeds if n in (args.methods or [n])]
     if not args.report_only:
         print(f"{len(todo)} runs, {args.jobs} at a time, in {args.runs}", flush=True)
         with ThreadPoolExecutor(args.jobs) as pool:
@@ -206,8 +208,9 @@ def main() -> int:
     if args.probe:
         from toylab.probe import profile, profile_table
 
-        parts.append("### the starting model, builtin:toy-shortcut (held-out, 4 samples per problem)\n\n"
-                     + profile_table(profile("builtin:toy-shortcut", args.probe)))  # fmt: skip
+        model = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("model.path=")), START)
+        parts.append(f"### the starting model, {model} (held-out, 4 samples per problem)\n\n"
+                     + profile_table(profile(model, args.probe)))  # fmt: skip
     for exp in args.only:
         parts.append(table(exp, args.runs, args.seeds))
         print(f"figure: {figure(exp, args.runs, args.seeds, args.out)}")

@@ -151,3 +151,21 @@ def test_penalty_scale_scales_only_the_length_term():
     restored = build_scheme("kimi_lp")
     restored.load_state_dict(s.state_dict())
     assert restored.penalty_scale == 0.5
+
+
+def test_at_a_low_baseline_only_the_relative_accuracy_rule_can_fire():
+    """Baseline 0.3 (the collapse lab's kimi_lp runs start there): an absolute drop of 0.3 would need accuracy
+    below 0, so a fall to 0.1 went unseen; half the baseline (0.15) catches it and 0.2 stays within bounds."""
+
+    def fire(value: float, ratio: float) -> bool:
+        g = CollapseGuard(min_history=3, patience=1, accuracy_ratio=ratio)
+        for i in range(5):
+            g.observe({**healthy(i), "accuracy": 0.3})
+        return bool(g.observe({**healthy(0), "accuracy": value}))
+
+    assert fire(0.1, 0.5) and not fire(0.1, 0.0)
+    assert not fire(0.2, 0.5)
+    high = CollapseGuard(min_history=3, patience=1, accuracy_ratio=0.5)
+    for i in range(5):
+        high.observe(healthy(i))  # baseline 0.61: the absolute rule (0.31) is the stricter one and decides
+    assert high.observe({**healthy(0), "accuracy": 0.3})[0].rule == "< max(baseline - 0.3, baseline x 0.5)"

@@ -64,10 +64,18 @@ POSITIONS = 512  # positions of every toy reasoner (prompt + completion budget m
 # The collapse lab's reasoner: the same model and recipe on the shortcut variant. 2-4 operands make easy and
 # hard problems; a quarter of the SFT solutions are the bare answer (short, tempting, mostly wrong when imitated).
 SHORTCUT = ToySpec(operands=4, min_operands=2, max_redundant=2, shortcut=0.25)
+# The second design: up to 5 numbers, so a larger share of problems is hard for the worked solution too (groups
+# of mostly wrong answers, where a penalty on incorrect answers acts).
+SHORTCUT5 = ToySpec(operands=5, min_operands=2, max_redundant=2, shortcut=0.25)
 
 # The test suite's toy reasoner: same recipe, smaller model, 2 operands, fewer steps (about 45 s; ~50% sampled).
 TEST = ToySpec(hidden=96, layers=3, intermediate=384, operands=2, max_value=49, max_redundant=2, steps=300)
-BUILTINS = {"builtin:toy-reasoner": DEMO, "builtin:toy-shortcut": SHORTCUT, "builtin:toy-reasoner-test": TEST}
+BUILTINS = {
+    "builtin:toy-reasoner": DEMO,
+    "builtin:toy-shortcut": SHORTCUT,
+    "builtin:toy-shortcut5": SHORTCUT5,
+    "builtin:toy-reasoner-test": TEST,
+}
 
 
 def _encode(tok, problem: str, solution: str) -> tuple[list[int], int]:

@@ -157,7 +157,8 @@ class GuardConfig:
     window: int = 20  # collapse guard: steps of history the baseline (median) is taken over
     min_history: int = 5  # collapse guard: steps recorded before any check
     patience: int = 2  # collapse guard: consecutive out-of-bounds steps that fire it
-    accuracy_drop: float = 0.3  # fire when accuracy < baseline - this
+    accuracy_drop: float = 0.3  # fire when accuracy < baseline - this, or
+    accuracy_ratio: float = 0.5  # ... when accuracy < baseline x this (0 disables; a drop of 0.3 never fires at 0.3)
     length_ratio: float = 0.3  # fire when mean length < baseline x this
     entropy_ratio: float = 0.1  # fire when entropy < baseline x this
     degenerate_rise: float = 0.5  # fire when the share of empty/repetitive outputs > baseline + this
@@ -366,6 +367,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "guard.min_history": (1, INF, "[)"),
     "guard.patience": (1, INF, "[)"),
     "guard.accuracy_drop": (0, 1, "(]"),
+    "guard.accuracy_ratio": (0, 1, "[)"),
     "guard.length_ratio": (0, 1, "()"),
     "guard.entropy_ratio": (0, 1, "()"),
     "guard.degenerate_rise": (0, 1, "(]"),

@@ -36,7 +36,10 @@ class CollapseGuard:
     """Watches ``accuracy``, ``length/mean``, ``entropy`` and ``degenerate_share`` against their recent
     median. Bounds (each configurable, ``GuardConfig``):
 
-        accuracy          < baseline - accuracy_drop          (absolute drop)
+        accuracy          < max(baseline - accuracy_drop,     (absolute drop, or relative drop: at a
+                                baseline * accuracy_ratio)     baseline below accuracy_drop only the
+                                                               relative one can fire; the collapse lab's
+                                                               kimi_lp runs fell from 0.3 to 0 unseen)
         length/mean       < baseline * length_ratio           (length collapse)
         entropy           < baseline * entropy_ratio          (entropy collapse)
         degenerate_share  > max(baseline, 0) + degenerate_rise
@@ -54,16 +57,20 @@ class CollapseGuard:
         length_ratio: float = 0.3,
         entropy_ratio: float = 0.1,
         degenerate_rise: float = 0.5,
+        accuracy_ratio: float = 0.0,
     ):
         self.window, self.min_history, self.patience = window, min_history, patience
         self.accuracy_drop, self.length_ratio = accuracy_drop, length_ratio
         self.entropy_ratio, self.degenerate_rise = entropy_ratio, degenerate_rise
+        self.accuracy_ratio = accuracy_ratio
         self.history: dict[str, deque[float]] = {}
         self.streak = 0
 
     def _check(self, name: str, value: float, base: float) -> Trigger | None:
-        if name == "accuracy" and value < base - self.accuracy_drop:
-            return Trigger(name, value, base, f"< baseline - {self.accuracy_drop}")
+        if name == "accuracy" and value < max(base - self.accuracy_drop, base * self.accuracy_ratio):
+            return Trigger(
+                name, value, base, f"< max(baseline - {self.accuracy_drop}, baseline x {self.accuracy_ratio})"
+            )
         if name == "length/mean" and value < base * self.length_ratio:
             return Trigger(name, value, base, f"< baseline x {self.length_ratio}")
         if name == "entropy" and value < base * self.entropy_ratio:

@@ -83,7 +83,14 @@ def train(cfg: Config) -> Path:
     grader = GraderPool(cfg.reward.grade_workers or None, cfg.reward.grade_timeout)
     g = cfg.guard
     guard = CollapseGuard(
-        g.window, g.min_history, g.patience, g.accuracy_drop, g.length_ratio, g.entropy_ratio, g.degenerate_rise
+        g.window,
+        g.min_history,
+        g.patience,
+        g.accuracy_drop,
+        g.length_ratio,
+        g.entropy_ratio,
+        g.degenerate_rise,
+        g.accuracy_ratio,
     )
     evaluator = PeriodicEval(cfg, eval_backend, tok, grader, run_dir, eval_rows) if e.every else None
     G, per_rank = cfg.rollout.group_size, d.prompts_per_step // world
