@@ -130,7 +130,7 @@ def test_sigterm_writes_a_resumable_checkpoint(reference, cli_env, tmp_path):
     run = tmp_path / "run"
     proc = start_and_wait([f"run_dir={run}", "checkpoint.every=0"], cli_env, run, 2)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=240)
+    _, err = proc.communicate(timeout=900)
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "--resume" in err
     saved = [p.name for p in (run / "checkpoints").iterdir()]

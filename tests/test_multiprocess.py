@@ -104,7 +104,7 @@ def test_cli_reports_config_errors(cli_env):
         env=cli_env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900,  # a hang guard, not a speed check
         cwd=ROOT,
     )
     assert proc.returncode == 2
