@@ -28,7 +28,7 @@ START = "builtin:toy-shortcut"  # configs/lab/base.yaml's model.path
 EXPERIMENTS = {
     "length": ["kimi_lp", "correct_lp", "grpo_lambda", "acoer"],
     "objectives": ["gspo", "luspo", "grpo", "dr_grpo"],
-    "guard": ["guard"],
+    "guard": ["kimi_lp", "guard"],  # the guarded run next to the same run unguarded
 }
 COLORS = {"kimi_lp": "C3", "correct_lp": "C1", "grpo_lambda": "C2", "acoer": "C0", "gspo": "C3", "luspo": "C0"}
 COLORS.update({"grpo": "C7", "dr_grpo": "C2", "guard": "C4"})
