@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-START = "builtin:toy-shortcut"  # configs/lab/base.yaml's model.path
+START = "builtin:toy-shortcut5"  # configs/lab/base.yaml's model.path
 EXPERIMENTS = {
     "length": ["kimi_lp", "correct_lp", "grpo_lambda", "acoer"],
     "objectives": ["gspo", "luspo", "grpo", "dr_grpo"],
