@@ -1,7 +1,8 @@
 """The toy reasoners: ~1M-parameter Qwen2 models supervised-fine-tuned on the toy task on CPU.
 
-``builtin:toy-reasoner`` is the starting point of the CPU demo; ``builtin:toy-shortcut`` is trained on the
-shortcut variant of the task (the collapse lab); ``builtin:toy-reasoner-test`` is the test suite's small one.
+``builtin:toy-reasoner`` is the starting point of the CPU demo; ``builtin:toy-shortcut5`` (the collapse lab's)
+and ``builtin:toy-shortcut`` (its first design) are trained on the shortcut variant of the task;
+``builtin:toy-reasoner-test`` is the test suite's small one.
 Plain PyTorch on one process: the model is small enough that DeepSpeed would only add start-up time. Each is
 built once, saved with ``save_pretrained`` (temporary directory, then rename) and reused by later runs.
 """
@@ -61,11 +62,12 @@ class ToySpec:
 DEMO = ToySpec()
 POSITIONS = 512  # positions of every toy reasoner (prompt + completion budget must fit)
 
-# The collapse lab's reasoner: the same model and recipe on the shortcut variant. 2-4 operands make easy and
+# The collapse lab's first design: the same model and recipe on the shortcut variant. 2-4 operands make easy and
 # hard problems; a quarter of the SFT solutions are the bare answer (short, tempting, mostly wrong when imitated).
+# Kimi's penalty did not collapse it: its worked answers are right too often (docs/toy-lab.md).
 SHORTCUT = ToySpec(operands=4, min_operands=2, max_redundant=2, shortcut=0.25)
-# The second design: up to 5 numbers, so a larger share of problems is hard for the worked solution too (groups
-# of mostly wrong answers, where a penalty on incorrect answers acts).
+# The lab's reasoner (configs/lab/base.yaml): up to 5 numbers, so a larger share of problems is hard for the
+# worked solution too (groups of mostly wrong answers, where a penalty on incorrect answers acts).
 SHORTCUT5 = ToySpec(operands=5, min_operands=2, max_redundant=2, shortcut=0.25)
 
 # The test suite's toy reasoner: same recipe, smaller model, 2 operands, fewer steps (about 45 s; ~50% sampled).
