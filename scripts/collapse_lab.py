@@ -51,7 +51,10 @@ def run_one(name: str, seed: int, runs: Path, extra: list[str]) -> tuple[str, in
         return run.name, json.loads((run / "lab.json").read_text())["status"], 0.0
     cmd = [str(Path(sys.executable).with_name("groupwise")), "train", "-c", str(ROOT / "configs/lab/base.yaml")]
     cmd += ["-c", str(ROOT / f"configs/lab/{name}.yaml"), f"seed={seed}", f"run_dir={run}", "resume=auto", *extra]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
+    # each run is its own world of one: never hand it this process's torch.distributed rendezvous
+    rendezvous = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    env = {k: v for k, v in os.environ.items() if k not in rendezvous}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
     t0 = time.time()
     run.mkdir(parents=True, exist_ok=True)
     with (run / "lab.log").open("a") as log:
