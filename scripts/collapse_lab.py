@@ -23,6 +23,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from trainer.metrics import read_metrics
+from trainer.report import run_summary
+
 ROOT = Path(__file__).resolve().parents[1]
 START = "builtin:toy-shortcut5"  # configs/lab/base.yaml's model.path
 EXPERIMENTS = {
@@ -39,9 +42,8 @@ LENGTH_FLOOR = 0.5
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    """A run's metrics/eval/events rows; a file the run has not written (yet) has none."""
+    return read_metrics(path) if path.exists() else []
 
 
 def run_one(name: str, seed: int, runs: Path, extra: list[str]) -> tuple[str, int, float]:
@@ -66,22 +68,21 @@ def run_one(name: str, seed: int, runs: Path, extra: list[str]) -> tuple[str, in
 
 
 def summarize(run: Path) -> dict | None:
-    evals = read_jsonl(run / "eval.jsonl")
-    if len(evals) < 2:
+    """The run's first and last held-out evaluation (``trainer.report.run_summary``), judged by the criteria."""
+    s = run_summary(run)
+    if s is None or len(s["history"]) < 2:
         return None
     events = read_jsonl(run / "events.jsonl")
-    first, last = evals[0], evals[-1]
-    collapsed = last["accuracy"] < first["accuracy"] - COLLAPSE_DROP
     lab = json.loads((run / "lab.json").read_text()) if (run / "lab.json").exists() else {}
     return {
-        "acc0": first["accuracy"],
-        "acc": last["accuracy"],
-        "acc_min": min(e["accuracy"] for e in evals),
-        "tok0": first["tokens"],
-        "tok": last["tokens"],
-        "steps": last["after_steps"],
-        "collapsed": collapsed,
-        "length_collapsed": last["tokens"] < LENGTH_FLOOR * first["tokens"],
+        "acc0": s["acc_before"],
+        "acc": s["acc_after"],
+        "acc_min": min(acc for _, acc, _ in s["history"]),
+        "tok0": s["tokens_before"],
+        "tok": s["tokens_after"],
+        "steps": s["steps"],
+        "collapsed": s["acc_after"] < s["acc_before"] - COLLAPSE_DROP,
+        "length_collapsed": s["tokens_after"] < LENGTH_FLOOR * s["tokens_before"],
         "collapse_events": sum(e["event"] == "collapse" for e in events),
         "rollbacks": sum(e["event"] == "rollback" for e in events),
         "halted": lab.get("status") == 3,
