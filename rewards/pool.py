@@ -58,8 +58,8 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def _worker(conn, timeout: float) -> None:  # pragma: no cover - runs in a child process
-    check("x^2 + 2x + 1", "(x+1)^2", None)  # warm-up: imports, Math-Verify's grammar, sympy caches
+def _worker(conn, timeout: float, check_fn=check) -> None:  # pragma: no cover - runs in a child process
+    check_fn("x^2 + 2x + 1", "(x+1)^2", None)  # warm-up: imports, Math-Verify's grammar, sympy caches
     conn.send(("ready", False, False))
     while True:
         try:
@@ -70,16 +70,22 @@ def _worker(conn, timeout: float) -> None:  # pragma: no cover - runs in a child
             return
         pred, gold = task
         try:
-            ok, timed_out = check(pred, gold, timeout)
+            ok, timed_out = check_fn(pred, gold, timeout)
             conn.send(("ok", ok, timed_out))
         except Exception:  # a grading bug costs this sample, never the worker
             conn.send(("error", False, False))
 
 
 class GraderPool:
-    """``grade(texts, golds)`` with at most ``timeout`` CPU seconds per equivalence check."""
+    """``grade(texts, golds)`` with at most ``timeout`` CPU seconds per equivalence check.
 
-    def __init__(self, workers: int | None = None, timeout: float = 2.0, wall_factor: float = 20.0):
+    ``check_fn`` is the workers' equivalence check (a picklable module-level function with
+    ``rewards.math.check``'s signature); tests pass one that hangs where no signal reaches it."""
+
+    def __init__(
+        self, workers: int | None = None, timeout: float = 2.0, wall_factor: float = 20.0, check_fn=check
+    ):
+        self.check_fn = check_fn
         self.n = workers or max(1, min(4, os.cpu_count() or 1))
         self.timeout, self.wall_limit = timeout, max(30.0, wall_factor * timeout)
         self.ctx = mp.get_context("spawn")  # no inherited threads or locks from torch / DeepSpeed
@@ -90,7 +96,7 @@ class GraderPool:
 
     def _start(self, i: int) -> None:
         parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_worker, args=(child, self.timeout), daemon=True)
+        proc = self.ctx.Process(target=_worker, args=(child, self.timeout, self.check_fn), daemon=True)
         proc.start()
         child.close()
         self.procs[i], self.conns[i], self.ready[i] = proc, parent, False
