@@ -82,9 +82,7 @@ class GraderPool:
     ``check_fn`` is the workers' equivalence check (a picklable module-level function with
     ``rewards.math.check``'s signature); tests pass one that hangs where no signal reaches it."""
 
-    def __init__(
-        self, workers: int | None = None, timeout: float = 2.0, wall_factor: float = 20.0, check_fn=check
-    ):
+    def __init__(self, workers: int | None = None, timeout: float = 2.0, wall_factor: float = 20.0, check_fn=check):
         self.check_fn = check_fn
         self.n = workers or max(1, min(4, os.cpu_count() or 1))
         self.timeout, self.wall_limit = timeout, max(30.0, wall_factor * timeout)
