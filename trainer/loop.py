@@ -21,16 +21,20 @@ from rewards.pool import GraderPool
 from rewards.schemes import RewardBatch
 from rollout.base import FINISH_REASONS, Completion, collate
 from rollout.data import PromptSampler, load_source
+from rollout.server import RolloutUnavailable
 from toylab.reasoner import resolve_model_path, task_rows
 from trainer import checkpoint, dist, faults
 from trainer.advantages import group_advantages
+from trainer.ahead import Ahead
 from trainer.components import (
     batch_metrics,
     build_backend,
     build_reward,
     check_context,
     on_collapse,
+    rollout_seed,
     sample_step,
+    step_prompts,
 )
 from trainer.config import Config, ConfigError, resolve, save_config, to_dict, validate
 from trainer.evaluate import PeriodicEval, periodic_eval_rows
@@ -95,6 +99,7 @@ def train(cfg: Config) -> Path:
     evaluator = PeriodicEval(cfg, eval_backend, tok, grader, run_dir, eval_rows) if e.every else None
     G, per_rank = cfg.rollout.group_size, d.prompts_per_step // world
     run = {"rollbacks": 0, "nonfinite_streak": 0}  # loop state saved with every checkpoint
+    ahead: Ahead | None = None  # rollout.max_staleness >= 1: batches generated while the learner trains
 
     def restore(path: Path) -> int:
         state = checkpoint.load(path, learner)
@@ -107,7 +112,11 @@ def train(cfg: Config) -> Path:
             scheme.penalty_scale *= g.rollback_penalty_factor**replays
         if dist.is_main():
             truncate_history(run_dir, state["step"])
+        if ahead is not None:
+            ahead.discard()  # those batches were sampled for a history that is being replayed
         backend.sync_weights()  # a separate engine (vllm) still holds the weights it was built or last synced with
+        if ahead is not None:
+            ahead.pushed(state["step"])
         return state["step"]
 
     def save(step: int) -> None:
@@ -115,6 +124,17 @@ def train(cfg: Config) -> Path:
         checkpoint.save(run_dir, step, learner, state, cfg.checkpoint.keep, tok)
 
     start = restore(ckpt) if ckpt is not None else 0
+    if ckpt is None:
+        backend.sync_weights()  # a server or engine may hold another run's weights: start from the learner's
+    if cfg.rollout.max_staleness > 0:
+        ahead = Ahead(
+            backend.generate,
+            cfg.rollout.max_staleness,
+            G,
+            lambda s: (step_prompts(cfg, s, sampler, tok, per_rank)[1], rollout_seed(cfg.seed, s, rank)),
+            cfg.steps,
+            start,
+        )
     if dist.is_main():
         if ckpt is None:
             truncate_history(run_dir, 0)  # a run that died before its first checkpoint starts over
@@ -133,7 +153,9 @@ def train(cfg: Config) -> Path:
         while step < cfg.steps:
             t0 = time.perf_counter()
             # 1. this rank's prompts -> G completions each (more rounds with dynamic sampling) -> grades
-            completions, grades, examples, rounds = sample_step(cfg, step, sampler, backend, grader, tok, per_rank)
+            completions, grades, examples, rounds, staleness = sample_step(
+                cfg, step, sampler, backend, grader, tok, per_rank, ahead
+            )
             if faults.active("collapse", step) and run["rollbacks"] == 0:
                 completions = [Completion(c.prompt_ids, [tok.eos_token_id], [0.0], "stop", "") for c in completions]
                 grades = grader.grade([""] * len(completions), [ex.answer for ex in examples for _ in range(G)])
@@ -171,7 +193,13 @@ def train(cfg: Config) -> Path:
             )
             batch.completion_mask *= keep[:, None].float()
             learner_metrics = learner.update(batch, adv, step)
+            t_update = time.perf_counter()
+            if ahead is not None:
+                ahead.settle()  # the batch generated during the update is done: the push overlaps nothing
+            t_settle = time.perf_counter()
             backend.sync_weights()
+            if ahead is not None:
+                ahead.pushed(step + 1)
             t3 = time.perf_counter()
 
             # 4. metrics (global: the reward inputs were gathered; learner metrics are reduced over ranks)
@@ -186,9 +214,13 @@ def train(cfg: Config) -> Path:
                     "degenerate_share": extra["degenerate"].mean().item(),
                     "abnormal_finishes": extra["abnormal"].sum().item(),
                     "sampling_rounds": float(rounds),
+                    "staleness": float(staleness),
                     "time/rollout": t1 - t0,
                     "time/reward": t2 - t1,
                     "time/learner": t3 - t2,
+                    "time/update": t_update - t2,
+                    "time/settle": t_settle - t_update,
+                    "time/push": t3 - t_settle,
                     "time/step": t3 - t0,
                     "tokens_per_s": gen_tokens / max(t1 - t0, 1e-9),
                 }
@@ -222,7 +254,14 @@ def train(cfg: Config) -> Path:
                     f"step-{step:06d}. Resume with the same command plus --resume (or resume=auto).",
                     128 + signum,
                 )
+    except RolloutUnavailable as e:
+        last = checkpoint.latest(run_dir)
+        raise TrainingHalted(
+            f"{e}. The last complete checkpoint is {last or 'none (the run restarts from step 0)'}."
+        ) from e
     finally:
+        if ahead is not None:
+            ahead.close()
         preemption.restore()
         logger.close()
         grader.close()

@@ -1,0 +1,350 @@
+"""The ``server`` backend: rollouts from N separate ``vllm serve`` processes (pinned: vLLM 0.32.0), on this node
+or others, sized apart from the learner.
+
+The servers are vLLM's own OpenAI-compatible server started with ``VLLM_SERVER_DEV_MODE=1`` (its RL routes),
+``--logprobs-mode processed_logprobs`` (the sampler's log-probs after temperature, the learner's quantity),
+``--worker-extension-cls rollout.vllm_backend.WeightSyncExtension`` and ``--middleware
+rollout.server_guard.SharedSecretGuard``; ``trainer.launch`` builds that command line from the typed config.
+
+* **Generation**: prompt ``j`` of a call goes to live server ``(j + rank) mod n`` as one ``/v1/completions``
+  request with ``n=G``, token ids in and out (``return_token_ids``), the sampled tokens' log-probs
+  (``logprobs=0``) and the colocated backend's per-request seeds, so the same weights give the same samples
+  whichever server answers. Requests run concurrently and each has a timeout; a server that fails or times out
+  is taken out of rotation and the request is retried on the next one. When none is left the call raises
+  ``RolloutUnavailable``.
+* **Weight push** (``sync_weights``), collective over the trainer's ranks: every rank walks
+  ``named_tensors()`` (ZeRO-3 gathers one parameter at a time), rank 0 sends. ``file``: rank 0 writes one
+  safetensors file into ``push_dir`` (a directory the servers can read: local disk on one node, a shared file
+  system across nodes) and each server reloads it through ``/collective_rpc`` (``groupwise_reload_path``: vLLM's
+  layerwise reload, one tensor at a time). ``nccl`` (GPUs): vLLM's NCCL weight-transfer engine, trainer rank 0
+  broadcasting to each server's workers (``vllm/distributed/weight_transfer/nccl_engine.py``).
+  Each push runs inside ``/pause?mode=wait`` ... ``/resume``: requests in flight finish on the old weights, so
+  every sample comes from one weight version (``abort`` would waste them, ``keep`` would let one sample mix two
+  versions). The prefix cache is reset and the servers' weight version is set to the trainer's.
+* **Security**: with dev mode on, whoever reaches the port can replace the weights. When
+  ``GROUPWISE_SERVER_SECRET`` is set, every request carries it (``Authorization: Bearer``) and the servers'
+  guard refuses any request without it on every route but ``/health`` (``rollout/server_guard.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from rollout.base import Completion
+from rollout.server_guard import SECRET_ENV
+from rollout.vllm_backend import request_seed
+
+CONNECT_TIMEOUT = 10.0  # seconds to open a connection; a dead host fails fast
+CONTROL_TIMEOUT = 600.0  # seconds for a control call (a pause waits for the requests in flight)
+
+
+class RolloutUnavailable(RuntimeError):
+    """No rollout server can answer: the run cannot go on until they are back."""
+
+
+class ServerMismatch(ValueError):
+    """A server serves another model or context length than the trainer's config."""
+
+
+class ServerBackend:
+    """G completions per prompt from N ``vllm serve`` processes; ``sync_weights`` pushes the learner's weights."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        model: str,
+        tokenizer,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        named_tensors: Callable[[], Iterator[tuple[str, torch.Tensor]]] | None = None,
+        push: str = "file",
+        push_dir: str | None = None,
+        request_timeout: float = 600.0,
+        max_model_len: int | None = None,
+        tensor_parallel_size: int = 1,
+        module: torch.nn.Module | None = None,
+    ):
+        import requests
+
+        if not urls:
+            raise ValueError("rollout.servers is empty: give one or more http://host:port of running vllm servers")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.live = list(self.urls)  # servers in rotation; a failed one leaves it for the rest of the run
+        self.model, self.tok, self.named_tensors = model, tokenizer, named_tensors
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.timeout, self.max_model_len = request_timeout, max_model_len
+        self.push_kind, self.push_dir = push, Path(push_dir) if push_dir else None
+        self.tp, self.module = tensor_parallel_size, module
+        secret = os.environ.get(SECRET_ENV, "")
+        self.headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        self.session = requests.Session()
+        self.state = {"version": 0, "lock": threading.Lock()}  # shared with with_sampling() views
+        self._nccl: dict[str, object] = {}
+        if push == "file" and named_tensors is not None and self.push_dir is None:
+            raise ValueError("the file weight push needs push_dir, a directory the servers can read")
+
+    # ------------------------------------------------------------------ checks
+
+    def check_servers(self, wait: float = 0.0) -> None:
+        """Every server answers with the configured model and context length, else ``ServerMismatch`` (or
+        ``RolloutUnavailable`` when one does not answer within ``wait`` seconds)."""
+        for url in self.urls:
+            info = self._models(url, wait)
+            served = [m.get("id") for m in info]
+            if self.model not in served:
+                raise ServerMismatch(
+                    f"rollout server {url} serves {served}, not model.path {self.model!r}: start it with "
+                    f"--model {self.model} (trainer.launch does), or point rollout.servers at the right servers"
+                )
+            length = next(m.get("max_model_len") for m in info if m.get("id") == self.model)
+            if self.max_model_len is not None and length != self.max_model_len:
+                raise ServerMismatch(
+                    f"rollout server {url} has max_model_len={length}, the config needs {self.max_model_len} "
+                    "(data.max_prompt_tokens + max(rollout.max_new_tokens, eval.max_new_tokens)); restart it "
+                    f"with --max-model-len {self.max_model_len}"
+                )
+
+    def _models(self, url: str, wait: float) -> list[dict]:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                r = self.session.get(f"{url}/v1/models", headers=self.headers, timeout=CONNECT_TIMEOUT)
+                if r.status_code == 401:
+                    raise ServerMismatch(
+                        f"rollout server {url} refused the request (401): set {SECRET_ENV} to the secret the "
+                        "servers were started with"
+                    )
+                r.raise_for_status()
+                return r.json()["data"]
+            except ServerMismatch:
+                raise
+            except Exception as e:
+                if time.monotonic() > deadline:
+                    raise RolloutUnavailable(f"rollout server {url} does not answer: {e}") from e
+                time.sleep(1.0)
+
+    # ------------------------------------------------------------------ generation
+
+    @property
+    def version(self) -> int:
+        """How many weight pushes the servers have had: the weight version new samples come from."""
+        return self.state["version"]
+
+    def with_sampling(self, max_new_tokens: int, temperature: float, top_p: float) -> ServerBackend:
+        """The same servers with other sampling settings (evaluation)."""
+        import copy
+
+        view = copy.copy(self)
+        view.max_new_tokens, view.temperature, view.top_p = max_new_tokens, temperature, top_p
+        return view
+
+    def generate(self, prompts: list[list[int]], group_size: int, seed: int = 0) -> list[Completion]:
+        """``len(prompts) * group_size`` completions, the G samples of prompt j at rows j*G .. j*G+G-1."""
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        jobs = [(j, p, request_seed(seed, j)) for j, p in enumerate(prompts)]
+        with ThreadPoolExecutor(max_workers=max(1, min(64, len(jobs)))) as pool:
+            groups = list(pool.map(lambda job: self._request(job, group_size, rank), jobs))
+        return [c for group in groups for c in group]
+
+    def _request(self, job: tuple[int, list[int], int], group_size: int, rank: int) -> list[Completion]:
+        j, prompt, seed = job
+        body = {
+            "model": self.model,
+            "prompt": prompt,
+            "n": group_size,
+            "seed": seed,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_new_tokens,
+            "logprobs": 0,  # the sampled token's log-prob only
+            "return_token_ids": True,
+        }
+        attempt, errors = 0, []
+        while True:
+            live = list(self.live)
+            if not live:
+                raise RolloutUnavailable(
+                    f"every rollout server failed ({'; '.join(errors[-len(self.urls) :]) or 'none in rotation'}); "
+                    "restart them and resume the run from its last checkpoint with --resume"
+                )
+            url = live[(j + rank + attempt) % len(live)]
+            try:
+                r = self.session.post(
+                    f"{url}/v1/completions", json=body, headers=self.headers, timeout=(CONNECT_TIMEOUT, self.timeout)
+                )
+                r.raise_for_status()
+                choices = sorted(r.json()["choices"], key=lambda c: c["index"])
+                return [self._completion(prompt, c) for c in choices]
+            except Exception as e:  # connection refused, timeout, 5xx: this server leaves the rotation
+                errors.append(f"{url}: {type(e).__name__}: {e}")
+                if url in self.live:
+                    self.live.remove(url)
+                attempt += 1
+
+    @staticmethod
+    def _completion(prompt: list[int], choice: dict) -> Completion:
+        ids = list(choice["token_ids"])
+        logps = [float(x) for x in (choice.get("logprobs") or {}).get("token_logprobs") or []]
+        if len(logps) != len(ids):
+            raise ValueError(f"server returned {len(logps)} log-probs for {len(ids)} tokens")
+        return Completion(list(prompt), ids, logps, str(choice.get("finish_reason")), choice.get("text") or "")
+
+    # ------------------------------------------------------------------ weight push
+
+    def sync_weights(self) -> None:
+        """Push the learner's weights to every live server (collective over the trainer's ranks); the servers'
+        weight version becomes ``version + 1``."""
+        if self.named_tensors is None:
+            return
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        version = self.state["version"] + 1
+        with self.state["lock"]:
+            if self.push_kind == "nccl":
+                self._push_nccl(rank, version)
+            else:
+                self._push_file(rank, version)
+            self.state["version"] = version
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()  # no rank samples before every server holds the new weights
+
+    def _push_file(self, rank: int, version: int) -> None:
+        from safetensors.torch import save_file
+
+        state = {}
+        for name, t in self.named_tensors():  # every rank iterates: ZeRO-3 gathers are collective
+            if rank == 0:
+                state[name] = t.detach().to("cpu", copy=True).contiguous()
+        if rank != 0:
+            return
+        target = self.push_dir / f"v{version:06d}"
+        tmp = self.push_dir / f".v{version:06d}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(state, str(tmp / "model.safetensors"))
+        del state
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        self._on_servers(lambda url: self._reload(url, str(target.resolve()), version))
+        for old in self.push_dir.glob("v*"):  # only the newest push is kept
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _reload(self, url: str, path: str, version: int) -> None:
+        self._control(url, "pause?mode=wait")
+        try:
+            out = self._control(url, "collective_rpc", {"method": "groupwise_reload_path", "args": [path]})
+            loaded = [int(x) for x in out.get("results", [])]
+            if not loaded or min(loaded) == 0:
+                raise RuntimeError(f"{url} reloaded no tensors from {path}: {out}")
+            self._control(url, "reset_prefix_cache")  # its KV entries were computed by the old weights
+            self._control(url, "update_weight_version", {"new_version": str(version)})
+        finally:
+            self._control(url, "resume")
+
+    def _push_nccl(self, rank: int, version: int) -> None:
+        """vLLM's NCCL engine: one transfer group per server (trainer rank 0 + the server's workers), opened at
+        the first push; rank 0 broadcasts each gathered parameter, other ranks only take part in the gather."""
+        for url in list(self.live):
+            engine = self._nccl.get(url) or self._nccl_engine(url, rank)
+            self._nccl[url] = engine
+            if rank == 0:
+                self._control(url, "pause?mode=wait")
+            try:
+                engine.send_weights()
+                if rank == 0:
+                    self._control(url, "reset_prefix_cache")
+                    self._control(url, "update_weight_version", {"new_version": str(version)})
+            finally:
+                if rank == 0:
+                    self._control(url, "resume")
+
+    def _nccl_engine(self, url: str, rank: int):
+        from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
+        from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
+
+        from rollout.weight_source import GatheredSource
+
+        host = os.environ.get("GROUPWISE_NCCL_HOST") or os.environ.get("MASTER_ADDR", "127.0.0.1")
+        port = _free_port() if rank == 0 else 0
+        info = NCCLTrainerInitInfo(master_address=host, master_port=port, world_size=1 + self.tp, rank=rank)
+        client = _AuthClient(url, self.headers, self)
+        source = GatheredSource(self.module, self.named_tensors)
+        return WeightTransferTrainerFactory.trainer_init(info, client=client, source=source)
+
+    # ------------------------------------------------------------------ control plane
+
+    def _on_servers(self, fn: Callable[[str], None]) -> None:
+        """``fn(url)`` on every live server at once; a server that fails leaves the rotation."""
+        live = list(self.live)
+        with ThreadPoolExecutor(max_workers=max(1, len(live))) as pool:
+            results = list(pool.map(lambda u: _try(fn, u), live))
+        for url, err in zip(live, results):
+            if err is not None and url in self.live:
+                self.live.remove(url)
+        if not self.live:
+            raise RolloutUnavailable(
+                f"the weight push failed on every rollout server ({'; '.join(e for e in results if e)}); restart "
+                "them and resume the run from its last checkpoint with --resume"
+            )
+
+    def _control(self, url: str, path: str, body: dict | None = None) -> dict:
+        r = self.session.post(
+            f"{url}/{path}", json=body, headers=self.headers, timeout=(CONNECT_TIMEOUT, CONTROL_TIMEOUT)
+        )
+        r.raise_for_status()
+        return r.json() if r.content and r.headers.get("content-type", "").startswith("application/json") else {}
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class _AuthClient:
+    """vLLM's ``HTTPVLLMWeightSyncClient`` routes, with the shared secret on every request."""
+
+    def __init__(self, url: str, headers: dict, backend: ServerBackend):
+        self.url, self.headers, self.backend = url, headers, backend
+
+    def _post(self, path: str, body: dict | None = None) -> None:
+        self.backend._control(self.url, path, body)
+
+    def init_weight_transfer_engine(self, init_info: dict) -> None:
+        self._post("init_weight_transfer_engine", {"init_info": init_info})
+
+    def shutdown_weight_transfer_engine(self) -> None:
+        self._post("shutdown_weight_transfer_engine")
+
+    def start_weight_update(self) -> None:
+        self._post("start_weight_update")
+
+    def update_weights(self, update_info) -> None:
+        from vllm.distributed.weight_transfer.clients import _json_safe_update_payload
+
+        self._post("update_weights", {"update_info": _json_safe_update_payload(update_info)})
+
+    def finish_weight_update(self, weight_version: str | None = None) -> None:
+        self._post("finish_weight_update", {"weight_version": weight_version} if weight_version else None)
+
+
+def _try(fn: Callable[[str], None], url: str) -> str | None:
+    try:
+        fn(url)
+        return None
+    except Exception as e:
+        return f"{url}: {type(e).__name__}: {e}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]

