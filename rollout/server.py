@@ -129,7 +129,10 @@ class ServerBackend:
                 raise
             except Exception as e:
                 if time.monotonic() > deadline:
-                    raise RolloutUnavailable(f"rollout server {url} does not answer: {e}") from e
+                    raise RolloutUnavailable(
+                        f"rollout server {url} does not answer ({e}); start it (groupwise serve, or let groupwise "
+                        "launch start them) and resume the run from its last checkpoint with --resume"
+                    ) from e
                 time.sleep(1.0)
 
     # ------------------------------------------------------------------ generation
