@@ -356,7 +356,8 @@ def parse_junit(path: Path) -> list[dict]:
         for tag, st in (("failure", "fail"), ("error", "fail"), ("skipped", "skip")):
             el = case.find(tag)
             if el is not None:
-                status, reason = st, (el.get("message") or (el.text or "").strip().splitlines()[-1:] or [""])[0]
+                text_lines = (el.text or "").strip().splitlines()
+                status, reason = st, el.get("message") or (text_lines[-1] if text_lines else "")
                 break
         out.append({"test": name, "status": status, "reason": reason[:300], "seconds": float(case.get("time", 0))})
     return out
@@ -580,7 +581,8 @@ def worker_torch(args) -> None:
     problems = []
     if torch.version.cuda is None:
         return write_result(args.result, "fail", f"torch {torch.__version__} is a CPU build (make setup-gpu)", {}, d)
-    d["nccl"] = ".".join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else None
+    nccl = torch.cuda.nccl.version() if torch.cuda.is_available() else None
+    d["nccl"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl
     devices = []
     for i in range(torch.cuda.device_count()):
         p = torch.cuda.get_device_properties(i)
@@ -631,7 +633,9 @@ def worker_vllm(args) -> None:
         return write_result(args.result, "fail", f"import vllm: {type(e).__name__}: {e} (make setup-gpu)")
     d = {"vllm": vllm.__version__, "platform": type(current_platform).__name__, "import_s": time.perf_counter() - t0}
     if not current_platform.is_cuda():
-        return write_result(args.result, "fail", f"vllm {vllm.__version__} is not the CUDA build ({d['platform']})")
+        return write_result(
+            args.result, "fail", f"vllm {vllm.__version__} is not the CUDA build ({d['platform']})", {}, d
+        )
     if vllm.__version__ != PINNED["vllm"]:
         why = f"vllm {vllm.__version__}; groupwise pins {PINNED['vllm']} (make setup-gpu)"
         return write_result(args.result, "fail", why, {}, d)

