@@ -821,7 +821,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"check-gpu: unknown check(s) {unknown}; choose from {names}", file=sys.stderr)
         return 2
-    checks = [c for c in checks if (args.only is None or c.name in args.only) and c.name not in args.skip]
+    wanted = set(names if args.only is None else args.only)
+    wanted |= {n for c in checks if c.name in wanted for n in c.needs}  # --only train builds its model too
+    checks = [c for c in checks if c.name in wanted and c.name not in args.skip]
     if args.dry_run:
         print(dry_run(checks, args))
         return 0

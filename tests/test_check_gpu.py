@@ -41,6 +41,8 @@ def test_dry_run_lists_every_step_with_its_command_and_runs_nothing(tmp_path):
 def test_dry_run_follows_only_and_skip():
     proc = run_script("--dry-run", "--only", "torch", "train", "--skip", "train")
     assert proc.returncode == 0 and " 1. torch" in proc.stdout and "train " not in proc.stdout
+    proc = run_script("--dry-run", "--only", "train")  # with the model it needs
+    assert " 1. build-model" in proc.stdout and " 2. train" in proc.stdout and " 3. report" in proc.stdout
     bad = run_script("--dry-run", "--only", "gpus")
     assert bad.returncode == 2 and "unknown check(s) ['gpus']" in bad.stderr
 
