@@ -40,7 +40,9 @@ class Server:
     log: Path
 
 
-def server_command(cfg: Config, model_path: str, host: str, port: int, cuda: bool) -> list[str]:
+def server_command(
+    cfg: Config, model_path: str, host: str, port: int, cuda: bool, dedicated: bool = False
+) -> list[str]:
     """The ``vllm serve`` command line of one server, from the trainer's config."""
     from trainer.components import context_tokens
 
@@ -75,8 +77,9 @@ def server_command(cfg: Config, model_path: str, host: str, port: int, cuda: boo
     ]
     if eager:
         cmd.append("--enforce-eager")
-    if cuda:
-        cmd += ["--gpu-memory-utilization", str(max(r.gpu_memory_utilization, 0.85))]  # the GPU is the server's
+    if cuda:  # a server on GPUs of its own takes most of their memory; one sharing the trainer's takes its share
+        share = 0.85 if dedicated else r.gpu_memory_utilization
+        cmd += ["--gpu-memory-utilization", str(share)]
     push = r.server_push if r.server_push != "auto" else ("nccl" if cuda else "file")
     if push == "nccl":
         cmd += ["--weight-transfer-config", json.dumps({"backend": "nccl"})]
@@ -129,7 +132,7 @@ def start_servers(
     try:
         for i in range(n):
             log = log_dir / f"server-{i}.log"
-            cmd = server_command(cfg, model_path, host, port + i, cuda)
+            cmd = server_command(cfg, model_path, host, port + i, cuda, dedicated=bool(gpus))
             prefix = ["taskset", "-c", cpus] if cpus else []
             env = server_env(cpus, gpus[i] if gpus else None)
             with open(log, "w") as f:
