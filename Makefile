@@ -13,7 +13,7 @@ BENCHES ?= gsm8k math500 aime24 aime25 amc23
 MODEL  ?= builtin:toy-reasoner
 SEEDS  ?= 0 1 2
 
-.PHONY: setup setup-gpu check-gpu test test-fast lint format smoke demo train eval exp-all collapse-lab bench clean
+.PHONY: setup setup-gpu check-gpu test test-fast lint format smoke demo demo-async bench-async train eval exp-all collapse-lab bench clean
 
 setup:  ## CPU virtualenv: pinned CPU torch (no CUDA download), DeepSpeed, the project (editable) + dev tools, vLLM's CPU build
 	python3 -m venv $(VENV)
@@ -56,6 +56,13 @@ smoke:  ## a few steps of the tiny random model through the real DeepSpeed engin
 demo:  ## the main job on CPU: build the toy reasoner (once), RL with the embedded defaults, before/after table + plot
 	rm -rf $(RUNS)/demo
 	$(GW) train run_dir=$(RUNS)/demo
+
+demo-async:  ## the toy reasoner against a separate vllm server one step off, server on core 0 and learner on core 1
+	rm -rf $(RUNS)/demo-async
+	$(GW) launch --servers 1 --server-cpus 0 --trainer-cpus 1 -c configs/toy/async.yaml run_dir=$(RUNS)/demo-async
+
+bench-async:  ## the same work with rollout.max_staleness 0 and 1 (server and learner on one core each)
+	$(PY) scripts/bench_async.py $(ARGS)
 
 exp-%:  ## one toy-lab experiment on CPU: make exp-acoer (configs/toy/<name>.yaml)
 	rm -rf $(RUNS)/exp-$*

@@ -44,6 +44,7 @@ from rollout.vllm_backend import request_seed
 
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection; a dead host fails fast
 CONTROL_TIMEOUT = 600.0  # seconds for a control call (a pause waits for the requests in flight)
+MAX_IN_FLIGHT = 64  # concurrent generation requests of one call (each is one prompt x G samples)
 
 
 class RolloutUnavailable(RuntimeError):
@@ -86,7 +87,10 @@ class ServerBackend:
         self.tp, self.module = tensor_parallel_size, module
         secret = os.environ.get(SECRET_ENV, "")
         self.headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-        self.session = requests.Session()
+        self.session = requests.Session()  # urllib3's pools are thread-safe; one connection per request in flight
+        adapter = requests.adapters.HTTPAdapter(pool_connections=len(self.urls), pool_maxsize=MAX_IN_FLIGHT)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.state = {"version": 0, "lock": threading.Lock()}  # shared with with_sampling() views
         self._nccl: dict[str, object] = {}
         if push == "file" and named_tensors is not None and self.push_dir is None:
@@ -154,7 +158,7 @@ class ServerBackend:
         """``len(prompts) * group_size`` completions, the G samples of prompt j at rows j*G .. j*G+G-1."""
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         jobs = [(j, p, request_seed(seed, j)) for j, p in enumerate(prompts)]
-        with ThreadPoolExecutor(max_workers=max(1, min(64, len(jobs)))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(MAX_IN_FLIGHT, len(jobs)))) as pool:
             groups = list(pool.map(lambda job: self._request(job, group_size, rank), jobs))
         return [c for group in groups for c in group]
 

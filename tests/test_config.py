@@ -195,3 +195,62 @@ def test_every_numeric_field_has_a_range():
 def test_impossible_values_name_the_key_and_the_fix(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["rollout.max_staleness=1"], r"rollout.max_staleness=1 needs rollout.backend=server: the hf backend"),
+        (["rollout.backend=vllm", "rollout.max_staleness=2"], r"needs rollout.backend=server: the vllm backend"),
+        (
+            ["rollout.backend=server", "rollout.max_staleness=1", "rollout.dynamic_sampling=true"],
+            r"rollout.dynamic_sampling decides after grading",
+        ),
+        (["rollout.backend=server", "rollout.servers=localhost:8100"], r"'localhost:8100' is not a base URL"),
+        (["rollout.backend=server", "rollout.top_p=0.9"], r"rollout.top_p=0.9 with rollout.backend=server"),
+        (["rollout.max_staleness=-1"], r"rollout.max_staleness=-1 is out of range"),
+        (["rollout.request_timeout=0"], r"rollout.request_timeout=0.0 is out of range"),
+    ],
+)
+def test_server_and_staleness_combinations_that_cannot_work_fail_at_load(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_stale_samples_are_corrected_by_default_and_on_policy_ones_are_not():
+    from trainer.config import server_urls
+
+    cfg = resolve(load_config(None, ["rollout.backend=server", "rollout.max_staleness=1"]))
+    assert cfg.loss.tis_cap == 2.0
+    assert resolve(load_config(None, ["rollout.backend=server"])).loss.tis_cap == 0.0
+    off = ["rollout.backend=server", "rollout.max_staleness=1", "loss.tis_cap=0"]
+    assert resolve(load_config(None, off)).loss.tis_cap == 0.0  # an explicit 0 stays off
+    cfg = load_config(None, ["rollout.backend=server", "rollout.servers=http://a:1/, http://b:2"])
+    assert server_urls(cfg) == ["http://a:1", "http://b:2"]
+
+
+def test_servers_off_loopback_need_the_shared_secret(monkeypatch):
+    from trainer.launch import check_host, server_command
+
+    monkeypatch.delenv("GROUPWISE_SERVER_SECRET", raising=False)
+    check_host("127.0.0.1")
+    with pytest.raises(ConfigError, match="GROUPWISE_SERVER_SECRET"):
+        check_host("0.0.0.0")
+    monkeypatch.setenv("GROUPWISE_SERVER_SECRET", "s")
+    check_host("0.0.0.0")
+    # the server's flags come from the trainer's config
+    cfg = load_config(None, ["rollout.backend=server", "rollout.max_new_tokens=50", "data.max_prompt_tokens=30"])
+    cmd = server_command(cfg, "/m", "127.0.0.1", 8100, cuda=False)
+    flags = dict(zip(cmd[3::2], cmd[4::2]))
+    assert flags["--model"] == "/m" and flags["--max-model-len"] == "80" and flags["--dtype"] == "float32"
+    assert "--enforce-eager" in cmd and "processed_logprobs" in cmd
+    assert "rollout.server_guard.SharedSecretGuard" in cmd and "--weight-transfer-config" not in cmd
+    gpu = server_command(load_config(None, ["rollout.backend=server", "model.dtype=bf16"]), "/m", "h", 1, cuda=True)
+    assert "--enforce-eager" not in gpu and '{"backend": "nccl"}' in gpu and "bfloat16" in gpu
+
+
+def test_off_is_a_choice_not_a_boolean():
+    """YAML 1.1 reads `off` as false; a choice named off still means off."""
+    assert load_config(None, ["guard.collapse_action=off"]).guard.collapse_action == "off"
+    with pytest.raises(ConfigError, match=r"guard\.collapse_action: True is not valid"):
+        load_config(None, ["guard.collapse_action=yes"])

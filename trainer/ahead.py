@@ -15,6 +15,7 @@ thread; grading, rewards and every collective stay on the main thread.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -38,12 +39,18 @@ class Ahead:
         self.weights_step = weights_step  # the trainer step whose weights the servers hold
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-ahead")
         self.pending: dict[int, tuple[Future, int]] = {}  # step -> (its completions, the weight step sampling it)
+        self.generation_seconds = 0.0  # how long the last taken batch took to generate (its own time, not waited)
 
     def _submit(self, step: int) -> None:
         if step in self.pending or step >= self.last_step:
             return
         prompts, seed = self.request(step)
-        self.pending[step] = (self.pool.submit(self.generate, prompts, self.group_size, seed), self.weights_step)
+        self.pending[step] = (self.pool.submit(self._timed, prompts, seed), self.weights_step)
+
+    def _timed(self, prompts: list[list[int]], seed: int) -> tuple[list[Completion], float]:
+        t0 = time.perf_counter()
+        out = self.generate(prompts, self.group_size, seed)
+        return out, time.perf_counter() - t0
 
     def take(self, step: int) -> tuple[list[Completion], int]:
         """Batch ``step`` and the staleness of its samples (learner steps between their weights and now);
@@ -51,7 +58,8 @@ class Ahead:
         for s in range(step, step + self.k + 1):
             self._submit(s)
         future, sampled_at = self.pending.pop(step)
-        return future.result(), step - sampled_at
+        completions, self.generation_seconds = future.result()
+        return completions, step - sampled_at
 
     def settle(self) -> None:
         """Wait for the generations in flight (before a push), raising their errors."""

@@ -204,6 +204,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is Literal:
         choices = typing.get_args(tp)
+        if isinstance(value, bool) and not isinstance(choices[0], bool):  # YAML 1.1 reads off/on as false/true
+            value = {False: "off", True: "on"}[value] if {False: "off", True: "on"}[value] in choices else value
         if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
             raise ConfigError(f"{path}: {value!r} is not valid; choose from {list(choices)}")
         return value

@@ -204,6 +204,7 @@ def train(cfg: Config) -> Path:
 
             # 4. metrics (global: the reward inputs were gathered; learner metrics are reduced over ranks)
             gen_tokens = dist.all_sum(torch.tensor(float(batch.completion_mask.sum()))).item()
+            gen_seconds = ahead.generation_seconds if ahead is not None else t1 - t0  # its own time, not waited
             metrics = batch_metrics(full, rewards_all, G)
             metrics.update(reward_metrics)
             metrics.update(learner_metrics)
@@ -222,7 +223,8 @@ def train(cfg: Config) -> Path:
                     "time/settle": t_settle - t_update,
                     "time/push": t3 - t_settle,
                     "time/step": t3 - t0,
-                    "tokens_per_s": gen_tokens / max(t1 - t0, 1e-9),
+                    "time/generate": gen_seconds,
+                    "tokens_per_s": gen_tokens / max(gen_seconds, 1e-9),
                 }
             )
             if evaluator is not None and ((step + 1) % e.every == 0 or step + 1 == cfg.steps):
