@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from multiprocessing.connection import wait
 
-from rewards.math import check, extract_answer, normalize
+from rewards.math import MAX_ANSWER, check, extract_answer, normalize
 
 _PLAIN_NUMBER = re.compile(r"-?\d{1,30}(\.\d{1,30})?")
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -40,11 +40,15 @@ class Grade:
 
 def _fast_path(pred: str, gold: str) -> bool | None:
     """Decide without symbolic work when both sides are plain numbers or identical; None: undecided."""
+    if not pred.strip() or not gold.strip() or len(pred) > MAX_ANSWER or len(gold) > MAX_ANSWER:
+        return None  # empty or oversized: the full check decides (False)
     p, g = normalize(pred), normalize(gold)
     if p == g:
         return True
     if _PLAIN_NUMBER.fullmatch(p) and _PLAIN_NUMBER.fullmatch(g):
-        return Fraction(p) == Fraction(g)
+        if Fraction(p) == Fraction(g):
+            return True
+        return False if "." not in p + g else None  # decimals may equal by rounding (rewards.math.numbers_equal)
     return None
 
 
