@@ -468,8 +468,13 @@ def _text(s: str) -> str:
 
 
 def grade(text: str, gold: str, time_limit: float | None = 1.0) -> tuple[bool, str | None]:
-    """(correct, extracted answer) for one response, in this process (bounded by ``time_limit`` CPU seconds)."""
-    pred = extract_answer(text)
+    """(correct, extracted answer) for one response, in this process: extraction and the check each bounded by
+    ``time_limit`` CPU seconds."""
+    try:
+        with cpu_deadline(time_limit):
+            pred = extract_answer(text)
+    except GradingTimeout:
+        return False, None
     return (pred is not None and is_equivalent(pred, gold, time_limit)), pred
 
 
