@@ -213,13 +213,13 @@ _NAME = re.compile(r"\\?[a-zA-Z]+(?:_\{?\w+\}?)?")
 
 def _chain_values(s: str, other: str) -> list[str] | None:
     """Other readings of a chain or a labelled answer, compared against ``other``. [] when there is no chain;
-    None when the chain contradicts itself, which is a hedge and wrong ('12 \\approx 13', 'x = 5+5+1 = 12').
+    None when an approximation contradicts the value it rounds, a hedge and wrong ('12 \\approx 13').
 
     * '=' chains ('x = 5+5+1 = 11') read as their last value (and 'x = 11').
     * '\\approx' chains read as the value claimed exactly, the one before the first '\\approx'
       ('\\frac{\\pi}{4} \\approx 0.785' is pi/4); the rounded value after it counts only against an answer
       written as a decimal (a gold of 0.785), or when nothing exact was claimed ('x \\approx 11').
-    Adjacent values without symbols must agree: '=' exactly, '\\approx' to the places the rounding writes."""
+    Values around '\\approx' without symbols must agree to the places the rounding writes."""
     if len(_split_top(s)) > 1:
         return []  # a list: its items are compared one by one
     pieces = re.split(r"(=|\\approx|≈)", s)
@@ -229,8 +229,8 @@ def _chain_values(s: str, other: str) -> list[str] | None:
     if len(parts) == 2 and ops == ["="] and not _is_label(parts[0]):
         return []  # '7 = 11a + c' is an equation, not a labelled 11a + c
     for left, op, right in zip(parts, ops, parts[1:]):
-        if _link_holds(left, right, op) is False:
-            return None
+        if op == "~" and _link_holds(left, right, op) is False:
+            return None  # an '=' slip ('5+5+1 = 7 = 11') is working; the last value is the answer
     if "~" not in ops:
         out = [parts[-1]]
         if len(parts) >= 3 and re.fullmatch(r"[a-zA-Z]\w*", parts[0]):
@@ -251,7 +251,7 @@ def _link_holds(left: str, right: str, op: str) -> bool | None:
     if op == "=":
         return numbers_equal(a, b, left, right)
     try:
-        diff = sp.Add(_decimal_exact(a), -_decimal_exact(b)).evalf(30, maxn=600)
+        diff = sp.Add(_decimal_exact(a, left), -_decimal_exact(b, right)).evalf(30, maxn=600)
         k = _places(right) if _places(right) is not None else (_places(left) or 0)
         return bool(abs(diff) <= sp.Rational(1, 2 * 10**k) * (1 + sp.Rational(1, 10**9)))
     except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError, RecursionError):
@@ -376,7 +376,7 @@ def _equation_equal(p: str, g: str) -> bool:
 
 _INTERVAL = re.compile(r"^[\[(].*,.*[\])]$")
 _CHOICE = re.compile(r"^\(?([A-Ea-e])\)?$")
-_LABELLED_CHOICE = re.compile(r"^(?:\(([A-E])\)|([A-E])[.:)])\s*(\S.*)$", re.S)  # '(B) 12', 'B. 12', 'B) 12'
+_LABELLED_CHOICE = re.compile(r"^(?:\(([A-E])\)|([A-E])[.)])\s+(\S.*)$", re.S)  # '(B) 12', 'B. 12', 'B) 12'
 
 
 def _choice(s: str) -> tuple[str, str | None] | None:
@@ -494,10 +494,22 @@ def _places(s: str) -> int | None:
     return max(places) if places else None
 
 
-def _decimal_exact(e: sp.Expr) -> sp.Expr:
-    """Each written decimal (a sympy Float) replaced by the exact rational it spells: 0.1 is 1/10."""
+def _decimal_exact(e: sp.Expr, text: str | None = None) -> sp.Expr:
+    """Each written decimal (a sympy Float) replaced by the exact rational it spells: 0.1 is 1/10. A Float that
+    is not a decimal of ``text`` was computed (``\\sqrt{10.5}``): the exact reading is our own parse of the text."""
     floats = e.atoms(sp.Float)
-    return e.xreplace({f: sp.Rational(*Fraction(str(f)).as_integer_ratio()) for f in floats}) if floats else e
+    if not floats:
+        return e
+    exact = {f: sp.Rational(*Fraction(str(f)).as_integer_ratio()) for f in floats}
+    if text is not None:
+        written = {Fraction(d) for d in re.findall(r"\d*\.\d+", text)}
+        if not all(Fraction(int(q.p), int(q.q)) in written for q in exact.values()):
+            try:
+                parsed = parse_math(text)
+            except (ParseError, RecursionError, ValueError, TypeError):
+                return e
+            return parsed if not parsed.free_symbols else e
+    return e.xreplace(exact)
 
 
 MIN_PLACES = 6  # a decimal written with fewer places must be exact: 0.33 is not 1/3, 0.333333 is
@@ -519,7 +531,7 @@ def numbers_equal(a: sp.Expr, b: sp.Expr, pred: str, gold: str) -> bool | None:
             return bool(a == b)
         if a.has(sp.zoo, sp.nan) or b.has(sp.zoo, sp.nan):
             return None
-        diff = sp.Add(_decimal_exact(a), -_decimal_exact(b))
+        diff = sp.Add(_decimal_exact(a, pred), -_decimal_exact(b, gold))
         if diff.is_Rational:
             zero = diff == 0
         else:
