@@ -375,14 +375,14 @@ def _equation_equal(p: str, g: str) -> bool:
 
 
 _INTERVAL = re.compile(r"^[\[(].*,.*[\])]$")
-_CHOICE = re.compile(r"^\(?([A-Ea-e])\)?$")
+_CHOICE = re.compile(r"^(?:\(([A-Ea-e])\)|([A-E]))$")  # a bare lowercase e is Euler's number, not choice (E)
 _LABELLED_CHOICE = re.compile(r"^(?:\(([A-E])\)|([A-E])[.)])\s+(\S.*)$", re.S)  # '(B) 12', 'B. 12', 'B) 12'
 
 
 def _choice(s: str) -> tuple[str, str | None] | None:
     """(letter, label text or None) of a multiple-choice answer, else None."""
     if m := _CHOICE.match(s):
-        return m.group(1).upper(), None
+        return (m.group(1) or m.group(2)).upper(), None
     if m := _LABELLED_CHOICE.match(s):
         return (m.group(1) or m.group(2)), m.group(3).strip()
     return None
@@ -545,9 +545,9 @@ def numbers_equal(a: sp.Expr, b: sp.Expr, pred: str, gold: str) -> bool | None:
         if zero:
             return True
         tol = sp.Integer(0)
-        for expr, text in ((a, pred), (b, gold)):
+        for text in (pred, gold):
             k = _places(text)
-            if expr.atoms(sp.Float) and k is not None and k >= MIN_PLACES:
+            if k is not None and k >= MIN_PLACES:  # a side written as a decimal (our parser reads it exactly)
                 tol = max(tol, sp.Rational(1, 2 * 10**k))
         if tol == 0:
             return False
@@ -583,7 +583,7 @@ def _imaginary(obj):
 
 
 def _equivalent(pred: str, gold: str) -> bool:
-    if not pred.strip() or not gold.strip():
+    if not pred.strip().strip("$").strip() or not gold.strip().strip("$").strip():
         return False  # an empty answer is no answer, even against an empty gold
     if pred.strip() == gold.strip():
         return True

@@ -124,9 +124,11 @@ def math_verify_cases(folder: Path) -> list[tuple[str, str, int, str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if not (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "parametrize" and node.args):
                 continue
-            names = [n.strip() for n in ast.literal_eval(node.args[0]).split(",")] if isinstance(
-                node.args[0], ast.Constant
-            ) else []
+            names = (
+                [n.strip() for n in ast.literal_eval(node.args[0]).split(",")]
+                if isinstance(node.args[0], ast.Constant)
+                else []
+            )
             if not {"gold", "pred", "expected"} <= set(names) or not isinstance(node.args[1], ast.List):
                 continue
             for row in node.args[1].elts:
@@ -167,8 +169,10 @@ def agreement(cases: list[tuple[str, str, int, str]], name: str) -> None:
             fns += expected and not got
             if got != bool(expected):
                 misses.append((where, gold[:60], pred[:60], expected))
-        print(f"{name}, {label:17s}: {hits}/{len(cases)} = {100 * hits / len(cases):.1f}% agree, "
-              f"{fps} false positives, {fns} false negatives")
+        print(
+            f"{name}, {label:17s}: {hits}/{len(cases)} = {100 * hits / len(cases):.1f}% agree, "
+            f"{fps} false positives, {fns} false negatives"
+        )
         if label == "groupwise" and "-v" in sys.argv:
             for m in misses:
                 print("   ", m)
