@@ -2,13 +2,23 @@
 
 1. The last ``\\boxed{}`` / ``\\fbox{}`` (nested braces, ``\\boxed 5``). Boxes that end the response together,
    separated only by commas, "and", ``\\quad`` or math delimiters (``\\boxed{1}, \\boxed{2}``), are one list
-   answer; an unclosed last box is no answer.
-2. An answer anchor, the last one: "final answer is X" (the MATH few-shot ending "Final Answer: The final
-   answer is $X$. I hope it is correct." gives X), "the answer is", "Answer: X" / "answer:" lines,
-   "Answer $X$" / "Answer \\[X\\]", 答案是 / 答案为, GSM8K "#### X". Math delimiters around X are removed.
+   answer; an unclosed or empty last box is no answer.
+2. The last answer anchor that holds an answer: "final answer is X" (the MATH few-shot ending "Final Answer:
+   The final answer is $X$. I hope it is correct." gives X), "the answer is", "Answer: X" / "answer:" lines
+   (markdown ``**Answer:** 12``, ``**Final Answer:**`` and a "Final Answer" heading with the answer on the
+   next line included), "Answer $X$" / "Answer \\[X\\]", 答案是 / 答案为, GSM8K "#### X". After the anchor:
+   filler words are skipped ("the answer is indeed $5$"), the first math span is the answer when one opens
+   it, and plain text ends at its sentence or at a reason ("12 since 3 times 4 is 12" gives 12). An anchor
+   that holds a verdict instead of an answer ("Yes, the answer is correct.") is passed over for the one
+   before it.
 3. A bold final answer ``**73**`` on the last line, or a display-math block that ends the response.
 
-It never guesses the last number of free text: a response without an answer gets no reward.
+It never guesses the last number of free text: a response without an answer gets no reward, and an empty
+answer (``\\boxed{}``, "The answer is:") is no answer.
+
+Cost: every step is one left-to-right pass over the text (brace matching with a stack, anchors found by
+bounded patterns and read from a bounded window), so any response up to ``MAX_TEXT`` is extracted in
+linear time; a response stuck in a repetition loop (``\\boxed{`` x 100,000) costs milliseconds, not minutes.
 """
 
 from __future__ import annotations
@@ -16,59 +26,97 @@ from __future__ import annotations
 import re
 
 MAX_TEXT = 200_000  # characters of a response looked at (its tail: answers come last)
-_BOX = re.compile(r"\\(?:boxed|fbox)\s*")
+WINDOW = 2_000  # characters read after an anchor
+MAX_TRIES = 64  # anchors (latest first) tried for an answer
+MAX_JOINED = 64  # boxes joined into one list answer
+
+_BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+_BOX_TOKEN = re.compile(_BOX_COMMAND.pattern + r"|[{}]")
+_BRACELESS = re.compile(r"[ \t]{0,20}([^\s${][^\s$]{0,99})")  # \boxed 5: up to whitespace or $
 _JOINER = re.compile(
     r"^(?:\s|,|;|\$|\\\(|\\\)|\\\[|\\\]|\\quad|\\qquad|\\,|\\;|and|or|&|\\text\{\s*(?:and|or|,)\s*\})*$"
 )
 # display math may span lines; inline math may not, and an escaped \$ is no delimiter
 _MATH = r"(?:\$\$(?P<dd>.+?)\$\$|(?<!\\)\$(?P<d>(?:[^$\n\\]|\\.)+?)\$|\\\[(?P<b>.+?)\\\]|\\\((?P<p>[^\n]+?)\\\))"
+_MATH_START = re.compile(r"\s*" + _MATH, re.S)
+# anchors: (pattern, the answer may start on a later line)
 _ANCHORS = [
-    # "The final answer is $X$. I hope it is correct." / "final answer: X" / "the answer is X"
-    re.compile(r"(?:final answer|the answer)\s*(?:is|:|=)\s*:?\s*(?P<rest>[^\n]+)", re.I),
-    re.compile(r"(?:^|\n)\s*\**answer\**\s*[:：]\s*(?P<rest>[^\n]+)", re.I),  # 'Answer: 42' lines
-    re.compile(r"\banswer\s*(?P<rest>" + _MATH + r")", re.I | re.S),  # 'Answer $ 9 $', 'Answer \[ 9 \]'
-    re.compile(r"(?:答案|最终答案)\s*(?:是|为|:|：)\s*(?P<rest>[^\n。]+)"),
-    re.compile(r"####\s*(?P<rest>[^\n]+)"),
-]
-_BOLD_LAST = re.compile(r"\*\*(?P<x>[^*\n]{1,80})\*\*\s*\.?\s*$")
-_DISPLAY_LAST = re.compile(r"(?:\\\[(?P<b>.+?)\\\]|\$\$(?P<dd>.+?)\$\$)\s*\.?\s*$", re.S)
+    (re.compile(r"(?:final\s{1,5}answer|the\s{1,5}answer)\s{0,5}\**\s{0,5}(?:is\b|:|=|：)(?:\s{0,5}:)?", re.I), False),
+    (re.compile(r"(?:^|\n)[ \t]{0,20}[#>*]{0,6}[ \t]{0,5}answer[ \t]{0,5}\**[ \t]{0,5}[:：]", re.I), False),
+    (re.compile(r"\banswer\s{0,5}(?=\$|\\\[|\\\()", re.I), False),  # 'Answer $ 9 $', 'Answer \[ 9 \]'
+    (re.compile(r"(?:答案|最终答案)\s{0,5}(?:是|为|:|：)"), False),
+    (re.compile(r"####"), False),
+    (re.compile(r"(?:^|\n)[ \t]{0,9}[#*]{0,6}[ \t]{0,5}final\s{1,5}answer[ \t]{0,5}[*:：]{0,4}[ \t]{0,9}(?=\n)", re.I),
+     True),  # a 'Final Answer' heading, the answer on a later line
+]  # fmt: skip
+_FILLER = re.compile(
+    r"^(?:(?:indeed|simply|just|exactly|precisely|therefore|thus|then|now|clearly|obviously|actually|finally|"
+    r"equal\s+to|given\s+by|as\s+follows|that|:)[\s,:]*)+",
+    re.I,
+)
+_SENTENCE_END = re.compile(
+    r"\.(?=\s|$)|[;!?](?=\s|$)|。|,?\s+(?:since|because|as|which|so|given|where|when|from|due|after|with|"
+    r"and\s+(?:this|that|it|the|we|so))\b",
+    re.I,
+)
+_VERDICT = re.compile(
+    r"^(?:correct|incorrect|right|wrong|not|that|this|as|below|above|shown|given|clear|obvious|in|to|of|"
+    r"the\s+following|therefore|thus|hence|because|since)\b",
+    re.I,
+)
+_HAS_CONTENT = re.compile(r"[0-9A-Za-z\u00c0-\U0010ffff]|\\[a-zA-Z]")
 _TRAILER = re.compile(r"\.?\s*(?:I hope it is correct\.?)?\s*$", re.I)
 
 
-def _box_spans(text: str) -> list[tuple[int, int, str | None]]:
-    """(start, end, content) of every box; content None when the box never closes."""
-    spans = []
-    for m in _BOX.finditer(text):
-        i = m.end()
-        if i < len(text) and text[i] == "{":
-            depth = 0
-            for j in range(i, len(text)):
-                if text[j] == "{":
-                    depth += 1
-                elif text[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        spans.append((m.start(), j + 1, text[i + 1 : j].strip()))
-                        break
-            else:
-                spans.append((m.start(), len(text), None))
+def _box_spans(text: str) -> list[tuple[int, int, int, int]]:
+    """(start, end, content start, content end) of every outermost box, in order, in one pass; content start
+    -1 when the box never closes. Braces are matched with a stack, so nesting and unclosed boxes cost the same
+    as any other character."""
+    spans: list[tuple[int, int, int, int]] = []
+    stack: list[tuple[int, int]] = []  # per open brace: (start of its box or -1 for a plain brace, content start)
+    pending, pending_end = -1, 0  # a box command waiting for its opening brace
+    for m in _BOX_TOKEN.finditer(text):
+        tok = m.group()
+        if tok == "{":
+            opens_box = pending >= 0 and not text[pending_end : m.start()].strip()
+            stack.append((pending if opens_box else -1, m.end()))
+            pending = -1
+        elif tok == "}":
+            pending = -1
+            if stack and (frame := stack.pop())[0] >= 0:
+                spans.append((frame[0], m.end(), frame[1], m.start()))
         else:
-            tail = re.match(r"([^\s$]+)", text[i:])  # brace-less \boxed 5: up to whitespace or $
-            spans.append((m.start(), i + (tail.end() if tail else 0), tail.group(1) if tail else None))
-    return [s for k, s in enumerate(spans) if k == 0 or s[0] >= spans[k - 1][1]]  # boxes inside boxes: outer
+            pending, pending_end = m.start(), m.end()
+            if nxt := _BRACELESS.match(text, m.end()):  # \boxed 5
+                spans.append((m.start(), nxt.end(), nxt.start(1), nxt.end()))
+                pending = -1
+    spans.extend((start, len(text), -1, -1) for start, _ in stack if start >= 0)  # unclosed boxes
+    spans.sort()
+    outer: list[tuple[int, int, int, int]] = []
+    for span in spans:  # boxes inside boxes: the outer one
+        if not outer or span[0] >= outer[-1][1]:
+            outer.append(span)
+    return outer
 
 
 def _boxed_answer(text: str) -> str | None:
     spans = _box_spans(text)
-    last = spans[-1]
-    if last[2] is None:
+    if not spans or spans[-1][2] < 0:
         return None  # unclosed last box: no answer
-    group = [last]
-    for prev in reversed(spans[:-1]):  # earlier boxes joined to the last one by separators only
-        if prev[2] is None or not _JOINER.match(text[prev[1] : group[0][0]]):
+    group = [spans[-1]]
+    for prev in reversed(spans[:-1][-MAX_JOINED:]):  # earlier boxes joined to the last one by separators only
+        gap = text[prev[1] : group[0][0]]
+        if prev[2] < 0 or len(gap) > 200 or not _JOINER.match(gap):
             break
         group.insert(0, prev)
-    return ", ".join(s[2] for s in group) if len(group) > 1 else last[2]
+    contents = [text[s[2] : s[3]].strip() for s in group]
+    if not all(contents):
+        return None  # an empty box is no answer
+    return ", ".join(contents)
+
+
+def _math_content(m: re.Match) -> str:
+    return next(g for g in m.groupdict().values() if g is not None)
 
 
 def _strip_math(ans: str) -> str:
@@ -76,40 +124,59 @@ def _strip_math(ans: str) -> str:
     ans = _TRAILER.sub("", ans.strip().strip("*").strip()).strip()
     m = re.match(r"^" + _MATH, ans, re.S)
     if m and m.end() >= len(ans.rstrip(". ")):
-        ans = next(g for g in m.groupdict().values() if g is not None)
+        ans = _math_content(m)
     return ans.strip().rstrip(".").strip().strip("$").strip()
 
 
-def _last_match(pattern: re.Pattern, text: str) -> re.Match | None:
-    """The match that starts last, overlaps allowed ('Final Answer: The final answer is X' gives X)."""
-    last, pos = None, 0
-    while (m := pattern.search(text, pos)) is not None:
-        last, pos = m, m.start() + 1
-    return last
+def _after_anchor(window: str, next_line: bool) -> str | None:
+    """The answer that follows an anchor, read from a bounded window of text; None when there is none."""
+    rest = window.lstrip(" \t*:：") if not next_line else window.lstrip()
+    rest = _FILLER.sub("", rest).lstrip(" \t*")
+    if rest.startswith(("$", "\\(", "\\[")) and (m := _MATH_START.match(rest)):
+        ans = _math_content(m)  # the first math span after the anchor
+    else:
+        line = rest.split("\n", 1)[0]
+        ans = _SENTENCE_END.split(line, maxsplit=1)[0]
+    ans = _strip_math(ans.strip().strip("*"))
+    if not ans or not _HAS_CONTENT.search(ans) or _VERDICT.match(ans):
+        return None  # "The answer is:", "the answer is correct"
+    return ans
+
+
+def _anchored_answer(text: str) -> str | None:
+    heads = sorted(
+        ((m.start(), m.end(), next_line) for pattern, next_line in _ANCHORS for m in pattern.finditer(text)),
+        reverse=True,
+    )
+    for _, end, next_line in heads[:MAX_TRIES]:  # the latest anchor that holds an answer
+        if (ans := _after_anchor(text[end : end + WINDOW], next_line)) is not None:
+            return ans
+    return None
+
+
+def _final_block(text: str) -> str | None:
+    """A bold ``**73**`` or a display block (``\\[...\\]``, ``$$...$$``) that ends the response."""
+    tail = text.rstrip()
+    tail = tail[:-1].rstrip() if tail.endswith(".") else tail
+    tail = tail[-WINDOW:]
+    if m := re.search(r"\*\*([^*\n]{1,80})\*\*$", tail):
+        return m.group(1).strip().strip("$").strip() or None
+    for open_, close in (("\\[", "\\]"), ("$$", "$$")):
+        if tail.endswith(close):
+            i = tail.rfind(open_, 0, len(tail) - len(close))
+            if i >= 0:
+                ans = tail[i + len(open_) : len(tail) - len(close)].strip().strip("$").strip()
+                return ans or None
+    return None
 
 
 def extract_answer(text: str) -> str | None:
-    """The final answer of a response by the policy above, or None."""
+    """The final answer of a response by the policy above, or None. Linear in the length of the text."""
     text = text[-MAX_TEXT:].replace("\x00", "")
-    if _BOX.search(text):
+    if _BOX_COMMAND.search(text):
         return _boxed_answer(text)
-    best = None
-    for pattern in _ANCHORS:
-        m = _last_match(pattern, text)
-        if m is not None and (best is None or m.start() > best.start()):
-            best = m
-    if best is not None:
-        rest = best.group("rest")
-        rest = rest.strip().strip("*")
-        if rest.lstrip().startswith(("$", "\\(", "\\[")):
-            inner = re.match(r"\s*" + _MATH, rest, re.S)  # the first math span after the anchor
-            rest = next(g for g in inner.groupdict().values() if g is not None) if inner else rest
-        ans = _strip_math(rest)
-        return ans or None
-    tail = text.rstrip()
-    for pattern in (_BOLD_LAST, _DISPLAY_LAST):
-        m = pattern.search(tail)
-        if m:
-            ans = next(g for g in m.groupdict().values() if g is not None).strip().strip("$").strip()
-            return ans or None
-    return None
+    ans = _anchored_answer(text)
+    if ans is not None:
+        return ans
+    ans = _final_block(text)
+    return ans if ans and _HAS_CONTENT.search(ans) else None

@@ -24,15 +24,16 @@ training is one level up (``rewards.pool``: killable workers). Model text is nev
 from __future__ import annotations
 
 import math
-import random
 import re
 import unicodedata
+from fractions import Fraction
 
 import sympy as sp
 
 from rewards.extract import extract_answer
 from rewards.parse import ParseError, parse_math
 from rewards.verify import GradingTimeout, cpu_deadline, verify
+from rewards.verify import parse as parse_answer
 
 __all__ = ["check", "extract_answer", "grade", "hostile", "is_equivalent", "normalize"]
 
@@ -139,9 +140,29 @@ def _solutions(s: str) -> str:
     return s
 
 
+_SUPER = dict(zip("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁽⁾ⁿⁱ", "0123456789+-()ni"))
+_SUB = dict(zip("₀₁₂₃₄₅₆₇₈₉₊₋₍₎", "0123456789+-()"))
+_SCRIPT_RUN = re.compile(f"[{''.join(_SUPER)}]+|[{''.join(_SUB)}]+")
+_CURRENCY = re.compile(r"\\\$|\\(?:euro|pounds|yen)\b|[$€£¥₹]|\b(?:USD|EUR|GBP|Rs\.?)(?=\s*\d|\s*$)")
+
+
+def _scripts(s: str) -> str:
+    """Unicode super- and subscripts as LaTeX before NFKC flattens them: 10² is 10^{2} (NFKC alone makes 102)."""
+
+    def repl(m: re.Match) -> str:
+        run = m.group(0)
+        if run[0] in _SUPER:
+            return "^{" + "".join(_SUPER[c] for c in run) + "}"
+        return "_{" + "".join(_SUB[c] for c in run) + "}"
+
+    return _SCRIPT_RUN.sub(repl, s)
+
+
 def normalize(s: str) -> str:
     """Presentation-only differences removed (see the module docstring)."""
-    s = unicodedata.normalize("NFKC", s).replace("\x00", "").strip()
+    s = unicodedata.normalize("NFKC", _scripts(s)).replace("\x00", "").strip()
+    s = re.sub(r"(?<!\\)(?:\\\\)*\\\s*$", "", s).strip()  # a stray trailing backslash (not a \\ row break)
+    s = _CURRENCY.sub("", s).strip()  # currency glued to a number: \\$5, 5€, USD 5
     s = _unbox(s.strip("$").strip())
     s = re.sub(r",\\!\s*(?=\d{3})", ",", s)  # thousands written 11,\! 111
     s = re.sub(r"(?<!\\)\\ ", " ", s)  # '\ ' is a space; '\\ ' (a matrix row break) stays
@@ -168,6 +189,8 @@ def normalize(s: str) -> str:
     s = s.replace("~", "").strip().rstrip(".").strip()
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?:\\%)?", s):  # thousands separators
         s = s.replace(",", "")
+    if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?(?:\\%)?", s):  # thousands written with spaces: 1 000 000
+        s = s.replace(" ", "")
     s = _solutions(s)
     return re.sub(r"\s+", " ", s).strip()
 
@@ -185,19 +208,71 @@ def _is_label(s: str) -> bool:
     return not re.search(r"[-+]", s) and not re.fullmatch(r"[\d.\s]+", s)
 
 
-def _chain_values(s: str) -> list[str]:
-    """Other readings of a chain or a labelled answer: the last value of 'x = 5+5+1 = 11', the value before
-    and after '\\approx'. [] when there is no chain."""
-    parts = [p.strip() for p in re.split(r"=|\\approx|≈", s) if p.strip()]
-    if len(parts) < 2 or (len(parts) == 2 and not _is_label(parts[0]) and "\\approx" not in s and "≈" not in s):
+_NAME = re.compile(r"\\?[a-zA-Z]+(?:_\{?\w+\}?)?")
+
+
+def _chain_values(s: str, other: str) -> list[str] | None:
+    """Other readings of a chain or a labelled answer, compared against ``other``. [] when there is no chain;
+    None when an approximation contradicts the value it rounds, a hedge and wrong ('12 \\approx 13').
+
+    * '=' chains ('x = 5+5+1 = 11') read as their last value (and 'x = 11').
+    * '\\approx' chains read as the value claimed exactly, the one before the first '\\approx'
+      ('\\frac{\\pi}{4} \\approx 0.785' is pi/4); the rounded value after it counts only against an answer
+      written as a decimal (a gold of 0.785), or when nothing exact was claimed ('x \\approx 11').
+    Values around '\\approx' without symbols must agree to the places the rounding writes."""
+    if len(_split_top(s)) > 1:
+        return []  # a list: its items are compared one by one
+    pieces = re.split(r"(=|\\approx|≈)", s)
+    parts, ops = [x.strip() for x in pieces[0::2]], ["=" if op == "=" else "~" for op in pieces[1::2]]
+    if len(parts) < 2 or not all(parts):
+        return []
+    if len(parts) == 2 and ops == ["="] and not _is_label(parts[0]):
         return []  # '7 = 11a + c' is an equation, not a labelled 11a + c
-    out = [parts[-1]]
-    if "\\approx" in s or "≈" in s:
-        before = re.split(r"\\approx|≈", s)[0].split("=")[-1].strip()
-        out.append(before)
-    if s.count("=") >= 2 and re.fullmatch(r"[a-zA-Z]\w*", parts[0]):
-        out.append(f"{parts[0]} = {parts[-1]}")
-    return [x for x in out if x]
+    for left, op, right in zip(parts, ops, parts[1:]):
+        if op == "~" and _link_holds(left, right, op) is False:
+            return None  # an '=' slip ('5+5+1 = 7 = 11') is working; the last value is the answer
+    if "~" not in ops:
+        out = [parts[-1]]
+        if len(parts) >= 3 and re.fullmatch(r"[a-zA-Z]\w*", parts[0]):
+            out.append(f"{parts[0]} = {parts[-1]}")
+        return out
+    exact = parts[ops.index("~")]
+    if _NAME.fullmatch(exact):  # 'x \approx 11': nothing exact was claimed
+        return [parts[-1]]
+    return [exact, parts[-1]] if _places(other) is not None else [exact]
+
+
+def _link_holds(left: str, right: str, op: str) -> bool | None:
+    """Whether two adjacent values of a chain agree ('=': exactly, '~': the right one is the left one rounded to
+    the places it writes); None when either side has symbols or does not parse."""
+    a, b = _constant(left), _constant(right)
+    if a is None or b is None:
+        return None
+    if op == "=":
+        return numbers_equal(a, b, left, right)
+    try:
+        diff = sp.Add(_decimal_exact(a, left), -_decimal_exact(b, right)).evalf(30, maxn=600)
+        k = _places(right) if _places(right) is not None else (_places(left) or 0)
+        return bool(abs(diff) <= sp.Rational(1, 2 * 10**k) * (1 + sp.Rational(1, 10**9)))
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError, RecursionError):
+        return None
+
+
+def _constant(text: str) -> sp.Expr | None:
+    """Math-Verify's parse of ``text`` when it is a number without symbols, else None."""
+    if hostile(text):
+        return None
+    parsed = parse_answer(text)
+    return _numeric_value(parsed[0]) if parsed else None
+
+
+def _n_values(s: str) -> int:
+    """How many alternative values an answer offers: items of a list or a braced set, both signs of \\pm."""
+    if "\\pm" in s or "±" in s:
+        return 2
+    if s.startswith("{") and s.endswith("}"):
+        return len(_split_top(s[1:-1]))
+    return len(_split_top(s))
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -239,19 +314,33 @@ def _close(x: complex, y: complex) -> bool:
     return abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y))
 
 
-def _expr_equal(a: sp.Expr, b: sp.Expr) -> bool:
-    """Same value: numerically for constants, at random probe points for expressions with symbols."""
+# probe points on the whole real line, negative and non-integer included: |x| and x, \\sqrt{x^2} and x differ there
+_PROBES = tuple(sp.Rational(n, d) for n, d in ((-7, 3), (-1, 2), (2, 7), (3, 2), (13, 5), (-19, 4), (1, 1), (0, 1)))
+
+
+def _expr_equal(a: sp.Expr, b: sp.Expr, p: str, g: str) -> bool:
+    """Same value. Constants: ``numbers_equal``. With symbols: equal at probe points over the whole line
+    (negative and non-integer ones included; a point where one side is undefined and the other is not
+    refutes), and sympy's ``simplify`` must prove the difference zero: sampling alone never says equal."""
     free = a.free_symbols | b.free_symbols  # sin^2 x + cos^2 x vs 1: probe on the union
     if not free:
-        x, y = _numeric(a), _numeric(b)
-        return x is not None and y is not None and _close(x, y)
-    rng = random.Random(0)
-    for _ in range(6):
-        point = {s: sp.Rational(rng.randint(5, 25), 10) for s in free}
+        return bool(numbers_equal(a, b, p, g))
+    names = sorted(free, key=str)
+    for i in range(len(_PROBES)):
+        point = {s: _PROBES[(i + j) % len(_PROBES)] for j, s in enumerate(names)}
         x, y = _numeric(a.subs(point)), _numeric(b.subs(point))
+        if x is None and y is None:
+            continue
         if x is None or y is None or not _close(x, y):
             return False
-    return True
+    return _proved_zero(sp.Add(a, -b))
+
+
+def _proved_zero(d: sp.Expr) -> bool:
+    try:
+        return bool(sp.simplify(d) == 0)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError, RecursionError):
+        return False
 
 
 def _scalar_equal(p: str, g: str) -> bool:
@@ -259,12 +348,12 @@ def _scalar_equal(p: str, g: str) -> bool:
         a, b = parse_math(p), parse_math(g)
     except (ParseError, RecursionError, ValueError, TypeError):
         return False
-    if _expr_equal(a, b):
+    if _expr_equal(a, b, p, g):
         return True
     if "%" in p or "%" in g:  # '50%' against '50': percent signs are often dropped
         a2 = sp.Mul(a, 100) if "%" in p else a
         b2 = sp.Mul(b, 100) if "%" in g else b
-        return _expr_equal(a2, b2)
+        return _expr_equal(a2, b2, p, g)
     return False
 
 
@@ -278,25 +367,27 @@ def _equation_equal(p: str, g: str) -> bool:
     dp, dg = sp.Add(lp, -rp), sp.Add(lg, -rg)
     if dp.free_symbols != dg.free_symbols:
         return False
-    rng = random.Random(1)
-    ratio = None
-    for _ in range(6):
-        point = {s: sp.Rational(rng.randint(5, 25), 10) for s in dp.free_symbols}
-        x, y = _numeric(dp.subs(point)), _numeric(dg.subs(point))
-        if x is None or y is None:
-            return False
-        if abs(y) < 1e-12 or abs(x) < 1e-12:
-            if not (abs(x) < 1e-12 and abs(y) < 1e-12):
-                return False
-            continue
-        ratio = ratio if ratio is not None else x / y
-        if not _close(x, ratio * y):
-            return False
-    return True
+    try:  # proportional: the ratio is a nonzero constant, proved by simplify (no sampling)
+        ratio = sp.simplify(sp.Mul(dp, sp.Pow(dg, -1)))
+        return bool(ratio.is_number and not ratio.free_symbols and ratio != 0 and ratio.is_finite)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError, RecursionError):
+        return False
 
 
 _INTERVAL = re.compile(r"^[\[(].*,.*[\])]$")
-_CHOICE = re.compile(r"^\(?([A-Ea-e])\)?$")
+_CHOICE = re.compile(r"^(?:\(([A-Ea-e])\)|([A-E]))$")  # a bare lowercase e is Euler's number, not choice (E)
+_LABELLED_CHOICE = re.compile(r"^(?:\(([A-E])\)|([A-E])[.)])\s+(\S.*)$", re.S)  # '(B) 12', 'B. 12', 'B) 12'
+
+
+def _choice(s: str) -> tuple[str, str | None] | None:
+    """(letter, label text or None) of a multiple-choice answer, else None."""
+    if m := _CHOICE.match(s):
+        return (m.group(1) or m.group(2)).upper(), None
+    if m := _LABELLED_CHOICE.match(s):
+        return (m.group(1) or m.group(2)), m.group(3).strip()
+    return None
+
+
 _MATRIX = re.compile(r"\\begin\{[pbvB]?matrix\}(.*)\\end\{[pbvB]?matrix\}", re.S)
 
 
@@ -377,8 +468,13 @@ def _text(s: str) -> str:
 
 
 def grade(text: str, gold: str, time_limit: float | None = 1.0) -> tuple[bool, str | None]:
-    """(correct, extracted answer) for one response, in this process (bounded by ``time_limit`` CPU seconds)."""
-    pred = extract_answer(text)
+    """(correct, extracted answer) for one response, in this process: extraction and the check each bounded by
+    ``time_limit`` CPU seconds."""
+    try:
+        with cpu_deadline(time_limit):
+            pred = extract_answer(text)
+    except GradingTimeout:
+        return False, None
     return (pred is not None and is_equivalent(pred, gold, time_limit)), pred
 
 
@@ -392,26 +488,73 @@ def _numeric_value(obj) -> sp.Expr | None:
     return obj
 
 
+def _places(s: str) -> int | None:
+    """Most digits written after a decimal point in ``s``; None when it writes no decimal."""
+    places = [len(d) for d in re.findall(r"\d*\.(\d+)", s)]
+    return max(places) if places else None
+
+
+def _decimal_exact(e: sp.Expr, text: str | None = None) -> sp.Expr:
+    """Each written decimal (a sympy Float) replaced by the exact rational it spells: 0.1 is 1/10. A Float that
+    is not a decimal of ``text`` was computed (``\\sqrt{10.5}``): the exact reading is our own parse of the text."""
+    floats = e.atoms(sp.Float)
+    if not floats:
+        return e
+    exact = {f: sp.Rational(*Fraction(str(f)).as_integer_ratio()) for f in floats}
+    if text is not None:
+        written = {Fraction(d) for d in re.findall(r"\d*\.\d+", text)}
+        if not all(Fraction(int(q.p), int(q.q)) in written for q in exact.values()):
+            try:
+                parsed = parse_math(text)
+            except (ParseError, RecursionError, ValueError, TypeError):
+                return e
+            return parsed if not parsed.free_symbols else e
+    return e.xreplace(exact)
+
+
+MIN_PLACES = 6  # a decimal written with fewer places must be exact: 0.33 is not 1/3, 0.333333 is
+
+
 def numbers_equal(a: sp.Expr, b: sp.Expr, pred: str, gold: str) -> bool | None:
-    """Our verdict on two numbers: exact values exactly, decimals to the precision written (at least 6
-    places, Math-Verify's rounding), never a finite number equal to infinity. None: not decidable here."""
+    """Our verdict on two numbers. None: not decidable here.
+
+    * Exact values compare exactly: the difference, with written decimals read as the rationals they spell,
+      is evaluated with sympy's adaptive precision (cancellation tracked), so ``2^{100}-1`` is not ``2^{100}``
+      and ``\\sqrt{10^{40}+1}`` is not ``10^{20}``. A difference that stays indistinguishable from zero to
+      hundreds of digits (``\\sqrt2+\\sqrt3`` vs ``\\sqrt{5+2\\sqrt6}``) is zero.
+    * A decimal written with k >= 6 places also equals what it rounds: ``|x - y| <= 0.5 * 10^-k``
+      (``0.333333`` is 1/3, ``1.4142136`` is ``1.41421356``). Fewer places: exact only (``3.14`` is not pi).
+    * A finite number never equals infinity."""
     try:
         a, b = a.doit(), b.doit()
-        if a.is_infinite or b.is_infinite:
+        if a.is_infinite or b.is_infinite or a.has(sp.oo, -sp.oo) or b.has(sp.oo, -sp.oo):
             return bool(a == b)
-        x, y = sp.N(a, 50), sp.N(b, 50)
-        if not (x.is_number and y.is_number) or x.has(sp.zoo, sp.nan) or y.has(sp.zoo, sp.nan):
+        if a.has(sp.zoo, sp.nan) or b.has(sp.zoo, sp.nan):
             return None
-        xr, yr = sp.re(x), sp.re(y)
-        xi, yi = sp.im(x), sp.im(y)
+        diff = sp.Add(_decimal_exact(a, pred), -_decimal_exact(b, gold))
+        if diff.is_Rational:
+            zero = diff == 0
+        else:
+            try:
+                value = diff.evalf(30, strict=True, maxn=600)
+            except sp.core.evalf.PrecisionExhausted:
+                return True  # zero to 600 digits: equal closed forms sympy does not simplify
+            if not value.is_number:
+                return None
+            zero = value == 0
+        if zero:
+            return True
+        tol = sp.Integer(0)
+        for text in (pred, gold):
+            k = _places(text)
+            if k is not None and k >= MIN_PLACES:  # a side written as a decimal (our parser reads it exactly)
+                tol = max(tol, sp.Rational(1, 2 * 10**k))
+        if tol == 0:
+            return False
+        re_d, im_d = (diff.evalf(30, maxn=600) if not diff.is_Rational else diff).as_real_imag()
+        return bool(abs(re_d) <= tol and abs(im_d) <= tol)
     except (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError, RecursionError):
         return None
-    if a.atoms(sp.Float) or b.atoms(sp.Float):
-        places = max([6] + [len(d) for d in re.findall(r"\.(\d+)", pred + " " + gold)])
-        tol = sp.Rational(1, 2) * sp.Rational(1, 10**places) * (1 + sp.Rational(1, 10**9))
-    else:
-        tol = sp.Rational(1, 10**30) * max(abs(xr), abs(yr), abs(xi), abs(yi), 1e-300)
-    return bool(abs(xr - yr) <= tol and abs(xi - yi) <= tol)
 
 
 def _math_verify_equal(p: str, g: str) -> tuple[bool, bool]:
@@ -440,6 +583,8 @@ def _imaginary(obj):
 
 
 def _equivalent(pred: str, gold: str) -> bool:
+    if not pred.strip().strip("$").strip() or not gold.strip().strip("$").strip():
+        return False  # an empty answer is no answer, even against an empty gold
     if pred.strip() == gold.strip():
         return True
     if hostile(pred) or hostile(gold):
@@ -449,16 +594,25 @@ def _equivalent(pred: str, gold: str) -> bool:
         return p == g and bool(p)
     if p == g or p.lower() == g.lower():
         return True
-    mg, mp = _CHOICE.match(g), _CHOICE.match(p)
-    if mg or mp:  # multiple choice: letters compare, (B) == B
-        return bool(mg and mp) and mg.group(1).upper() == mp.group(1).upper()
+    cg, cp = _choice(g), _choice(p)
+    if cg and cp:  # multiple choice: letters compare, (B) == B == '(B) 12'; two label texts must agree too
+        return cg[0] == cp[0] and (cg[1] is None or cp[1] is None or _equivalent(cp[1], cg[1]))
+    if cp and cp[1] is not None:  # '(B) 12' against a gold value: the value given
+        return _equivalent(cp[1], g)
+    if cg or cp:
+        return False
+    if _n_values(p) > 1 and _n_values(g) == 1 and not g.startswith(("(", "[", "{")) and _matrix(g) is None:
+        return False  # '3 or 4', '3, 4', '\\pm 3' against one value: a hedge, wrong whichever value is gold
+    chains = _chain_values(p, g)
+    if chains is None:
+        return False  # '12 \\approx 13', 'x = 5+5+1 = 12': the answer contradicts itself
     if "\\ldots" in p or "\\ldots" in g:  # sequences: ordered, the ellipsis included
         ps, gs = _split_top(p), _split_top(g)
         return len(ps) == len(gs) and all(a == b or (a != "\\ldots" != b and _equivalent(a, b)) for a, b in zip(ps, gs))
     if _compare(p, g):
         return True
-    for pc in [p, *_chain_values(p)]:  # labelled or chained answers: compare by their last value too
-        for gc in [g, *_chain_values(g)]:
+    for pc in [p, *chains]:  # labelled or chained answers: compare by their last value too
+        for gc in [g, *(_chain_values(g, p) or [])]:
             if (pc, gc) != (p, g) and pc and gc and _compare(pc, gc):
                 return True
     return False

@@ -23,11 +23,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 from multiprocessing.connection import wait
 
-from rewards.math import check, extract_answer, normalize
+from rewards.math import MAX_ANSWER, check, extract_answer, normalize
+from rewards.verify import GradingTimeout, cpu_deadline
 
 _PLAIN_NUMBER = re.compile(r"-?\d{1,30}(\.\d{1,30})?")
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 GRACE = 0.5  # CPU seconds past the limit before the parent kills (the worker's own deadline fires first)
+MAX_FAILED_STARTS = 5  # workers in a row that die (or hang) before they are ready: then grading stops, clearly
+START_TIMEOUT = 600.0  # wall seconds a starting worker may take to import and warm up
 
 
 @dataclass
@@ -40,11 +43,15 @@ class Grade:
 
 def _fast_path(pred: str, gold: str) -> bool | None:
     """Decide without symbolic work when both sides are plain numbers or identical; None: undecided."""
+    if not pred.strip() or not gold.strip() or len(pred) > MAX_ANSWER or len(gold) > MAX_ANSWER:
+        return None  # empty or oversized: the full check decides (False)
     p, g = normalize(pred), normalize(gold)
     if p == g:
         return True
     if _PLAIN_NUMBER.fullmatch(p) and _PLAIN_NUMBER.fullmatch(g):
-        return Fraction(p) == Fraction(g)
+        if Fraction(p) == Fraction(g):
+            return True
+        return False if "." not in p + g else None  # decimals may equal by rounding (rewards.math.numbers_equal)
     return None
 
 
@@ -76,8 +83,16 @@ def _worker(conn, timeout: float, check_fn=check) -> None:  # pragma: no cover -
             conn.send(("error", False, False))
 
 
+class GraderWorkersFailed(RuntimeError):
+    """Grading workers keep dying before they are ready (a broken install, no memory): no grade is possible."""
+
+
 class GraderPool:
     """``grade(texts, golds)`` with at most ``timeout`` CPU seconds per equivalence check.
+
+    A worker that dies, idle or busy, is replaced (its check, if any, costs that sample). Workers that die
+    before they are ready ``MAX_FAILED_STARTS`` times in a row raise ``GraderWorkersFailed`` instead of
+    being replaced forever.
 
     ``check_fn`` is the workers' equivalence check (a picklable module-level function with
     ``rewards.math.check``'s signature); tests pass one that hangs where no signal reaches it."""
@@ -90,14 +105,16 @@ class GraderPool:
         self.procs: list = [None] * self.n
         self.conns: list = [None] * self.n
         self.ready = [False] * self.n
+        self.started = [0.0] * self.n
         self.timeouts = 0
+        self.failed_starts = 0  # in a row, pool-wide; reset when a worker becomes ready
 
     def _start(self, i: int) -> None:
         parent, child = self.ctx.Pipe()
         proc = self.ctx.Process(target=_worker, args=(child, self.timeout, self.check_fn), daemon=True)
         proc.start()
         child.close()
-        self.procs[i], self.conns[i], self.ready[i] = proc, parent, False
+        self.procs[i], self.conns[i], self.ready[i], self.started[i] = proc, parent, False, time.monotonic()
 
     def _kill(self, i: int) -> None:
         if self.procs[i] is not None:
@@ -108,6 +125,16 @@ class GraderPool:
         self.ready[i] = False
 
     def _replace(self, i: int) -> None:
+        if not self.ready[i]:  # it died (or hung) before it was ready
+            self.failed_starts += 1
+            if self.failed_starts >= MAX_FAILED_STARTS:
+                code = self.procs[i].exitcode if self.procs[i] is not None else None
+                self._kill(i)
+                raise GraderWorkersFailed(
+                    f"{self.failed_starts} grading workers in a row died before they were ready "
+                    f"(last exit code {code}); "
+                    "check that `python -c 'import rewards.math'` works in this environment"
+                )
         self._kill(i)
         self._start(i)  # warms up while the other workers go on
 
@@ -117,8 +144,13 @@ class GraderPool:
         pending: list[tuple[int, str, str]] = []
         for i, (text, gold) in enumerate(zip(texts, golds, strict=True)):
             try:
-                pred = extract_answer(text)
+                with cpu_deadline(self.timeout):  # extraction is linear, and bounded like a check all the same
+                    pred = extract_answer(text)
                 fast = _fast_path(pred, gold) if pred is not None else False
+            except GradingTimeout:
+                out.append(Grade(False, None, timed_out=True))
+                self.timeouts += 1
+                continue
             except Exception:  # a grading bug costs this sample (reward 0, counted), never the run
                 out.append(Grade(False, None, error=True))
                 continue
@@ -135,15 +167,22 @@ class GraderPool:
 
     def _run(self, tasks: list[tuple[int, str, str]], out: list[Grade]) -> None:
         for w in range(self.n):
-            if self.procs[w] is None or not self.procs[w].is_alive():
+            if self.procs[w] is None:
                 self._start(w)
+            elif not self.procs[w].is_alive():  # died since the last call
+                self._replace(w)
         queue = list(reversed(tasks))
         busy: dict[int, tuple[int, float | None, float]] = {}  # worker -> (row, CPU at dispatch, wall at dispatch)
         while queue or busy:
             for w in range(self.n):
                 if w not in busy and queue and self.ready[w]:
-                    row, pred, gold = queue.pop()
-                    self.conns[w].send((pred, gold))
+                    row, pred, gold = queue[-1]
+                    try:
+                        self.conns[w].send((pred, gold))
+                    except (BrokenPipeError, ConnectionResetError, OSError):  # it died while idle: the task waits
+                        self._replace(w)
+                        continue
+                    queue.pop()
                     busy[w] = (row, cpu_seconds(self.procs[w].pid), time.monotonic())
             live = [self.conns[w] for w in range(self.n) if self.conns[w] is not None]
             ready = wait(live, timeout=0.05)
@@ -156,12 +195,19 @@ class GraderPool:
                     status, ok, timed_out = "error", False, False
                     self._replace(w)
                 if status == "ready":
-                    self.ready[w] = True
+                    self.ready[w], self.failed_starts = True, 0
                     continue
                 if w in busy:
                     row = busy.pop(w)[0]
                     out[row].correct, out[row].error, out[row].timed_out = ok, status == "error", timed_out
                     self.timeouts += timed_out
+            for w in range(self.n):  # a worker that never gets ready (hung at import) is a failed start
+                if (
+                    self.procs[w] is not None
+                    and not self.ready[w]
+                    and time.monotonic() - self.started[w] > START_TIMEOUT
+                ):
+                    self._replace(w)
             for w in list(busy):
                 row, cpu0, wall0 = busy[w]
                 cpu = cpu_seconds(self.procs[w].pid)

@@ -6,6 +6,9 @@ What the shell changes, and why:
   normalized (``$answer$``). Its plain-expression path calls sympy's ``parse_expr`` (``eval``) on text, so
   it is never configured, and both of the library's ``parse_expr`` names are replaced by a function that
   raises.
+* The replacements hold only inside our own ``parse`` / ``verify`` calls (``_patched``) and are undone after,
+  so any other caller of Math-Verify in the process sees the library unchanged; ``_library`` checks that
+  every replaced name exists, so a library release that renames one fails loudly instead of running unpatched.
 * latex2sympy2 builds numbers with ``sympy.Number(text)``, which for a string goes through ``sympify`` (that
   is, ``parse_expr``). The shell swaps in ``safe_number``: a regex-checked digit string becomes ``Integer`` or
   ``Float`` directly. ``tests/test_grader.py`` records every ``parse_expr``, ``eval`` and ``exec`` call while
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import re
 import signal
 import threading
@@ -50,21 +54,63 @@ def _refuse(*args, **kwargs):
     raise ValueError("parse_expr is disabled in groupwise's grader: model text is never executed")
 
 
+# (module, attribute) -> our replacement. Each name must exist: a Math-Verify or latex2sympy2 release that renames
+# one would otherwise leave its text path silently unpatched, so ``_library`` refuses to run instead.
+_PATCHES = (  # (module, class or None, name, replacement name in this module)
+    ("latex2sympy2_extended.latex2sympy2", None, "Number", "safe_number"),  # convert_number(): Number(...)
+    ("latex2sympy2_extended.latex2sympy2", None, "parse_expr", "_refuse"),
+    ("latex2sympy2_extended.latex2sympy2", "_Latex2Sympy", "parse_number", "_parse_number"),
+    ("math_verify.parser", None, "parse_expr", "_refuse"),
+    ("math_verify.parser", None, "parse_expr_cached", "_refuse"),
+)
+_patch_lock = threading.RLock()
+_patch_depth = 0
+
+
+def _parse_number(self, text):
+    return safe_number(text)
+
+
+def _owner(module: str, cls: str | None):
+    owner = importlib.import_module(module)
+    return getattr(owner, cls) if cls else owner
+
+
 @functools.cache
 def _library():
-    """Import Math-Verify and close the paths that would execute text (once per process)."""
-    import latex2sympy2_extended.latex2sympy2 as l2s
+    """Import Math-Verify and check that every name we replace while grading exists (once per process)."""
     import math_verify
-    import math_verify.parser as mv_parser
     from math_verify import LatexExtractionConfig
 
-    l2s.Number = safe_number  # convert_number(): module-level Number(...)
-    l2s._Latex2Sympy.parse_number = lambda self, text: safe_number(text)
-    l2s.parse_expr = _refuse
-    mv_parser.parse_expr = _refuse
-    mv_parser.parse_expr_cached = _refuse
+    missing = [f"{m}.{c + '.' if c else ''}{n}" for m, c, n, _ in _PATCHES if not hasattr(_owner(m, c), n)]
+    if missing:
+        raise ImportError(
+            f"math-verify / latex2sympy2_extended changed: {missing} no longer exist, so groupwise's grader cannot "
+            "close the paths that would execute model text; pin math-verify==0.9.0 or update rewards/verify.py"
+        )
     config = [LatexExtractionConfig(boxed_match_priority=0)]
     return math_verify, config
+
+
+@contextlib.contextmanager
+def _patched():
+    """The library's text-executing names replaced for the duration of our own call only, then restored: other
+    callers of Math-Verify in this process see it unchanged. Re-entrant; one grading thread at a time."""
+    global _patch_depth
+    with _patch_lock:
+        saved = []
+        if _patch_depth == 0:
+            for module, cls, name, replacement in _PATCHES:
+                owner = _owner(module, cls)
+                saved.append((owner, name, owner.__dict__[name]))
+                setattr(owner, name, globals()[replacement])
+        _patch_depth += 1
+        try:
+            yield
+        finally:
+            _patch_depth -= 1
+            for owner, name, original in saved:
+                setattr(owner, name, original)
 
 
 @contextlib.contextmanager
@@ -91,7 +137,8 @@ def cpu_deadline(seconds: float | None):
 def parse(answer: str) -> tuple:
     """Math-Verify's parse of one normalized answer (cached: a gold answer is seen G times a step)."""
     mv, config = _library()
-    return tuple(mv.parse(f"${answer}$", extraction_config=config, parsing_timeout=None))
+    with _patched():
+        return tuple(mv.parse(f"${answer}$", extraction_config=config, parsing_timeout=None))
 
 
 def verify(pred: str, gold: str) -> tuple[bool, tuple, tuple]:
@@ -100,4 +147,8 @@ def verify(pred: str, gold: str) -> tuple[bool, tuple, tuple]:
     g, p = parse(gold), parse(pred)
     if not g or not p:
         return False, g, p
-    return bool(mv.verify(list(g), list(p), allow_set_relation_comp=True, timeout_seconds=None)), g, p
+    with _patched():
+        return bool(mv.verify(list(g), list(p), allow_set_relation_comp=True, timeout_seconds=None)), g, p
+
+
+_library()  # at import: a library release that renamed a patched name fails here, loudly

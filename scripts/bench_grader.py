@@ -8,6 +8,9 @@ docs/benchmarks.md.
 
     python scripts/bench_grader.py                    # the mix, 4 variants of 500 problems
     python scripts/bench_grader.py --hostile --limit 200
+    python scripts/bench_grader.py --math-verify-suite PATH/Math-Verify/tests   # agreement on its test cases
+    python scripts/bench_grader.py --traps            # false-positive traps (tests/grader_traps.py), both graders
+    python scripts/bench_grader.py --extraction-worst # CPU time of extraction on pathological texts
 """
 
 from __future__ import annotations
@@ -56,7 +59,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--hostile", action="store_true")
     ap.add_argument("--deadline", type=float, default=300.0, help="wall seconds for the Math-Verify-alone leg")
+    ap.add_argument("--math-verify-suite", metavar="DIR", help="agreement on Math-Verify's own tests/ (a checkout)")
+    ap.add_argument("--traps", action="store_true", help="agreement on our false-positive traps")
+    ap.add_argument("--extraction-worst", action="store_true", help="extraction CPU time on pathological texts")
+    ap.add_argument("-v", "--verbose", action="store_true", help="list the cases where groupwise disagrees")
     args = ap.parse_args()
+    if args.math_verify_suite:
+        return agreement(math_verify_cases(Path(args.math_verify_suite)), "Math-Verify's test suite")
+    if args.traps:
+        from tests.grader_traps import TRAPS
+
+        return agreement([(g, p, e, cat) for cat, rows in TRAPS.items() for p, g, e in rows], "false-positive traps")
+    if args.extraction_worst:
+        return extraction_worst()
 
     golds = [json.loads(x)["answer"] for x in Path(args.data).read_text().splitlines()[: args.limit]]
     texts, refs = responses(golds, args.hostile)
@@ -97,6 +112,89 @@ def main() -> None:
         )
     else:
         print(f"Math-Verify alone    : {len(texts) / dt:7.1f} answers/s  (its own 5 s alarm per check)")
+
+
+def math_verify_cases(folder: Path) -> list[tuple[str, str, int, str]]:
+    """(gold, pred, expected, file) of every ``@pytest.mark.parametrize("gold,pred,expected", [...])`` row of
+    Math-Verify's tests, read with ``ast`` (nothing of theirs is run or copied)."""
+    import ast
+
+    cases = []
+    for path in sorted(folder.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "parametrize" and node.args):
+                continue
+            names = (
+                [n.strip() for n in ast.literal_eval(node.args[0]).split(",")]
+                if isinstance(node.args[0], ast.Constant)
+                else []
+            )
+            if not {"gold", "pred", "expected"} <= set(names) or not isinstance(node.args[1], ast.List):
+                continue
+            for row in node.args[1].elts:
+                try:
+                    values = dict(zip(names, ast.literal_eval(row)))
+                except ValueError:
+                    continue
+                if all(isinstance(values[k], str) for k in ("gold", "pred")):
+                    cases.append((values["gold"], values["pred"], int(values["expected"]), path.stem))
+    return cases
+
+
+def agreement(cases: list[tuple[str, str, int, str]], name: str) -> None:
+    """Share of cases where each grader gives the expected verdict; false positives counted apart. Ours: the
+    extracted answer of each side (the side itself when it has no anchor), then ``is_equivalent``."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    from rewards.math import extract_answer, is_equivalent
+
+    def ours(gold: str, pred: str) -> bool:
+        g, p = extract_answer(gold) or gold, extract_answer(pred) or pred
+        return is_equivalent(p, g, time_limit=5.0)
+
+    def theirs(gold: str, pred: str) -> bool:
+        config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+        try:
+            return bool(verify(parse(gold, config), parse(pred, config), timeout_seconds=5))
+        except Exception:
+            return False
+
+    for label, fn in (("groupwise", ours), ("Math-Verify alone", theirs)):
+        hits = fps = fns = 0
+        misses = []
+        for gold, pred, expected, where in cases:
+            got = fn(gold, pred)
+            hits += got == bool(expected)
+            fps += got and not expected
+            fns += expected and not got
+            if got != bool(expected):
+                misses.append((where, gold[:60], pred[:60], expected))
+        print(
+            f"{name}, {label:17s}: {hits}/{len(cases)} = {100 * hits / len(cases):.1f}% agree, "
+            f"{fps} false positives, {fns} false negatives"
+        )
+        if label == "groupwise" and "-v" in sys.argv:
+            for m in misses:
+                print("   ", m)
+
+
+def extraction_worst() -> None:
+    from rewards.extract import MAX_TEXT, extract_answer
+
+    n = MAX_TEXT
+    texts = {
+        "\\boxed{ repeated": "\\boxed{" * (n // 7), "nested boxes": "\\boxed{" * (n // 14) + "}" * (n // 14),
+        "{ repeated": "{" * n, "the answer is repeated": "the answer is " * (n // 14), "#### repeated": "#" * n,
+        "$ repeated": "$" * n, "Answer: lines": "\nAnswer:" * (n // 8), "\\[ repeated": "\\[" * (n // 2),
+        "** repeated": "*" * n, "boxes joined": "\\boxed{1}, " * (n // 11), "spaces": "the answer" + " " * n,
+    }  # fmt: skip
+    worst = 0.0
+    for label, text in texts.items():
+        t = time.process_time()
+        extract_answer(text)
+        worst = max(worst, time.process_time() - t)
+        print(f"{label:24s} {len(text):7d} chars  {time.process_time() - t:.3f} s CPU")
+    print(f"worst: {worst:.3f} s CPU")
 
 
 def _math_verify_alone(texts: list[str], refs: list[str], done) -> None:

@@ -274,9 +274,7 @@ def pool():
 def test_hostile_inputs_return_false_quickly_and_execute_nothing(pool, tmp_path):
     texts = [f"The answer is \\boxed{{{h}}}" for h in HOSTILE] + HOSTILE
     golds = ["5"] * len(texts)
-    t0 = time.monotonic()
-    grades = pool.grade(texts, golds)
-    assert time.monotonic() - t0 < 30
+    grades = pool.grade(texts, golds)  # no wall-clock bound here: a loaded machine may take long (CPU bounds below)
     assert not any(g.correct for g in grades)
     import os
 
@@ -287,13 +285,31 @@ def test_look_alike_digits_are_normalized(pool):
     assert [g.correct for g in pool.grade(["\\boxed{１２３}", "\\boxed{𝟓}"], ["123", "5"])] == [True, True]
 
 
+def _slow_on_marker(pred: str, gold: str, timeout):  # pragma: no cover - runs in a grading worker
+    """rewards.math.check itself, whose comparison spins forever in Python (where its SIGPROF deadline reaches)
+    when the prediction is SLOW: the check runs over on any machine, however fast."""
+    import rewards.math as math_module
+
+    if pred == "SLOW":
+
+        def spin(p, g):
+            while True:
+                pass
+
+        math_module._equivalent, real = spin, math_module._equivalent
+        try:
+            return math_module.check(pred, gold, timeout)
+        finally:
+            math_module._equivalent = real
+    return math_module.check(pred, gold, timeout)
+
+
 def test_a_check_that_runs_over_is_false_and_counted():
     """The worker's own CPU deadline ends a slow (not hostile-looking) check: False, timed out, worker kept."""
-    slow = GraderPool(workers=1, timeout=0.3)
+    slow = GraderPool(workers=1, timeout=0.3, check_fn=_slow_on_marker)
     try:
-        slow_text = "(x+y+z+1)^{200}"  # expanding it takes seconds; nothing about it is hostile
-        assert not hostile(slow_text)
-        grades = slow.grade([f"\\boxed{{{slow_text}}}"], ["1"])
+        assert not hostile("SLOW")
+        grades = slow.grade(["\\boxed{SLOW}"], ["1"])
         assert [(g.correct, g.timed_out) for g in grades] == [(False, True)]
         assert slow.timeouts == 1
         assert slow.grade(["\\boxed{x^2+2x+1}"], ["(x+1)^2"])[0].correct  # the pool still works

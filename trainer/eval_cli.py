@@ -20,6 +20,8 @@ def run_eval(args) -> str:
 
     if not args.model:
         raise FileNotFoundError("groupwise eval needs a MODEL (or --compare RESULTS...)")
+    if not args.temperature > 0:  # both samplers divide by it, as does the config's eval.temperature (0, inf)
+        raise ValueError(f"--temperature must be > 0, got {args.temperature}: greedy decoding is not supported")
     path = resolve_model_path(args.model)
     device = dist.pick_device(args.device)
     tok = AutoTokenizer.from_pretrained(path)
