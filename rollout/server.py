@@ -91,7 +91,7 @@ class ServerBackend:
         adapter = requests.adapters.HTTPAdapter(pool_connections=len(self.urls), pool_maxsize=MAX_IN_FLIGHT)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self.state = {"version": 0, "lock": threading.Lock()}  # shared with with_sampling() views
+        self.state = {"version": 0, "lock": threading.Lock(), "drop_lock": threading.Lock()}  # shared by views
         self._nccl: dict[str, object] = {}
         if push == "file" and named_tensors is not None and self.push_dir is None:
             raise ValueError("the file weight push needs push_dir, a directory the servers can read")
@@ -193,8 +193,7 @@ class ServerBackend:
                 return [self._completion(prompt, c) for c in choices]
             except Exception as e:  # connection refused, timeout, 5xx: this server leaves the rotation
                 errors.append(f"{url}: {type(e).__name__}: {e}")
-                if url in self.live:
-                    self.live.remove(url)
+                self._drop(url)
                 attempt += 1
 
     @staticmethod
@@ -295,13 +294,19 @@ class ServerBackend:
         with ThreadPoolExecutor(max_workers=max(1, len(live))) as pool:
             results = list(pool.map(lambda u: _try(fn, u), live))
         for url, err in zip(live, results):
-            if err is not None and url in self.live:
-                self.live.remove(url)
+            if err is not None:
+                self._drop(url)
         if not self.live:
             raise RolloutUnavailable(
                 f"the weight push failed on every rollout server ({'; '.join(e for e in results if e)}); restart "
                 "them and resume the run from its last checkpoint with --resume"
             )
+
+    def _drop(self, url: str) -> None:
+        """Take a server out of the rotation for the rest of the run (requests run in many threads)."""
+        with self.state["drop_lock"]:
+            if url in self.live:
+                self.live.remove(url)
 
     def _control(self, url: str, path: str, body: dict | None = None) -> dict:
         r = self.session.post(
