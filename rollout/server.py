@@ -4,7 +4,7 @@ or others, sized apart from the learner.
 The servers are vLLM's own OpenAI-compatible server started with ``VLLM_SERVER_DEV_MODE=1`` (its RL routes),
 ``--logprobs-mode processed_logprobs`` (the sampler's log-probs after temperature, the learner's quantity),
 ``--worker-extension-cls rollout.vllm_backend.WeightSyncExtension`` and ``--middleware
-rollout.server_guard.SharedSecretGuard``; ``trainer.launch`` builds that command line from the typed config.
+rollout.server_guard.SharedSecretGuard``; ``app.launch`` builds that command line from the typed config.
 
 * **Generation**: prompt ``j`` of a call goes to live server ``(j + rank) mod n`` as one ``/v1/completions``
   request with ``n=G``, token ids in and out (``return_token_ids``), the sampled tokens' log-probs
@@ -107,7 +107,7 @@ class ServerBackend:
             if self.model not in served:
                 raise ServerMismatch(
                     f"rollout server {url} serves {served}, not model.path {self.model!r}: start it with "
-                    f"--model {self.model} (trainer.launch does), or point rollout.servers at the right servers"
+                    f"--model {self.model} (app.launch does), or point rollout.servers at the right servers"
                 )
             length = next(m.get("max_model_len") for m in info if m.get("id") == self.model)
             if self.max_model_len is not None and length != self.max_model_len:

@@ -28,7 +28,7 @@ PARTS = ("time/generate", "time/rollout", "time/update", "time/settle", "time/pu
 
 def run(k: int, model: Path, work: Path, args) -> dict[str, float]:
     run_dir = work / f"k{k}"
-    cmd = [sys.executable, "-m", "trainer.cli", "launch", "--servers", "1", "--port", str(args.port)]
+    cmd = [sys.executable, "-m", "app.cli", "launch", "--servers", "1", "--port", str(args.port)]
     cmd += ["--server-cpus", args.server_cpus, "--trainer-cpus", args.trainer_cpus]
     cmd += [
         f"model.path={model}",

@@ -5,7 +5,7 @@ python scripts/build_tiny_model.py OUT_DIR [--hidden 64] [--layers 2] [--seed 0]
 
 import sys
 
-from trainer.cli import main
+from app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["build-tiny", *sys.argv[1:]]))

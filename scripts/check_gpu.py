@@ -146,9 +146,9 @@ def plan(args) -> list[Check]:
     model, run = work / "qwen2.5-0.5b-shaped", work / "train"
     if args.train_gpus > 1:
         launcher = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.train_gpus)]
-        launcher += ["-m", "trainer.cli", "train"]
+        launcher += ["-m", "app.cli", "train"]
     else:
-        launcher = [py, "-m", "trainer.cli", "train"]  # what the `groupwise train` console script runs
+        launcher = [py, "-m", "app.cli", "train"]  # what the `groupwise train` console script runs
     train = launcher + train_overrides(model, run, args.train_steps, args.train_gpus, args.train_zero)
     learner_xml, vllm_xml = work / "tests-learner.xml", work / "tests-vllm.xml"
     return [
@@ -188,7 +188,7 @@ def plan(args) -> list[Check]:
             360,
             150,
             needs=("build-model",),
-            note=f"(python -m trainer.cli is `groupwise`); figures from {run}/metrics.jsonl, first step = warm-up",
+            note=f"(python -m app.cli is `groupwise`); figures from {run}/metrics.jsonl, first step = warm-up",
             clean=(run,),
             post=lambda res, results: train_result(res, results, args),
         ),

@@ -23,8 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from app.report import run_summary
 from trainer.metrics import read_metrics
-from trainer.report import run_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 START = "builtin:toy-shortcut5"  # configs/lab/base.yaml's model.path
@@ -68,7 +68,7 @@ def run_one(name: str, seed: int, runs: Path, extra: list[str]) -> tuple[str, in
 
 
 def summarize(run: Path) -> dict | None:
-    """The run's first and last held-out evaluation (``trainer.report.run_summary``), judged by the criteria."""
+    """The run's first and last held-out evaluation (``app.report.run_summary``), judged by the criteria."""
     s = run_summary(run)
     if s is None or len(s["history"]) < 2:
         return None

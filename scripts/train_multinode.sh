@@ -20,4 +20,4 @@ fi
 exec torchrun \
   --nnodes "$nnodes" --node_rank "$node_rank" --nproc_per_node "$gpus" \
   --rdzv_backend c10d --rdzv_endpoint "${MASTER_ADDR:-localhost}:$port" --rdzv_id "${RDZV_ID:-${SLURM_JOB_ID:-groupwise}}" \
-  -m trainer.cli train "$@"
+  -m app.cli train "$@"

@@ -4,4 +4,4 @@
 set -euo pipefail
 nproc=${1:?usage: scripts/train_node.sh NPROC [train args...]}
 shift
-exec torchrun --standalone --nproc_per_node "$nproc" -m trainer.cli train "$@"
+exec torchrun --standalone --nproc_per_node "$nproc" -m app.cli train "$@"

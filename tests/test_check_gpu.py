@@ -33,7 +33,7 @@ def test_dry_run_lists_every_step_with_its_command_and_runs_nothing(tmp_path):
     for i, name in enumerate(names, 1):
         assert f"{i:>2}. {name}" in text, text
     assert "-m 'gpu and not vllm' tests/test_gpu.py" in text and "-m 'gpu and vllm' tests/test_gpu.py" in text
-    assert "trainer.cli train" in text and "rollout.backend=vllm" in text and "model.dtype=bf16" in text
+    assert "app.cli train" in text and "rollout.backend=vllm" in text and "model.dtype=bf16" in text
     assert "limit 480 s" in text and str(out) in text
     assert not out.exists() and not (tmp_path / "work").exists()
 

@@ -67,15 +67,16 @@ def test_every_field_is_documented():
 
 def test_a_budget_the_model_cannot_hold_fails_at_start_up(tiny_model_dir):
     """The tiny model has 1024 positions: prompt + completion budgets beyond them are refused up front."""
-    from trainer.components import check_context
+    from trainer.components import check_context, model_positions
 
+    limit = model_positions(str(tiny_model_dir))
     cfg = load_config(None, [f"model.path={tiny_model_dir}", "data.max_prompt_tokens=1000"])
     with pytest.raises(ConfigError, match=r"= 1096 tokens, but .* holds 1024 positions"):
-        check_context(cfg, str(tiny_model_dir))
+        check_context(cfg, limit)
     cfg = load_config(None, [f"model.path={tiny_model_dir}", "eval.max_new_tokens=2000"])
     with pytest.raises(ConfigError, match=r"eval\.max_new_tokens"):
-        check_context(cfg, str(tiny_model_dir))
-    check_context(load_config(None, [f"model.path={tiny_model_dir}"]), str(tiny_model_dir))  # the defaults fit
+        check_context(cfg, limit)
+    check_context(load_config(None, [f"model.path={tiny_model_dir}"]), limit)  # the defaults fit
 
 
 def test_vllm_training_refuses_top_p_below_one():
@@ -230,7 +231,7 @@ def test_stale_samples_are_corrected_by_default_and_on_policy_ones_are_not():
 
 
 def test_servers_off_loopback_need_the_shared_secret(monkeypatch):
-    from trainer.launch import check_host, server_command
+    from app.launch import check_host, server_command
 
     monkeypatch.delenv("GROUPWISE_SERVER_SECRET", raising=False)
     check_host("127.0.0.1")

@@ -92,7 +92,7 @@ def test_eval_cli_on_tiny_model_and_local_jsonl(tiny_model_dir, cli_env, tmp_pat
 
 
 def test_plot_writes_a_png_from_a_metrics_file(tmp_path):
-    from trainer.plots import plot_runs
+    from app.plots import plot_runs
 
     rows = [{"step": s, "accuracy": s / 10, "length/mean": 50 - s, "loss": 0.1, "grad_norm": 1.0} for s in range(10)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

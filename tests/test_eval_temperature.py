@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainer.eval_cli import run_eval
+from app.eval_cli import run_eval
 
 
 @pytest.mark.parametrize("temperature", [0.0, -1.0])

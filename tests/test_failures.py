@@ -36,7 +36,7 @@ def cli(args: list[str], env: dict, extra_env: dict | None = None, timeout: int 
 
 
 def torchrun_cli(args: list[str], env: dict, extra_env: dict) -> subprocess.CompletedProcess:
-    cmd = [bin_path("torchrun"), "--nproc_per_node", "2", "--standalone", "-m", "trainer.cli", "train", *BASE, *args]
+    cmd = [bin_path("torchrun"), "--nproc_per_node", "2", "--standalone", "-m", "app.cli", "train", *BASE, *args]
     env = {**env, **extra_env, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=ROOT)
 

@@ -307,12 +307,12 @@ def test_weight_sync_round_trip_within_bf16_tolerance(engine):
 
 
 def _server_push_round_trip(gpu_model_dir, tmp_path, push: str, server_gpu: str | None):
-    """A real ``vllm serve`` started from the config (``trainer.launch``), a bf16 learner on GPU 0: perturb,
+    """A real ``vllm serve`` started from the config (``app.launch``), a bf16 learner on GPU 0: perturb,
     ``sync_weights()`` through the server backend, and the server's log-probs are the learner's again."""
     from transformers import AutoTokenizer
 
+    from app.launch import start_servers, stop_servers
     from trainer.components import build_backend
-    from trainer.launch import start_servers, stop_servers
     from trainer.learner import Learner
 
     cfg = make_config(gpu_model_dir, prompts=2, group_size=4, max_new_tokens=NEW, mbs=8)

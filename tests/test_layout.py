@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("trainer", "rollout", "rewards", "losses", "toylab")
+PACKAGES = ("app", "trainer", "rollout", "rewards", "losses", "toylab")
 
 
 def _imports() -> dict[str, set[str]]:
@@ -63,6 +63,18 @@ def test_packages_import_one_way():
         deps.discard(p)
     assert _cycle(pkg_graph) is None, " -> ".join(_cycle(pkg_graph) or [])
     assert "trainer" not in pkg_graph["toylab"] and "toylab" not in pkg_graph["rollout"]
+
+
+def test_the_application_sits_on_top_and_the_trainer_never_loads_the_toy_lab():
+    """``app`` (CLI, benchmarks, launch, reports, plots) imports the library; nothing imports ``app``. The
+    toy lab is resolved at the entry point, so the training core loads without the CPU demo's builders."""
+    pkg_graph: dict[str, set[str]] = {}
+    for mod, deps in _imports().items():
+        pkg_graph.setdefault(mod.split(".")[0], set()).update(d.split(".")[0] for d in deps)
+    assert {"trainer", "rollout", "toylab"} <= pkg_graph["app"]
+    for lib in ("trainer", "rollout", "rewards", "losses", "toylab"):
+        assert "app" not in pkg_graph.get(lib, set()), f"{lib} imports the application layer"
+    assert "toylab" not in pkg_graph["trainer"]
 
 
 def test_math_modules_import_only_torch_stdlib_sympy_and_the_grading_library():

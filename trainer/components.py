@@ -28,25 +28,22 @@ def context_tokens(cfg: Config) -> int:
     return cfg.data.max_prompt_tokens + max(cfg.rollout.max_new_tokens, cfg.eval.max_new_tokens)
 
 
-def check_context(cfg: Config, model_path: str | None = None) -> None:
-    """A prompt + completion budget the model cannot hold fails at start-up, not at the first long sample.
-    Builtin models are checked before they are built (``model_path`` None); others from their config."""
-    from toylab import reasoner
-
-    if cfg.model.path.startswith("builtin:"):
-        limit = reasoner.POSITIONS if cfg.model.path in reasoner.BUILTINS else 1024  # tiny-random: build_model default
-    elif model_path is None:
-        return
-    else:
-        from transformers import AutoConfig
-
-        limit = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+def check_context(cfg: Config, limit: int | None) -> None:
+    """A prompt + completion budget the model cannot hold (``limit`` positions; None: unknown) fails at
+    start-up, not at the first long sample."""
     need = context_tokens(cfg)
     if limit is not None and need > limit:
         raise ConfigError(
             f"data.max_prompt_tokens + max(rollout.max_new_tokens, eval.max_new_tokens) = {need} tokens, but "
             f"{cfg.model.path} holds {limit} positions (max_position_embeddings); lower them so they sum to <= {limit}"
         )
+
+
+def model_positions(model_path: str) -> int | None:
+    """``max_position_embeddings`` of a saved or hub model (None when its config does not say)."""
+    from transformers import AutoConfig
+
+    return getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
 
 
 def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: torch.device, lockstep=None):

@@ -12,6 +12,8 @@ A step is a pure function of (config, step, state after the previous step), whic
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,9 +22,8 @@ from transformers import AutoTokenizer
 from rewards.pool import GraderPool
 from rewards.schemes import RewardBatch
 from rollout.base import FINISH_REASONS, Completion, collate
-from rollout.data import PromptSampler, load_source
+from rollout.data import Example, PromptSampler
 from rollout.server import RolloutUnavailable
-from toylab.reasoner import resolve_model_path, task_rows
 from trainer import checkpoint, dist, faults
 from trainer.advantages import group_advantages
 from trainer.ahead import Ahead
@@ -31,20 +32,33 @@ from trainer.components import (
     build_backend,
     build_reward,
     check_context,
+    model_positions,
     on_collapse,
     rollout_seed,
     sample_step,
     step_prompts,
 )
 from trainer.config import Config, ConfigError, resolve, save_config, to_dict, validate
-from trainer.evaluate import PeriodicEval, periodic_eval_rows
+from trainer.evaluate import PeriodicEval
 from trainer.guards import CollapseGuard, is_degenerate
 from trainer.learner import Learner
 from trainer.lifecycle import Preempted, Preemption, TrainingHalted, truncate_history, write_event
 from trainer.metrics import MetricsLogger
 
 
-def train(cfg: Config) -> Path:
+@dataclass
+class RunInputs:
+    """What the entry point resolves before any model is built (``app.inputs``): the loop trains on plain rows
+    and a model directory, whatever made them (a JSONL file, the hub, the toy lab in memory)."""
+
+    rows: list[Example]  # the training problems
+    eval_rows: list[Example]  # eval.benchmark's problems ([] without periodic evaluation)
+    model_path: Callable[[], str]  # the model directory; rank 0 calls it first (it may build the model), then all
+    positions: int | None = None  # positions the model holds, when known before it exists (a builtin model)
+    skipped_rows: list[str] = field(default_factory=list)  # malformed rows skipped with data.skip_bad_rows
+
+
+def train(cfg: Config, inputs: RunInputs) -> Path:
     """Run training to ``cfg.steps`` steps (continuing a checkpoint with ``resume=auto``); returns the run dir."""
     device = dist.pick_device(cfg.device)
     dist.init(device.type)
@@ -52,28 +66,19 @@ def train(cfg: Config) -> Path:
     resolve(cfg)
     rank, world = dist.rank(), dist.world()
     run_dir = Path(cfg.run_dir)
-    # every file the run reads is read and checked before any model is built (the toy reasoner takes minutes)
-    skipped_rows: list[str] = []
-    d = cfg.data
-    if d.source == "toy":  # a builtin toy reasoner trains on its own task
-        rows = task_rows(cfg.model.path, d.arith_size, cfg.seed, d.arith_operands, d.arith_max_value)
-    else:
-        rows = load_source(
-            d.source, cfg.seed, d.arith_operands, d.arith_max_value, d.arith_size, d.skip_bad_rows, skipped_rows
-        )
-    eval_rows = periodic_eval_rows(cfg) if cfg.eval.every else []
-    sampler = PromptSampler(rows, d.prompts_per_step, cfg.seed)  # an empty dataset fails here
-    check_context(cfg)  # builtin models: before they are built
+    d, skipped_rows = cfg.data, inputs.skipped_rows
+    sampler = PromptSampler(inputs.rows, d.prompts_per_step, cfg.seed)  # an empty dataset fails here
+    check_context(cfg, inputs.positions)  # a builtin model: before it is built (the toy reasoner takes minutes)
     ckpt = checkpoint.latest(run_dir) if cfg.resume == "auto" else None
     if dist.is_main():
         _check_run_dir(cfg, run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         checkpoint.discard_incomplete(run_dir)
-        resolve_model_path(cfg.model.path)  # builds builtin models once, on rank 0
+        inputs.model_path()  # builds a builtin model once, on rank 0
     dist.barrier()
-    model_path = resolve_model_path(cfg.model.path)
-    check_context(cfg, model_path)
+    model_path = inputs.model_path()
+    check_context(cfg, model_positions(model_path))
     torch.manual_seed(cfg.seed)
 
     tok = AutoTokenizer.from_pretrained(model_path)
@@ -96,7 +101,7 @@ def train(cfg: Config) -> Path:
         g.degenerate_rise,
         g.accuracy_ratio,
     )
-    evaluator = PeriodicEval(cfg, eval_backend, tok, grader, run_dir, eval_rows) if e.every else None
+    evaluator = PeriodicEval(cfg, eval_backend, tok, grader, run_dir, inputs.eval_rows) if e.every else None
     G, per_rank = cfg.rollout.group_size, d.prompts_per_step // world
     run = {"rollbacks": 0, "nonfinite_streak": 0}  # loop state saved with every checkpoint
     ahead: Ahead | None = None  # rollout.max_staleness >= 1: batches generated while the learner trains
@@ -267,10 +272,6 @@ def train(cfg: Config) -> Path:
         preemption.restore()
         logger.close()
         grader.close()
-    if dist.is_main():
-        from trainer.plots import plot_runs
-
-        plot_runs([run_dir], run_dir / "curves.png")
     dist.barrier()
     return run_dir
 

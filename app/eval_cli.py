@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from trainer.evaluate import DEFAULT_INSTRUCTION, compare_table, evaluate, load_benchmark, markdown_table
+from app.benchmarks import DEFAULT_INSTRUCTION, load_benchmark
+from trainer.evaluate import compare_table, evaluate, markdown_table
 
 
 def run_eval(args) -> str:

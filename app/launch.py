@@ -204,7 +204,7 @@ def launch(args) -> int:
             "--nproc_per_node",
             str(args.nproc),
             "-m",
-            "trainer.cli",
+            "app.cli",
             "train",
         ]
         for c in args.config or []:

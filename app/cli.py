@@ -101,43 +101,47 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "train":
             _quiet_libraries()
+            from app.inputs import run_inputs
             from trainer.config import load_config
             from trainer.loop import train
 
             cfg = load_config(args.config, args.overrides + (["resume=auto"] if args.resume else []))
-            run_dir = train(cfg)
+            run_dir = train(cfg, run_inputs(cfg))
             from trainer import dist
 
             if not dist.is_main():
                 return 0
+            from app.plots import plot_runs
+
+            plot_runs([run_dir], run_dir / "curves.png")
             if (run_dir / "eval.jsonl").exists():
-                from trainer.report import before_after_table
+                from app.report import before_after_table
 
                 print(before_after_table([run_dir]))
             print(f"run finished: {run_dir}/metrics.jsonl, {run_dir}/curves.png")
         elif args.cmd in ("launch", "serve"):
             _quiet_libraries()
-            from trainer.launch import launch
+            from app.launch import launch
 
             return launch(args)
         elif args.cmd == "eval":
             _quiet_libraries()
-            from trainer.eval_cli import compare, run_eval
+            from app.eval_cli import compare, run_eval
 
             print(compare(args.compare) if args.compare else run_eval(args))
         elif args.cmd == "plot":
-            from trainer.plots import plot_runs
+            from app.plots import plot_runs
 
             print(plot_runs([Path(r) for r in args.runs], args.out))
         elif args.cmd == "report":
-            from trainer.report import before_after_table
+            from app.report import before_after_table
 
             table = before_after_table(args.runs)
             print(table)
             if args.out:
                 Path(args.out).write_text(table + "\n")
             if args.plot:
-                from trainer.plots import plot_runs
+                from app.plots import plot_runs
 
                 print(plot_runs([Path(r) for r in args.runs], args.plot))
         elif args.cmd == "build-tiny":
