@@ -4,16 +4,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from rewards.schemes import build_scheme
-from rollout.base import encode_prompt
+from rewards.schemes import RewardBatch, build_scheme
+from rollout.base import FINISH_REASONS, Completion, encode_prompt
 from rollout.hf import HFBackend
 from trainer import checkpoint, dist
 from trainer.advantages import zero_variance_share
 from trainer.config import Config, ConfigError
+from trainer.guards import is_degenerate
 from trainer.learner import Learner
 from trainer.lifecycle import TrainingHalted, write_event
 
@@ -112,21 +115,63 @@ def build_reward(cfg: Config):
     )
 
 
-def batch_metrics(full: dict[str, torch.Tensor], rewards: torch.Tensor, group_size: int) -> dict[str, float]:
-    """Reward, accuracy and length statistics of the whole step's batch."""
-    correct, lengths = full["correct"], full["lengths"]
+@dataclass
+class Outcomes:
+    """What the step's completions did, over the whole batch (every rank's rows, rank 0's first), each
+    ``[N_global]``: the reward scheme's inputs and the counts the metrics report."""
+
+    correct: torch.Tensor  # 1.0 for a correct final answer
+    has_answer: torch.Tensor  # 1.0 when a final answer could be extracted
+    lengths: torch.Tensor  # completion tokens, EOS included
+    truncated: torch.Tensor  # 1.0 when the completion hit max_new_tokens
+    grade_timeouts: torch.Tensor  # 1.0 when grading hit its time limit
+    grade_errors: torch.Tensor  # 1.0 when grading raised
+    degenerate: torch.Tensor  # 1.0 for an empty or repetitive completion
+    abnormal: torch.Tensor  # 1.0 for a finish reason other than stop / length (vllm: abort, error)
+
+    @classmethod
+    def gather(cls, completions: list[Completion], grades: list) -> Outcomes:
+        """This rank's completions and grades, gathered from every rank (a collective)."""
+        local = [
+            (
+                float(gr.correct),
+                float(gr.extracted is not None),
+                float(len(c.token_ids)),
+                float(c.finish_reason == "length"),
+                float(gr.timed_out),
+                float(gr.error),
+                float(is_degenerate(c.text)),
+                float(c.finish_reason not in FINISH_REASONS),
+            )
+            for c, gr in zip(completions, grades, strict=True)
+        ]
+        rows = [row for part in dist.gather_objects(local) for row in part]
+        columns = torch.tensor(rows, dtype=torch.float32).reshape(len(rows), len(dataclasses.fields(cls))).T
+        return cls(*(c.contiguous() for c in columns))
+
+    def reward_batch(self, group_size: int, max_new_tokens: int) -> RewardBatch:
+        return RewardBatch(self.correct, self.has_answer, self.lengths, self.truncated, group_size, max_new_tokens)
+
+
+def batch_metrics(out: Outcomes, rewards: torch.Tensor, group_size: int) -> dict[str, float]:
+    """Reward, accuracy, length and grading statistics of the whole step's batch."""
+    correct, lengths = out.correct, out.lengths
     ok = correct > 0
     return {
         "reward/mean": rewards.mean().item(),
         "reward/std": rewards.std().item() if rewards.numel() > 1 else 0.0,
         "accuracy": correct.mean().item(),
-        "answer_rate": full["has_answer"].mean().item(),
+        "answer_rate": out.has_answer.mean().item(),
         "length/mean": lengths.mean().item(),
         "length/max": lengths.max().item(),
         "length/correct": lengths[ok].mean().item() if ok.any() else float("nan"),
         "length/incorrect": lengths[~ok].mean().item() if (~ok).any() else float("nan"),
-        "truncation_rate": full["truncated"].mean().item(),
+        "truncation_rate": out.truncated.mean().item(),
         "zero_var_groups": zero_variance_share(rewards, group_size),
+        "reward/grade_timeouts": out.grade_timeouts.sum().item(),
+        "reward/grade_errors": out.grade_errors.sum().item(),
+        "degenerate_share": out.degenerate.mean().item(),
+        "abnormal_finishes": out.abnormal.sum().item(),
     }
 
 

@@ -1,0 +1,165 @@
+"""A run's parts, built once at start-up, and the state it carries from step to step.
+
+``open_session`` checks everything it can before any model is built (the rows, the context budget, the run
+directory), then builds the learner, the rollout backend, the reward scheme, the grader, the collapse guard
+and the periodic evaluation. ``Session.restore`` / ``Session.save`` move the whole run state (weights,
+optimizer, RNG, reward-scheme and guard state, the loop's counters) in and out of checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer
+
+from rewards.pool import GraderPool
+from rollout.data import PromptSampler
+from trainer import checkpoint, dist
+from trainer.ahead import Ahead
+from trainer.components import (
+    build_backend,
+    build_reward,
+    check_context,
+    model_positions,
+    rollout_seed,
+    step_prompts,
+)
+from trainer.config import Config, ConfigError, GuardConfig, resolve, save_config, validate
+from trainer.evaluate import PeriodicEval
+from trainer.guards import CollapseGuard
+from trainer.learner import Learner
+from trainer.lifecycle import truncate_history
+
+
+@dataclass
+class Session:
+    """Everything a run holds between steps."""
+
+    cfg: Config
+    run_dir: Path
+    sampler: PromptSampler
+    tok: Any
+    learner: Learner
+    backend: Any  # a rollout.base.RolloutBackend
+    scheme: Any  # a rewards.schemes scheme (callable on a RewardBatch, with state_dict)
+    grader: GraderPool
+    guard: CollapseGuard
+    evaluator: PeriodicEval | None
+    per_rank: int  # prompts of this rank per step
+    state: dict = field(default_factory=lambda: {"rollbacks": 0, "nonfinite_streak": 0})  # saved in checkpoints
+    ahead: Ahead | None = None  # rollout.max_staleness >= 1: batches generated while the learner trains
+
+    def restore(self, path: Path) -> int:
+        """Load checkpoint ``path`` (weights, optimizer, RNG, scheme, guard, loop state); returns its step."""
+        g, run = self.cfg.guard, self.state
+        saved = checkpoint.load(path, self.learner)
+        self.scheme.load_state_dict(saved["scheme"])
+        self.guard.load_state_dict(saved["guard"])
+        replays = run["rollbacks"] - saved["run"]["rollbacks"]  # rollbacks since this checkpoint was saved
+        run.update(saved["run"], rollbacks=run["rollbacks"])
+        if replays:  # each rollback since then lowers the LR and the length penalty once more
+            self.learner.scale_lr(g.rollback_lr_factor**replays)
+            self.scheme.penalty_scale *= g.rollback_penalty_factor**replays
+        if dist.is_main():
+            truncate_history(self.run_dir, saved["step"])
+        self.push_weights(saved["step"])
+        return saved["step"]
+
+    def push_weights(self, step: int) -> None:
+        """Make the sampler hold the learner's weights after ``step`` steps (a separate engine or server keeps
+        the weights it was built or last synced with); batches in flight were sampled for another history."""
+        if self.ahead is not None:
+            self.ahead.discard()
+        self.backend.sync_weights()
+        if self.ahead is not None:
+            self.ahead.pushed(step)
+
+    def save(self, step: int) -> None:
+        extra = {"scheme": self.scheme.state_dict(), "guard": self.guard.state_dict(), "run": dict(self.state)}
+        checkpoint.save(self.run_dir, step, self.learner, extra, self.cfg.checkpoint.keep, self.tok)
+
+    def start_ahead(self, start: int) -> None:
+        """With ``rollout.max_staleness`` k >= 1, generation runs k steps ahead from step ``start``."""
+        cfg = self.cfg
+        if cfg.rollout.max_staleness == 0:
+            return
+        rank = dist.rank()
+
+        def request(s: int) -> tuple[list[list[int]], int]:
+            return step_prompts(cfg, s, self.sampler, self.tok, self.per_rank)[1], rollout_seed(cfg.seed, s, rank)
+
+        G = cfg.rollout.group_size
+        self.ahead = Ahead(self.backend.generate, cfg.rollout.max_staleness, G, request, cfg.steps, start)
+
+    def close(self) -> None:
+        if self.ahead is not None:
+            self.ahead.close()
+        self.grader.close()
+
+
+def open_session(cfg: Config, inputs) -> tuple[Session, Path | None]:
+    """Check, then build every part of a run (``inputs``: ``trainer.loop.RunInputs``); returns the session and
+    the checkpoint to resume from (None: a fresh start)."""
+    device = dist.pick_device(cfg.device)
+    dist.init(device.type)
+    validate(cfg, dist.world())
+    resolve(cfg)
+    run_dir = Path(cfg.run_dir)
+    sampler = PromptSampler(inputs.rows, cfg.data.prompts_per_step, cfg.seed)  # an empty dataset fails here
+    check_context(cfg, inputs.positions)  # a builtin model: before it is built (the toy reasoner takes minutes)
+    ckpt = checkpoint.latest(run_dir) if cfg.resume == "auto" else None
+    if dist.is_main():
+        _check_run_dir(cfg, run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        checkpoint.discard_incomplete(run_dir)
+        inputs.model_path()  # builds a builtin model once, on rank 0
+    dist.barrier()
+    model_path = inputs.model_path()
+    check_context(cfg, model_positions(model_path))
+    torch.manual_seed(cfg.seed)
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    learner = Learner(cfg, model_path, device)
+    # ZeRO-3 forwards are collective: every rank keeps stepping until all are done
+    lockstep = _all_ranks_done if cfg.deepspeed.zero_stage == 3 and dist.world() > 1 else None
+    backend = build_backend(cfg, learner, model_path, tok, device, lockstep)
+    e = cfg.eval
+    grader = GraderPool(cfg.reward.grade_workers or None, cfg.reward.grade_timeout)
+    evaluator = None
+    if e.every:
+        eval_backend = backend.with_sampling(e.max_new_tokens or cfg.rollout.max_new_tokens, e.temperature, e.top_p)
+        evaluator = PeriodicEval(cfg, eval_backend, tok, grader, run_dir, inputs.eval_rows)
+    per_rank = cfg.data.prompts_per_step // dist.world()
+    parts = (sampler, tok, learner, backend, build_reward(cfg), grader, collapse_guard(cfg.guard), evaluator)
+    return Session(cfg, run_dir, *parts, per_rank), ckpt
+
+
+def collapse_guard(g: GuardConfig) -> CollapseGuard:
+    return CollapseGuard(
+        g.window,
+        g.min_history,
+        g.patience,
+        g.accuracy_drop,
+        g.length_ratio,
+        g.entropy_ratio,
+        g.degenerate_rise,
+        g.accuracy_ratio,
+    )
+
+
+def _all_ranks_done(done: bool) -> bool:
+    return dist.all_reduce(torch.tensor(int(not done)), "max").item() == 0
+
+
+def _check_run_dir(cfg: Config, run_dir: Path) -> None:
+    """Refuse to silently append to, or overwrite, another run's history."""
+    metrics = run_dir / "metrics.jsonl"
+    if cfg.resume == "never" and metrics.exists() and metrics.stat().st_size > 0:
+        raise ConfigError(
+            f"run_dir {str(run_dir)!r} already holds a run; continue it with --resume (resume=auto), "
+            "or choose another run_dir (or delete this one)"
+        )
