@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         args.overrides += unknown
     from rollout.data import DataError
-    from rollout.server import RolloutUnavailable
+    from rollout.server import RolloutUnavailable, ServerMismatch
     from trainer.config import ConfigError
     from trainer.lifecycle import Preempted, TrainingHalted
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
             for key, default, doc in describe_fields():
                 print(f"{key:<32} {default:<24} {doc}")
-    except (ConfigError, FileNotFoundError, DataError) as e:
+    except (ConfigError, FileNotFoundError, DataError, ServerMismatch) as e:
         print(f"groupwise: error: {e}", file=sys.stderr)
         return 2
     except Preempted as e:
