@@ -121,7 +121,7 @@ def test_config_errors_name_the_key(override, message):
 
 
 def test_run_dir_with_a_run_needs_resume(tmp_path):
-    from trainer.loop import _check_run_dir
+    from trainer.session import _check_run_dir
 
     cfg = load_config(None, [f"run_dir={tmp_path}"])
     _check_run_dir(cfg, tmp_path)  # empty: fine
@@ -169,3 +169,16 @@ def test_at_a_low_baseline_only_the_relative_accuracy_rule_can_fire():
     for i in range(5):
         high.observe(healthy(i))  # baseline 0.61: the absolute rule (0.31) is the stricter one and decides
     assert high.observe({**healthy(0), "accuracy": 0.3})[0].rule == "< max(baseline - 0.3, baseline x 0.5)"
+
+
+def test_the_guards_constructor_and_the_config_agree_on_every_default():
+    import dataclasses
+    import inspect
+
+    from trainer.config import GuardConfig
+    from trainer.guards import CollapseGuard
+
+    config = {f.name: f.default for f in dataclasses.fields(GuardConfig)}
+    for name, p in inspect.signature(CollapseGuard.__init__).parameters.items():
+        if name != "self":
+            assert p.default == config[name], name

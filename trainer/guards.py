@@ -57,7 +57,7 @@ class CollapseGuard:
         length_ratio: float = 0.3,
         entropy_ratio: float = 0.1,
         degenerate_rise: float = 0.5,
-        accuracy_ratio: float = 0.0,
+        accuracy_ratio: float = 0.5,
     ):
         self.window, self.min_history, self.patience = window, min_history, patience
         self.accuracy_drop, self.length_ratio = accuracy_drop, length_ratio
