@@ -33,7 +33,7 @@ from losses.core import truncated_is_weights
 from rollout.base import RolloutBatch, pack_by_tokens, padded_tokens
 from trainer import dist, faults
 from trainer.config import Config
-from trainer.logprobs import head_logprobs
+from trainer.logprobs import check_head, head_logprobs
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -159,6 +159,7 @@ class Learner:
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=schedule, config=self.ds_config
         )
+        check_head(self.module)  # a head the chunked log-probs would get wrong is an error now, not a silent bias
         self.ref = None
         if cfg.loss.beta > 0:  # only then is a reference model loaded
             self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
