@@ -62,6 +62,7 @@ class HFBackend:
         min_new_tokens: int = 0,
     ):
         self.min_new_tokens = min_new_tokens
+        self.forced_lengths: list[int] | None = None  # benchmarks: output row i ends with EOS at this many tokens
         self.get_model, self.tok = get_model, tokenizer
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.device = torch.device(device)
@@ -136,10 +137,17 @@ class HFBackend:
         rows = torch.arange(n, device=self.device)  # output row of each active batch row
         finished = torch.zeros(n, dtype=torch.bool, device=self.device)  # over active rows
         steps = 0
+        if self.forced_lengths is not None:
+            forced = torch.tensor(self.forced_lengths, device=self.device)  # [N]
+            eos_only = torch.arange(logits_last.shape[-1], device=self.device) == self.eos_id  # [V]
         for t in range(self.max_new_tokens):
             logits = logits_last.float() / self.temperature  # [n_active, V]
             if t < self.min_new_tokens:  # benchmarks: fixed-length completions (EOS suppressed)
                 logits[:, self.eos_id] = float("-inf")
+            if self.forced_lengths is not None:  # benchmarks: EOS suppressed before each row's length, forced at it
+                left = forced[rows] - 1 - t  # [n_active]
+                logits[left > 0, self.eos_id] = float("-inf")
+                logits[left == 0] = torch.where(eos_only, 0.0, float("-inf"))
             tok, logp = sample_tokens(logits, gen, self.top_p)  # [n_active, 1] each
             live = ~finished
             tok_mat[rows[live], t] = tok[live, 0]
