@@ -347,7 +347,8 @@ class Learner:
         """ZeRO 0 keeps full gradients in ``.grad``: read the norm before ``step()`` clears them."""
         if self.cfg.deepspeed.zero_stage != 0:
             return None
-        sq = sum(float(p.grad.float().pow(2).sum()) for p in self.module.parameters() if p.grad is not None)
+        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+        sq = sum(float(torch.linalg.vector_norm(g, dtype=torch.float32)) ** 2 for g in grads)  # no [V, H] temporary
         return math.sqrt(sq)
 
     def _grad_norm_after_step(self) -> float:

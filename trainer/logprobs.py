@@ -86,7 +86,7 @@ class LinearLogprobs(torch.autograd.Function):
         for s in range(0, hidden.shape[0], ctx.chunk):
             h, g = hidden[s : s + ctx.chunk], grad_logp[s : s + ctx.chunk].float()  # [c, H], [c]
             capped = _logits(h, weight, ctx.scale, ctx.softcap)  # [c, V], recomputed
-            dz = torch.exp(capped / ctx.temperature - logz[s : s + ctx.chunk, None]).mul_(-g[:, None])  # -g p
+            dz = capped.div(ctx.temperature).sub_(logz[s : s + ctx.chunk, None]).exp_().mul_(-g[:, None])  # -g p
             dz.scatter_add_(1, targets[s : s + ctx.chunk, None], g[:, None])  # + g onehot(y)
             dz = dz.mul_(ctx.scale / ctx.temperature)  # d/d(hidden @ W.T) = d/dz * scale / T ...
             if ctx.softcap is not None:  # ... * (1 - tanh^2), with tanh = capped / cap
