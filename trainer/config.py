@@ -122,6 +122,11 @@ class OptimConfig:
     grad_clip: float = 1.0  # max global grad norm (0 disables)
     warmup_steps: int = 0  # linear warm-up of the learning rate
     micro_batch_size: int = 16  # completions per forward/backward on one rank
+    # Rows of an update are sorted by length (prompt + completion) and packed into micro-batches whose padded
+    # size (rows x longest row) stays within this budget. None: micro_batch_size x the update's longest row, the
+    # fixed path's largest micro-batch, so memory and GEMM sizes stay as with fixed rows while short rows share
+    # one pass. 0: the fixed path (micro_batch_size rows in rollout order).
+    max_tokens_per_micro_batch: int | None = None  # padded-token budget; None: micro_batch_size x longest row; 0: off
 
 
 @dataclass
@@ -363,6 +368,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "optim.grad_clip": (0, INF, "[)"),
     "optim.warmup_steps": (0, INF, "[)"),
     "optim.micro_batch_size": (1, INF, "[)"),
+    "optim.max_tokens_per_micro_batch": (0, INF, "[)"),
     "eval.every": (0, INF, "[)"),
     "eval.problems": (0, INF, "[)"),
     "eval.samples": (1, INF, "[)"),

@@ -5,6 +5,15 @@ row's contribution over all micro-batches and ranks divided by the *global* coun
 gradient accumulation and data parallelism do not change the objective. DeepSpeed averages gradients over
 ranks and (by default) divides by the accumulation steps; we call ``backward(scale_wrt_gas=False)`` and
 multiply by the world size to undo both.
+
+Micro-batches (``optim.max_tokens_per_micro_batch``): the rows of an update are sorted by length and packed
+up to a token budget, so rows of similar length share a pass and little compute goes to padding. Their
+number then varies by update and by rank, so the accumulation boundary is driven explicitly
+(``engine.set_gradient_accumulation_boundary``) and ranks with fewer micro-batches run zero-weight passes
+until all have run as many as the busiest one: under ZeRO-2/3 every backward (and under ZeRO-3 every forward)
+is collective. The loss denominators are computed over the whole update before any packing, so the
+objective does not depend on how rows are grouped. On CPU and GPU alike the packed micro-batch is the usual
+padded layout through SDPA (padding-free position-id packing needs FlashAttention's varlen kernels).
 """
 
 from __future__ import annotations
@@ -21,10 +30,10 @@ from transformers import AutoModelForCausalLM
 
 from losses import LossParams, count_units, get_objective
 from losses.core import truncated_is_weights
-from rollout.base import RolloutBatch
+from rollout.base import RolloutBatch, pack_by_tokens, padded_tokens
 from trainer import dist, faults
 from trainer.config import Config
-from trainer.logprobs import head_logprobs
+from trainer.logprobs import check_head, head_logprobs
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -150,6 +159,7 @@ class Learner:
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=schedule, config=self.ds_config
         )
+        check_head(self.module)  # a head the chunked log-probs would get wrong is an error now, not a silent bias
         self.ref = None
         if cfg.loss.beta > 0:  # only then is a reference model loaded
             self.ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
@@ -167,19 +177,32 @@ class Learner:
     def module(self) -> torch.nn.Module:
         return self.engine.module
 
-    def _micro_batches(self, batch: RolloutBatch, start: int, stop: int):
-        mbs = self.cfg.optim.micro_batch_size
-        for i in range(start, stop, mbs):
-            yield slice(i, i + mbs), batch.rows(slice(i, i + mbs))
+    def _micro_batches(self, batch: RolloutBatch, start: int, stop: int) -> list[torch.Tensor | None]:
+        """Row indices of each micro-batch of rows ``start:stop``, then ``None`` (a zero-weight pass) until this
+        rank has as many entries as the rank with the most: every rank must run the same number of passes."""
+        idx = torch.arange(start, stop)
+        mbs, budget = self.cfg.optim.micro_batch_size, self.cfg.optim.max_tokens_per_micro_batch
+        if budget == 0:  # fixed rows in rollout order
+            plan: list[torch.Tensor | None] = list(idx.split(mbs))
+        else:  # None: the fixed path's largest micro-batch, mbs rows as wide as the update's padded width
+            budget = budget or mbs * padded_tokens(batch, idx)[1] // len(idx)
+            plan = list(pack_by_tokens(batch, idx, budget))
+        if dist.world() > 1:
+            most = int(dist.all_reduce(torch.tensor(len(plan)), "max").item())
+            plan += [None] * (most - len(plan))
+        return plan
 
     @torch.no_grad()
     def frozen_logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
         """Log-probs of all rows under ``model`` without grad (old policy or reference), [N, T]."""
         out = torch.zeros_like(batch.completion_mask)
         n = batch.completion_mask.shape[0]
-        for rows, mb in self._micro_batches(batch, 0, n):
-            logp, _ = token_logprobs(model, _to(mb, self.device), self.cfg.rollout.temperature)
-            out[rows, : logp.shape[1]] = logp.float().cpu()
+        plan = self._micro_batches(batch, 0, n)
+        for rows in plan:
+            mb = _to(batch.rows(rows if rows is not None else plan[0][-1:]), self.device)
+            logp, _ = token_logprobs(model, mb, self.cfg.rollout.temperature)
+            if rows is not None:  # None: a pass that only keeps this rank in step with the others
+                out[rows, : logp.shape[1]] = logp.float().cpu()
         return out
 
     def update(self, batch: RolloutBatch, adv: torch.Tensor, step: int = 0) -> dict[str, float]:
@@ -204,8 +227,14 @@ class Learner:
             mask = batch.completion_mask[start:stop]
             count = dist.all_sum(count_units(mask, self.objective.unit).double()).item()
             loss_total, bad = 0.0, False
-            for rows, mb in self._micro_batches(batch, start, stop):
-                mb = _to(mb, self.device)
+            plan = self._micro_batches(batch, start, stop)
+            for i, rows in enumerate(plan):
+                pad = rows is None  # a zero-weight pass on one real row, so that collectives line up across ranks
+                rows = plan[0][-1:] if pad else rows
+                mb = _to(batch.rows(rows), self.device)
+                real, computed = padded_tokens(batch, rows)
+                stats.add("padding_share", computed - (0 if pad else real), computed)
+                self.engine.set_gradient_accumulation_boundary(i == len(plan) - 1)
                 t = mb.completion_mask.shape[1]
                 t0 = time.perf_counter()
                 logp, entropy = token_logprobs(self.engine, mb, cfg.rollout.temperature, with_entropy=True)
@@ -217,13 +246,16 @@ class Learner:
                     level = "token" if self.objective.ratio_level == "token" else "sequence"
                     w = truncated_is_weights(old_logp, mb.sampler_logp, m, cfg.loss.tis_cap, level)
                     a = a[:, None] * w if level == "token" else a * w  # [n, T] or [n]
-                    stats.add(
-                        "tis_weight",
-                        (w * m).sum() if level == "token" else w.sum(),
-                        m.sum() if level == "token" else len(w),
-                    )
+                    if not pad:
+                        stats.add(
+                            "tis_weight",
+                            (w * m).sum() if level == "token" else w.sum(),
+                            m.sum() if level == "token" else len(w),
+                        )
                 terms = self.objective.fn(logp, old_logp, a, m, self.params, ref_logp)
                 loss = terms.per_row.sum() / max(count, 1.0)
+                if pad:
+                    loss = loss * 0.0
                 if faults.active("nan-loss", step):
                     loss = loss * float("nan")
                 loss_value = loss.item()  # one device sync per micro-batch
@@ -238,6 +270,8 @@ class Learner:
                     self.engine.step()
                 timers["fwd_bwd"] += t1 - t0
                 timers["optimizer"] += time.perf_counter() - t1
+                if pad:
+                    continue
                 loss_total += loss_value
                 for k, (s, c) in terms.stats.items():
                     stats.add(k, s, c)
@@ -313,7 +347,8 @@ class Learner:
         """ZeRO 0 keeps full gradients in ``.grad``: read the norm before ``step()`` clears them."""
         if self.cfg.deepspeed.zero_stage != 0:
             return None
-        sq = sum(float(p.grad.float().pow(2).sum()) for p in self.module.parameters() if p.grad is not None)
+        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+        sq = sum(float(torch.linalg.vector_norm(g, dtype=torch.float32)) ** 2 for g in grads)  # no [V, H] temporary
         return math.sqrt(sq)
 
     def _grad_norm_after_step(self) -> float:
