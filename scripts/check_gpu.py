@@ -716,29 +716,12 @@ def worker_nccl(args) -> None:
 
 
 def real_vocab_tokenizer(vocab: int = REAL_VOCAB):
-    """The toy lab's byte-level tokenizer (256 bytes + ChatML specials) padded with filler tokens ``<tN>`` to
-    ``vocab`` entries, so every id a random model at that vocabulary can emit decodes (vLLM detokenizes each
-    sampled id; an id past the tokenizer breaks it). Fillers are plain vocabulary entries, never produced by
-    encoding: prompts stay byte-level."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    """The toy lab's byte-level tokenizer (256 bytes + ChatML specials) padded with filler tokens to ``vocab``
+    entries, so every id a random model at that vocabulary can emit decodes (vLLM detokenizes each sampled id;
+    an id past the tokenizer breaks it). Prompts stay byte-level."""
+    from toylab.models import build_tokenizer
 
-    from toylab.models import CHAT_TEMPLATE, SPECIALS
-
-    table = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    for s in SPECIALS:
-        table[s] = len(table)
-    while len(table) < vocab:
-        table[f"<t{len(table)}>"] = len(table)
-    tok = Tokenizer(models.BPE(vocab=table, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
-    )
-    fast.add_special_tokens({"additional_special_tokens": SPECIALS})
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return build_tokenizer(vocab)
 
 
 def qwen05b_config(tok):

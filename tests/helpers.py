@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import torch
 from transformers import AutoTokenizer
 
@@ -53,3 +57,17 @@ def step_gradients(learner) -> dict[str, torch.Tensor]:
     opt = learner.optimizer
     beta1 = opt.param_groups[0]["betas"][0]
     return {n: opt.state[p]["exp_avg"] / (1 - beta1) for n, p in learner.module.named_parameters()}
+
+
+def rows(run: Path) -> list[dict]:
+    """The metrics rows of a run directory."""
+    return [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+def run_cli(cmd: list[str], env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run a command from the repository root; it must succeed (its output's end is the failure message).
+    The timeout is a hang guard, not a speed check."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=root)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
+    return proc

@@ -8,7 +8,6 @@ secret, mismatched servers refused at start-up, retries on a dead or silent serv
 servers with k=0 (importance ratios 1 up to the log-prob gap); a server killed mid-run.
 """
 
-import json
 import os
 import signal
 import socket
@@ -20,6 +19,7 @@ import pytest
 import requests
 import torch
 from conftest import ROOT, bin_path
+from helpers import rows, run_cli
 
 from rollout.server_guard import SECRET_ENV
 from rollout.vllm_backend import vllm_available
@@ -223,16 +223,6 @@ TRAIN = [
     "eval.every=0",
     "log.tensorboard=false",
 ]
-
-
-def rows(run) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def run_cli(cmd: list[str], env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
-    return proc
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ import time
 import pytest
 import torch
 from conftest import ROOT, bin_path
+from helpers import rows, run_cli
 
 from rollout.vllm_backend import request_seed, vllm_available
 
@@ -179,18 +180,8 @@ TRAIN = [
 ]
 
 
-def rows(run) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-
-
 def train_cmd(model_dir, run, *extra: str) -> list[str]:
     return [bin_path("groupwise"), "train", f"model.path={model_dir}", f"run_dir={run}", *TRAIN, *extra]
-
-
-def run_cli(cmd: list[str], env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
-    return proc
 
 
 @pytest.mark.slow

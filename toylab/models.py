@@ -20,12 +20,16 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level tokenizer: 256 byte tokens (any text encodes, nothing is unknown) plus 3 specials."""
+def build_tokenizer(size: int = 0) -> PreTrainedTokenizerFast:
+    """Byte-level tokenizer: 256 byte tokens (any text encodes, nothing is unknown) plus 3 specials; with
+    ``size``, padded with filler tokens ``<tN>`` to that many entries (a random model at a real vocabulary can
+    emit any id, and each must decode). Fillers are plain entries that encoding never produces."""
     byte_chars = pre_tokenizers.ByteLevel.alphabet()
     vocab = {ch: i for i, ch in enumerate(sorted(byte_chars))}
     for s in SPECIALS:
         vocab[s] = len(vocab)
+    while len(vocab) < size:
+        vocab[f"<t{len(vocab)}>"] = len(vocab)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
