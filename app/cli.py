@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if unknown:
         args.overrides += unknown
+    from app.launch import ServerStartError
     from rollout.data import DataError
     from rollout.server import RolloutUnavailable, ServerMismatch
     from trainer.config import ConfigError
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
             for key, default, doc in describe_fields():
                 print(f"{key:<32} {default:<24} {doc}")
-    except (ConfigError, FileNotFoundError, DataError, ServerMismatch) as e:
+    except (ConfigError, FileNotFoundError, DataError, ServerMismatch, ServerStartError) as e:
         print(f"groupwise: error: {e}", file=sys.stderr)
         return 2
     except Preempted as e:

@@ -33,6 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+class ServerStartError(RuntimeError):
+    """A server exited or did not become healthy; the message holds the end of its log."""
+
+
 @dataclass
 class Server:
     url: str
@@ -128,6 +132,10 @@ def start_servers(
     import torch
 
     check_host(host)
+    if n < 1:
+        raise ConfigError(f"--servers {n}: start at least one server")
+    if gpus is not None and len(gpus) != n:
+        raise ConfigError(f"--server-gpus names {len(gpus)} GPU sets for {n} servers; give one per server: 0;1;2")
     cuda = torch.cuda.is_available() and cfg.device != "cpu"
     log_dir = Path(log_dir or Path(cfg.run_dir) / "servers")
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +163,9 @@ def wait_healthy(server: Server, timeout: float) -> None:
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             tail = server.log.read_text()[-3000:] if server.log.exists() else ""
-            raise RuntimeError(f"vllm server {server.url} exited with {server.proc.returncode}; its log ends:\n{tail}")
+            raise ServerStartError(
+                f"vllm server {server.url} exited with {server.proc.returncode}; its log ends:\n{tail}"
+            )
         try:
             with urllib.request.urlopen(f"{server.url}/health", timeout=5) as r:
                 if r.status == 200:
@@ -163,7 +173,7 @@ def wait_healthy(server: Server, timeout: float) -> None:
         except OSError:
             pass
         time.sleep(1.0)
-    raise RuntimeError(f"vllm server {server.url} was not healthy after {timeout:.0f} s (log: {server.log})")
+    raise ServerStartError(f"vllm server {server.url} was not healthy after {timeout:.0f} s (log: {server.log})")
 
 
 def stop_servers(servers: list[Server], grace: float = 20.0) -> None:

@@ -91,7 +91,7 @@ class ServerBackend:
         adapter = requests.adapters.HTTPAdapter(pool_connections=len(self.urls), pool_maxsize=MAX_IN_FLIGHT)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self.state = {"version": 0, "lock": threading.Lock(), "drop_lock": threading.Lock()}  # shared by views
+        self.state = {"version": 0, "drop_lock": threading.Lock()}  # shared by with_sampling() views
         self._nccl: dict[str, object] = {}
         if push == "file" and named_tensors is not None and self.push_dir is None:
             raise ValueError("the file weight push needs push_dir, a directory the servers can read")
@@ -192,6 +192,10 @@ class ServerBackend:
                 choices = sorted(r.json()["choices"], key=lambda c: c["index"])
                 return [self._completion(prompt, c) for c in choices]
             except Exception as e:  # connection refused, timeout, 5xx: this server leaves the rotation
+                status = getattr(getattr(e, "response", None), "status_code", None)
+                if status is not None and 400 <= status < 500 and status not in (408, 429):
+                    detail = e.response.text[:500]  # the request is wrong, not the server: no retry elsewhere
+                    raise RolloutUnavailable(f"rollout server {url} refused a request ({status}): {detail}") from e
                 errors.append(f"{url}: {type(e).__name__}: {e}")
                 self._drop(url)
                 attempt += 1
@@ -208,19 +212,42 @@ class ServerBackend:
 
     def sync_weights(self) -> None:
         """Push the learner's weights to every live server (collective over the trainer's ranks); the servers'
-        weight version becomes ``version + 1``."""
+        weight version becomes ``version + 1`` (the pushes of this process). Every rank has settled its own
+        generation before it arrives here; the first collective makes sure all have, so no rank's requests
+        can run on the servers during the push. A failure on any rank stops every rank with one error."""
         if self.named_tensors is None:
             return
-        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        version = self.state["version"] + 1
-        with self.state["lock"]:
+        dist_on = torch.distributed.is_initialized()
+        rank = torch.distributed.get_rank() if dist_on else 0
+        if dist_on:  # the servers every rank still has in rotation, the same list on all ranks
+            lists: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(lists, self.live)
+            agreed = [u for u in self.urls if all(u in other for other in lists)]
+            self.live[:] = agreed
+        version, error = self.state["version"] + 1, None
+        try:
             if self.push_kind == "nccl":
                 self._push_nccl(rank, version)
             else:
                 self._push_file(rank, version)
-            self.state["version"] = version
-        if torch.distributed.is_initialized():
-            torch.distributed.barrier()  # no rank samples before every server holds the new weights
+        except Exception as e:
+            error = e
+        failed = error is not None
+        if dist_on:  # every rank learns of a failure on any of them, instead of waiting for it forever
+            flag = torch.tensor(int(failed))
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            failed = bool(flag.item())
+            survivors: list = [self.live if rank == 0 else None]
+            torch.distributed.broadcast_object_list(survivors, src=0)  # rank 0 saw which servers took the push
+            self.live[:] = survivors[0]
+        if failed:
+            if isinstance(error, RolloutUnavailable):
+                raise error
+            raise RolloutUnavailable(
+                f"the weight push failed ({type(error).__name__ if error else 'on another rank'}: {error}); restart "
+                "the rollout servers and resume the run from its last checkpoint with --resume"
+            ) from error
+        self.state["version"] = version
 
     def _push_file(self, rank: int, version: int) -> None:
         from safetensors.torch import save_file
@@ -240,7 +267,7 @@ class ServerBackend:
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
         self._on_servers(lambda url: self._reload(url, str(target.resolve()), version))
-        for old in self.push_dir.glob("v*"):  # only the newest push is kept
+        for old in self.push_dir.glob("v[0-9][0-9][0-9][0-9][0-9][0-9]"):  # only the newest push is kept
             if old != target:
                 shutil.rmtree(old, ignore_errors=True)
 
@@ -253,25 +280,34 @@ class ServerBackend:
                 raise RuntimeError(f"{url} reloaded no tensors from {path}: {out}")
             self._control(url, "reset_prefix_cache")  # its KV entries were computed by the old weights
             self._control(url, "update_weight_version", {"new_version": str(version)})
-        finally:
-            self._control(url, "resume")
+        except Exception:
+            _try(lambda u: self._control(u, "resume"), url)  # the caller drops it; the first error is the news
+            raise
+        self._control(url, "resume")
 
     def _push_nccl(self, rank: int, version: int) -> None:
         """vLLM's NCCL engine: one transfer group per server (trainer rank 0 + the server's workers), opened at
-        the first push; rank 0 broadcasts each gathered parameter, other ranks only take part in the gather."""
+        the first push; rank 0 broadcasts each gathered parameter, other ranks only take part in the gather
+        (under ZeRO-3 that is one gather of the model per server). vLLM calls a transfer group unusable after a
+        failure: its engine is shut down and the server leaves the rotation. A failure in the middle of a
+        ZeRO-3 gather cannot be recovered on the other ranks; a run with the NCCL push should keep
+        inference and training on a reliable private network."""
         for url in list(self.live):
             engine = self._nccl.get(url) or self._nccl_engine(url, rank)
             self._nccl[url] = engine
-            if rank == 0:
-                self._control(url, "pause?mode=wait")
             try:
+                if rank == 0:
+                    self._control(url, "pause?mode=wait")
                 engine.send_weights()
                 if rank == 0:
                     self._control(url, "reset_prefix_cache")
                     self._control(url, "update_weight_version", {"new_version": str(version)})
-            finally:
-                if rank == 0:
                     self._control(url, "resume")
+            except Exception:
+                self._nccl.pop(url, None)
+                _try(lambda _, e=engine: e.shutdown(), url)
+                self._drop(url)
+                raise
 
     def _nccl_engine(self, url: str, rank: int):
         from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
@@ -316,6 +352,9 @@ class ServerBackend:
         return r.json() if r.content and r.headers.get("content-type", "").startswith("application/json") else {}
 
     def close(self) -> None:
+        for url, engine in list(self._nccl.items()):
+            _try(lambda _, e=engine: e.shutdown(), url)
+        self._nccl.clear()
         self.session.close()
 
 

@@ -13,6 +13,7 @@ import torch
 from rewards.schemes import RewardBatch, build_scheme
 from rollout.base import FINISH_REASONS, Completion, encode_prompt
 from rollout.hf import HFBackend
+from rollout.server import RolloutUnavailable
 from trainer import checkpoint, dist
 from trainer.advantages import zero_variance_share
 from trainer.config import Config, ConfigError
@@ -196,10 +197,16 @@ def sample_step(cfg: Config, step: int, sampler, backend, grader, tok, per_rank:
     kept, spare, rounds, staleness = [], [], 0, 0
     while True:
         examples, prompts = step_prompts(cfg, step, sampler, tok, per_rank, rounds)
-        if ahead is not None:  # one round: dynamic sampling is refused with asynchrony
-            comps, staleness = ahead.take(step)
-        else:
-            comps = backend.generate(prompts, G, seed=rollout_seed(cfg.seed, step, rank, rounds))
+        try:
+            if ahead is not None:  # one round: dynamic sampling is refused with asynchrony
+                comps, staleness = ahead.take(step)
+            else:
+                comps = backend.generate(prompts, G, seed=rollout_seed(cfg.seed, step, rank, rounds))
+            lost = None
+        except RolloutUnavailable as e:  # every rank stops with the error, none waits for the others forever
+            lost = e
+        if dist.all_reduce(torch.tensor(int(lost is not None)), "max").item():
+            raise lost or RolloutUnavailable("another rank lost its rollout servers; restart them and --resume")
         grades = grader.grade([c.text for c in comps], [ex.answer for ex in examples for _ in range(G)])
         rounds += 1
         for j, ex in enumerate(examples):
