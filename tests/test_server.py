@@ -217,6 +217,27 @@ def test_requests_move_to_the_live_servers_when_one_is_dead_or_silent(servers, m
         stop()
 
 
+def test_a_request_the_server_refuses_is_not_retried_elsewhere(servers, model_dir):
+    """A 4xx is the request's fault (here a prompt past max_model_len): it stops with the server's word and
+    the server stays in rotation."""
+    from rollout.server import RolloutUnavailable
+
+    _, started = servers
+    backend = backend_for([s.url for s in started], model_dir)
+    with pytest.raises(RolloutUnavailable, match=r"refused a request \(400\)"):
+        backend.generate([[7] * 200], 2, seed=1)
+    assert backend.live == [s.url for s in started]
+
+
+def test_start_up_errors_are_clean(model_dir, cli_env, tmp_path):
+    from app.cli import main
+
+    base = [f"model.path={model_dir}", f"run_dir={tmp_path / 'r'}", "device=cpu", "data.source=arith"]
+    assert main(["train", *base, "rollout.backend=server"]) == 2  # no rollout.servers
+    assert main(["launch", "--servers", "0", *base]) == 2
+    assert main(["launch", "--servers", "2", "--server-gpus", "0", *base]) == 2
+
+
 # ----------------------------------------------------------------------------- through the CLI
 
 TRAIN = [
