@@ -147,7 +147,10 @@ def start_servers(
             prefix = ["taskset", "-c", cpus] if cpus else []
             env = server_env(cpus, gpus[i] if gpus else None)
             with open(log, "w") as f:
-                proc = subprocess.Popen(prefix + cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                # its own process group: vLLM's engine and worker processes go down with it (stop_servers)
+                proc = subprocess.Popen(
+                    prefix + cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+                )
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             servers.append(Server(f"http://{shown}:{port + i}", proc, log))
         for s in servers:
@@ -177,16 +180,29 @@ def wait_healthy(server: Server, timeout: float) -> None:
 
 
 def stop_servers(servers: list[Server], grace: float = 20.0) -> None:
+    """SIGTERM to each server's process group, SIGKILL after ``grace`` seconds: the API server and the engine
+    and worker processes it started, also when the API server itself already died (a crashed or killed
+    server leaves its workers, each holding the model and its KV cache)."""
     for s in servers:
-        if s.proc.poll() is None:
-            s.proc.send_signal(signal.SIGTERM)
+        _signal_group(s.proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     for s in servers:
         try:
             s.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            s.proc.kill()
+            pass
+    time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))  # children that are still shutting down
+    for s in servers:
+        _signal_group(s.proc.pid, signal.SIGKILL)
+        if s.proc.poll() is None:
             s.proc.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def launch(args) -> int:

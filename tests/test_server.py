@@ -59,6 +59,9 @@ def servers(model_dir, tmp_path_factory):
     yield cfg, started
     stop_servers(started)
     os.environ.pop(SECRET_ENV, None)
+    for s in started:  # nothing of a server outlives it: API process, engine core and workers are all gone
+        with pytest.raises(ProcessLookupError):
+            os.killpg(s.proc.pid, 0)
 
 
 @pytest.fixture(scope="module")
@@ -307,13 +310,13 @@ def test_a_server_killed_mid_run_leaves_the_work_to_the_other(servers, model_dir
         if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
             break
         time.sleep(0.05)
-    started[1].proc.send_signal(signal.SIGKILL)
+    os.killpg(started[1].proc.pid, signal.SIGKILL)  # the whole server: API process, engine and workers
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-2000:] + err[-4000:]
     history = rows(run)
     assert len(history) == 6 and all(r["logprob_gap"] < 1.0 for r in history)
     # with no server left the run stops with a clear error naming the checkpoint to resume from
-    started[0].proc.send_signal(signal.SIGKILL)
+    os.killpg(started[0].proc.pid, signal.SIGKILL)
     started[0].proc.wait()
     proc = subprocess.run([*cmd, "steps=8", "--resume"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 3, proc.stderr[-3000:]
