@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = train(cfg, run_inputs(cfg))
             from trainer import dist
 
-            if not dist.is_main():
+            main_rank = dist.is_main()
+            dist.shutdown()  # the process group goes before the interpreter's teardown, not during it
+            if not main_rank:
                 return 0
             from app.plots import plot_runs
 
