@@ -110,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = train(cfg, run_inputs(cfg))
             from trainer import dist
 
-            main_rank = dist.is_main()
-            dist.shutdown()  # the process group goes before the interpreter's teardown, not during it
-            if not main_rank:
+            if not dist.is_main():
                 return 0
             from app.plots import plot_runs
 
