@@ -153,6 +153,11 @@ class PeriodicEval:
         s = res["summary"]
         if dist.is_main():
             with (self.run_dir / "eval.jsonl").open("a") as f:
-                f.write(json.dumps({"after_steps": after_steps, "benchmark": self.name, **s}) + "\n")
+                # per problem: correct samples and mean tokens, in row order (paired statistics over problems)
+                per = {
+                    "problem_correct": [sum(p["correct"]) for p in res["problems"]],
+                    "problem_tokens": [round(sum(p["tokens"]) / max(1, len(p["tokens"])), 2) for p in res["problems"]],
+                }
+                f.write(json.dumps({"after_steps": after_steps, "benchmark": self.name, **s, **per}) + "\n")
         keys = ("accuracy", f"pass@{e.samples}", "tokens", "tokens_correct", "tokens_incorrect", "truncation")
         return {f"eval/{k}": s[k] for k in keys}

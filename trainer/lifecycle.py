@@ -59,8 +59,10 @@ class Preemption:
 
 def truncate_history(run_dir: Path, start_step: int) -> int:
     """Resume/rollback to ``start_step``: metrics rows of steps >= it and evaluation rows after it move aside."""
-    return truncate_metrics(run_dir, start_step) + truncate_metrics(
-        run_dir, start_step + 1, "eval.jsonl", "after_steps"
+    return (
+        truncate_metrics(run_dir, start_step)
+        + truncate_metrics(run_dir, start_step + 1, "eval.jsonl", "after_steps")
+        + truncate_metrics(run_dir, start_step, "groups.jsonl")
     )
 
 
@@ -92,3 +94,19 @@ def write_event(run_dir: Path, event: dict) -> None:
     """Append one event (collapse, rollback, halt, skipped update, preemption) with its evidence."""
     with (Path(run_dir) / "events.jsonl").open("a") as f:
         f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **event}) + "\n")
+
+
+def write_groups(run_dir: Path, step: int, out, group_size: int) -> None:
+    """Append the step's per-prompt outcomes to ``groups.jsonl``: correct answers and mean tokens of each group
+    (``out``: the step's gathered ``Outcomes``). Noise-aware guards and the lab's statistics are computed from
+    these; the step's mean accuracy alone hides how many prompts it rests on."""
+    correct = out.correct.view(-1, group_size).sum(1)  # [B]
+    tokens = out.lengths.view(-1, group_size).mean(1)  # [B]
+    row = {
+        "step": step,
+        "G": group_size,
+        "correct": [int(c) for c in correct],
+        "tokens": [round(float(t), 2) for t in tokens],
+    }
+    with (Path(run_dir) / "groups.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")

@@ -26,7 +26,7 @@ from trainer import checkpoint, dist, faults
 from trainer.advantages import group_advantages
 from trainer.components import Outcomes, batch_metrics, on_collapse, sample_step
 from trainer.config import Config, to_dict
-from trainer.lifecycle import Preempted, Preemption, TrainingHalted, truncate_history, write_event
+from trainer.lifecycle import Preempted, Preemption, TrainingHalted, truncate_history, write_event, write_groups
 from trainer.metrics import MetricsLogger
 from trainer.session import Session, open_session
 
@@ -107,6 +107,8 @@ def run_step(s: Session, step: int) -> dict[str, float]:
     # 2. score the whole batch (all ranks) with the reward scheme; group advantages on this rank's rows
     out = Outcomes.gather(completions, grades)
     rewards_all, reward_metrics = s.scheme(out.reward_batch(G, cfg.rollout.max_new_tokens))
+    if dist.is_main():
+        write_groups(s.run_dir, step, out, G)
     n_local = len(completions)
     rewards = rewards_all[rank * n_local : (rank + 1) * n_local]  # [N]
     adv = group_advantages(rewards, G, cfg.loss.scale_std, cfg.loss.adv_eps)  # [N]
