@@ -44,8 +44,11 @@ def test_collapse_guard_fires_after_patience_and_names_the_evidence():
 
 
 def test_collapse_guard_each_rule_and_no_false_alarms():
+    """The median rules, with the relative accuracy rule (the rule before issue #26; the CUSUM's own tests
+    are below)."""
+
     def fire(metrics):
-        g = CollapseGuard(min_history=3, patience=1)
+        g = CollapseGuard(min_history=3, patience=1, accuracy_rule="relative")
         for i in range(5):
             assert g.observe(healthy(i)) is None
         out = g.observe(metrics)
@@ -158,14 +161,14 @@ def test_at_a_low_baseline_only_the_relative_accuracy_rule_can_fire():
     below 0, so a fall to 0.1 went unseen; half the baseline (0.15) catches it and 0.2 stays within bounds."""
 
     def fire(value: float, ratio: float) -> bool:
-        g = CollapseGuard(min_history=3, patience=1, accuracy_ratio=ratio)
+        g = CollapseGuard(min_history=3, patience=1, accuracy_ratio=ratio, accuracy_rule="relative")
         for i in range(5):
             g.observe({**healthy(i), "accuracy": 0.3})
         return bool(g.observe({**healthy(0), "accuracy": value}))
 
     assert fire(0.1, 0.5) and not fire(0.1, 0.0)
     assert not fire(0.2, 0.5)
-    high = CollapseGuard(min_history=3, patience=1, accuracy_ratio=0.5)
+    high = CollapseGuard(min_history=3, patience=1, accuracy_ratio=0.5, accuracy_rule="relative")
     for i in range(5):
         high.observe(healthy(i))  # baseline 0.61: the absolute rule (0.31) is the stricter one and decides
     assert high.observe({**healthy(0), "accuracy": 0.3})[0].rule == "< max(baseline - 0.3, baseline x 0.5)"

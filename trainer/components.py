@@ -155,13 +155,18 @@ class Outcomes:
 
 
 def batch_metrics(out: Outcomes, rewards: torch.Tensor, group_size: int) -> dict[str, float]:
-    """Reward, accuracy, length and grading statistics of the whole step's batch."""
+    """Reward, accuracy, length and grading statistics of the whole step's batch. ``accuracy/prompt_sd`` (sd
+    over the step's prompts of each group's accuracy) and ``prompts`` give the sampling noise of ``accuracy``
+    (its standard error is prompt_sd / sqrt(prompts)); the collapse guard's CUSUM standardizes with them."""
     correct, lengths = out.correct, out.lengths
     ok = correct > 0
+    per_prompt = correct.view(-1, group_size).mean(1)  # [B]
     return {
         "reward/mean": rewards.mean().item(),
         "reward/std": rewards.std().item() if rewards.numel() > 1 else 0.0,
         "accuracy": correct.mean().item(),
+        "accuracy/prompt_sd": per_prompt.std().item() if per_prompt.numel() > 1 else float("nan"),
+        "prompts": float(per_prompt.numel()),
         "answer_rate": out.has_answer.mean().item(),
         "length/mean": lengths.mean().item(),
         "length/max": lengths.max().item(),

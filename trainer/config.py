@@ -163,8 +163,8 @@ class CheckpointConfig:
 @dataclass
 class GuardConfig:
     max_nonfinite_streak: int = 3  # stop after this many steps in a row with a skipped (non-finite) update
-    collapse_action: Literal["warn", "halt", "rollback", "off"] = "rollback"  # on a detected collapse
-    window: int = 20  # collapse guard: steps of history the baseline (median) is taken over
+    collapse_action: Literal["warn", "halt", "rollback", "off"] = "warn"  # on a collapse (docs/guard-results.md)
+    window: int = 20  # collapse guard: steps the median baseline spans (CUSUM: reference span and lag)
     min_history: int = 5  # collapse guard: steps recorded before any check
     patience: int = 2  # collapse guard: consecutive out-of-bounds steps that fire it
     accuracy_drop: float = 0.3  # fire when accuracy < baseline - this, or
@@ -172,6 +172,10 @@ class GuardConfig:
     length_ratio: float = 0.3  # fire when mean length < baseline x this
     entropy_ratio: float = 0.1  # fire when entropy < baseline x this
     degenerate_rise: float = 0.5  # fire when the share of empty/repetitive outputs > baseline + this
+    accuracy_rule: Literal["cusum", "relative"] = "cusum"  # relative: the old rule; cusum: guards.AccuracyCusum
+    cusum_k: float = 1.0  # CUSUM reference, in standard errors: k = delta / 2 targets a drop of 2 k of them
+    cusum_h: float = 4.0  # CUSUM threshold: fires when the accumulated shortfall exceeds it (ARL0 ~ 15,000)
+    cusum_tau: float = 0.02  # CUSUM allowance for healthy step-to-step drift of accuracy (added in quadrature)
     max_rollbacks: int = 2  # rollbacks per run; the next collapse halts
     rollback_lr_factor: float = 0.5  # learning rate multiplier applied at each rollback
     rollback_penalty_factor: float = 0.5  # length-penalty strength multiplier applied at each rollback
@@ -386,6 +390,9 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "guard.length_ratio": (0, 1, "()"),
     "guard.entropy_ratio": (0, 1, "()"),
     "guard.degenerate_rise": (0, 1, "(]"),
+    "guard.cusum_k": (0, INF, "[)"),
+    "guard.cusum_h": (0, INF, "()"),
+    "guard.cusum_tau": (0, 1, "[)"),
     "guard.max_rollbacks": (0, INF, "[)"),
     "guard.rollback_lr_factor": (0, 1, "(]"),
     "guard.rollback_penalty_factor": (0, 1, "(]"),

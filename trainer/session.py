@@ -149,16 +149,7 @@ def open_session(cfg: Config, inputs) -> tuple[Session, Path | None]:
 
 
 def collapse_guard(g: GuardConfig) -> CollapseGuard:
-    return CollapseGuard(
-        g.window,
-        g.min_history,
-        g.patience,
-        g.accuracy_drop,
-        g.length_ratio,
-        g.entropy_ratio,
-        g.degenerate_rise,
-        g.accuracy_ratio,
-    )
+    return CollapseGuard.from_config(g)
 
 
 def _all_ranks_done(done: bool) -> bool:
