@@ -175,7 +175,7 @@ class GuardConfig:
     accuracy_rule: Literal["cusum", "relative"] = "cusum"  # relative: the old rule; cusum: guards.AccuracyCusum
     cusum_k: float = 1.0  # CUSUM reference, in standard errors: k = delta / 2 targets a drop of 2 k of them
     cusum_h: float = 4.0  # CUSUM threshold: fires when the accumulated shortfall exceeds it (ARL0 ~ 15,000)
-    cusum_tau: float = 0.02  # CUSUM allowance for healthy step-to-step drift of accuracy (added in quadrature)
+    cusum_tau: float = 0.04  # CUSUM allowance for healthy drift of accuracy between steps (in quadrature)
     max_rollbacks: int = 2  # rollbacks per run; the next collapse halts
     rollback_lr_factor: float = 0.5  # learning rate multiplier applied at each rollback
     rollback_penalty_factor: float = 0.5  # length-penalty strength multiplier applied at each rollback

@@ -62,16 +62,21 @@ class AccuracyCusum:
     with f = sum of the squared EWMA weights, tracked exactly. tau^2 allows for healthy drift of the policy's
     accuracy between steps. The score and the statistic:
 
-        z_t = (m_t - mu_ref) / sqrt(v / B_t + f v / B_ref + tau^2)
-        S_t = max(0, S_{t-1} - z_t - k),    fire when S_t > h.
+        z_t = (m_t - mu_ref) / sigma_t,   sigma_t^2 = max(v / B_t + f v / B_ref + tau^2, (1 + f) r)
+        S_t = max(0, S_{t-1} - z_t - k),    fire when S_t > h,
 
-    In control z_t is about N(0, 1); a sustained drop of delta standard deviations is detected fastest with
-    k = delta / 2 (Page 1954; Moustakides 1986); k = 1 targets a drop of two standard errors (at 8 prompts x 16
-    samples and accuracy 0.3: about 0.2, two thirds of the level; at 128 prompts about 0.06). h sets the false
-    alarm rate: by Siegmund's approximation (``cusum_arl0``) k = 1, h = 4 gives one false alarm per ~15,000
-    steps on N(0, 1) scores, a margin over the target of <= 1 per 1,000 healthy steps for scores that are
-    only approximately normal; an abrupt fall from 0.3 to 0 (z ~ -3) needs 3 steps. ``scripts/guard_lab.py``
-    calibrates k, h, tau on lab runs of some seeds and reports false alarms and delays on the others.
+    where r, an EWMA of (m_t - mu_ref)^2 over the reference steps, is the variance of the step accuracy as
+    observed: when the policy's accuracy wanders between steps by more than tau allows, the observed spread
+    takes over from the model's (sampling noise is a floor, never the whole story).
+
+    In control z_t is about N(0, 1); a sustained drop of delta standard deviations is detected fastest with k =
+    delta / 2 (Page 1954; Moustakides 1986); k = 1 targets a drop of two standard errors (at 8 prompts x 16 samples
+    and accuracy 0.3: about 0.2, two thirds of the level; at 128 prompts and tau = 0.04 about 0.1). h sets the false
+    alarm rate: by Siegmund's approximation (``cusum_arl0``) k = 1, h = 4 gives one false alarm per ~15,000 steps on
+    N(0, 1) scores, a margin over the target of <= 1 per 1,000 healthy steps for scores that are only approximately
+    normal; an abrupt fall from 0.3 to 0 (z ~ -3) needs 3 to 4 steps at 8 prompts, 1 at 128.
+    ``scripts/guard_lab.py`` calibrates k, h, tau on lab runs of some seeds and reports false alarms and delays on
+    the others (docs/guard-results.md).
 
     A step enters mu_ref and v only ``window`` steps after it was scored (the reference is the EWMA of the
     steps before the last ``window``), and not while S_t > h / 2: a collapse cannot become the new reference
@@ -79,8 +84,8 @@ class AccuracyCusum:
     dragging the reference along (the blind spot of a relative-to-recent-median rule). Admitting a step only
     while S_t = 0 would look simpler but biases the reference upwards (low steps are the ones kept out) and
     raised the false alarms from ~1 to ~270 in 20,000 simulated steps; the lag keeps every healthy step. The
-    steps pending when the guard fires are dropped. Without per-prompt statistics in the metrics the variance
-    of m_t is estimated directly, as an EWMA of (m_t - mu_ref)^2 over the reference steps.
+    steps pending when the guard fires are dropped. Without per-prompt statistics in the metrics only the
+    observed variance is used: sigma_t^2 = (1 + f) r + tau^2.
     NaN accuracy is ignored (the NaN guard owns it). After firing S_t restarts at 0.
     """
 
@@ -101,11 +106,10 @@ class AccuracyCusum:
 
     def sigma(self, prompts: float | None) -> float:
         """Standard deviation of m_t - mu_ref for a step of ``prompts`` prompts (None: unknown)."""
+        empirical = self.step_var * (1.0 + self.f)
         if prompts is not None and self.n_v:
-            noise = self.v / prompts + self.f * self.v / self.b_ref
-        else:
-            noise = self.step_var * (1.0 + self.f)
-        return math.sqrt(noise + self.tau**2) or 1e-6
+            return math.sqrt(max(self.v / prompts + self.f * self.v / self.b_ref + self.tau**2, empirical)) or 1e-6
+        return math.sqrt(empirical + self.tau**2) or 1e-6
 
     def observe(self, m: float, sd: float | None, prompts: float | None, update: bool = True) -> Trigger | None:
         """One step's accuracy ``m``, the sd over its prompts of p_j and its number of prompts (None:
