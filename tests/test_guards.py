@@ -185,3 +185,147 @@ def test_the_guards_constructor_and_the_config_agree_on_every_default():
     for name, p in inspect.signature(CollapseGuard.__init__).parameters.items():
         if name != "self":
             assert p.default == config[name], name
+
+
+# ----------------------------------------------------------------------------- the accuracy CUSUM (issue #26)
+
+
+def cusum_alarms(rows: list[dict], **kw) -> list[int]:
+    """Steps where the guard fires, fed accuracy and its per-prompt statistics only (warn mode: it goes on)."""
+    g = CollapseGuard(**kw)
+    keys = ("accuracy", "accuracy/prompt_sd", "prompts")
+    return [t for t, r in enumerate(rows) if g.observe({k: r[k] for k in keys if k in r})]
+
+
+def test_a_long_stationary_stream_at_the_labs_batch_raises_no_more_alarms_than_the_design_allows():
+    """20,000 healthy steps of 8 prompts x 16 samples, accuracy 0.3, between-prompt sd ~0.29 (the lab's spread):
+    Siegmund's run length for k = 1, h = 4 is ~15,300 steps, so ~1.3 false alarms are expected; <= 6 is the
+    Poisson 99.9% bound. The old relative rule (patience 2) on the same stream fires over a hundred times."""
+    import numpy as np
+    from guard_synth import stream
+
+    from trainer.guards import cusum_arl0
+
+    rows = stream(np.full(20_000, 0.3), seed=1, B=8)
+    expected = 20_000 / cusum_arl0(1.0, 4.0)
+    assert 1.0 < expected < 1.5
+    assert len(cusum_alarms(rows)) <= 6
+    assert len(cusum_alarms(rows, accuracy_rule="relative")) > 100  # the issue's false alarms, reproduced
+    big = stream(np.full(5_000, 0.3), seed=2, B=128)
+    assert len(cusum_alarms(big)) <= 2  # 0.3 expected
+
+
+def test_an_abrupt_drop_to_zero_is_caught_within_a_few_steps():
+    """Accuracy 0.3 -> 0 at step 60: z ~ -3 a step, k = 1, h = 4: the third bad step crosses; at 8 prompts the
+    noise of the steps before can delay it by a step or two; at 128 prompts it is the first bad step."""
+    import numpy as np
+    from guard_synth import stream
+
+    for seed in range(10):
+        mu = np.r_[np.full(60, 0.3), np.zeros(40)]
+        small = cusum_alarms(stream(mu, seed=seed, B=8))
+        assert small and 60 <= small[0] <= 65, (seed, small)
+        large = cusum_alarms(stream(mu, seed=seed, B=128))
+        assert large and 60 <= large[0] <= 61, (seed, large)
+
+
+def test_a_slow_collapse_is_caught_and_nothing_before_it():
+    """Accuracy falling 5% a step from step 60 (0.33 -> 0.12 in 20 steps, the pace of the lab's kimi_lp runs):
+    the lagged reference must not follow the slide down."""
+    from guard_synth import mean_curve, stream
+
+    for seed in range(10):
+        alarms = cusum_alarms(stream(mean_curve(150, onset=60, fall=0.95), seed=seed, B=8))
+        assert alarms and 60 <= alarms[0] <= 95, (seed, alarms)
+
+
+def test_nan_accuracy_never_trips_and_leaves_the_statistic_alone():
+    import numpy as np
+    from guard_synth import stream
+
+    g = CollapseGuard()
+    for row in stream(np.full(40, 0.3), seed=0):
+        g.observe(row)
+    before = json.dumps(g.cusum.state_dict())
+    nan = {"accuracy": float("nan"), "accuracy/prompt_sd": float("nan"), "prompts": 8.0}
+    assert all(g.observe(nan) is None for _ in range(100))
+    assert json.dumps(g.cusum.state_dict()) == before
+
+
+def test_guard_state_round_trips_in_the_middle_of_a_rising_statistic():
+    """Resume is exact: a guard restored from a JSON round trip of its state, mid-way through a drop (the
+    statistic above 0, steps pending for the reference), fires at the same steps as the one never stopped."""
+    import numpy as np
+    from guard_synth import stream
+
+    rows = stream(np.r_[np.full(50, 0.3), np.full(30, 0.12)], seed=3)
+    a = CollapseGuard()
+    for row in rows[:52]:
+        assert a.observe(row) is None
+    assert a.cusum.s > 0 and a.cusum.pending
+    b = CollapseGuard()
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert b.state_dict() == a.state_dict()
+    fired_a = [t for t, row in enumerate(rows[52:], 52) if a.observe(row)]
+    fired_b = [t for t, row in enumerate(rows[52:], 52) if b.observe(row)]
+    assert fired_a and fired_a == fired_b
+    assert json.dumps(a.state_dict()) == json.dumps(b.state_dict())
+
+
+def test_without_per_prompt_statistics_the_observed_variance_is_used():
+    """Metrics of runs before issue #26 carry no accuracy/prompt_sd: the CUSUM standardizes with the observed
+    variance of the step accuracy instead, and still catches a drop without alarming on noise."""
+    import numpy as np
+    from guard_synth import stream
+
+    rows = [{"accuracy": r["accuracy"]} for r in stream(np.r_[np.full(300, 0.3), np.zeros(20)], seed=4)]
+    alarms = cusum_alarms(rows)
+    assert alarms and 300 <= alarms[0] <= 306 and all(t >= 300 for t in alarms)
+
+
+def test_the_cusum_trigger_names_its_evidence_and_the_median_rules_still_fire():
+    import numpy as np
+    from guard_synth import stream
+
+    g = CollapseGuard()
+    for row in stream(np.full(30, 0.3), seed=5):
+        assert g.observe(row) is None
+    zero = {"accuracy": 0.0, "accuracy/prompt_sd": 0.0, "prompts": 8.0, "length/mean": 40.0, "entropy": 0.5}
+    fired = next(f for f in (g.observe(zero) for _ in range(10)) if f)
+    assert fired[0].signal == "accuracy" and fired[0].rule.startswith("CUSUM") and 0.2 < fired[0].baseline < 0.4
+    g2 = CollapseGuard(patience=2)
+    for row in stream(np.full(10, 0.3), seed=6):
+        g2.observe({**row, "length/mean": 40.0})
+    short = {"accuracy": 0.3, "length/mean": 2.0}
+    assert g2.observe(short) is None and [t.signal for t in g2.observe(short)] == ["length/mean"]
+
+
+def test_the_config_builds_the_guard_with_every_one_of_its_values():
+    """collapse_guard passes every guard parameter from the config (none falls back to a constructor default)."""
+    import dataclasses
+    import inspect
+
+    from trainer.config import GuardConfig
+    from trainer.session import collapse_guard
+
+    names = [n for n in inspect.signature(CollapseGuard.__init__).parameters if n != "self"]
+    g = GuardConfig(window=7, min_history=3, patience=4, accuracy_drop=0.2, length_ratio=0.2, entropy_ratio=0.2,
+                    degenerate_rise=0.4, accuracy_ratio=0.4, accuracy_rule="relative", cusum_k=0.5, cusum_h=7.0,
+                    cusum_tau=0.03)  # fmt: skip
+    assert set(names) <= {f.name for f in dataclasses.fields(g)}
+    guard = collapse_guard(g)
+    assert (guard.window, guard.min_history, guard.patience, guard.accuracy_rule) == (7, 3, 4, "relative")
+    assert (guard.accuracy_drop, guard.length_ratio, guard.entropy_ratio) == (0.2, 0.2, 0.2)
+    assert (guard.degenerate_rise, guard.accuracy_ratio) == (0.4, 0.4)
+    assert (guard.cusum.k, guard.cusum.h, guard.cusum.tau, guard.cusum.lag) == (0.5, 7.0, 0.03, 7)
+
+
+def test_batch_metrics_carry_the_per_prompt_spread():
+    from trainer.components import Outcomes, batch_metrics
+
+    correct = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # 3 prompts x 4
+    n = correct.numel()
+    out = Outcomes(correct, torch.ones(n), torch.full((n,), 5.0), *(torch.zeros(n) for _ in range(5)))
+    m = batch_metrics(out, correct, 4)
+    assert m["prompts"] == 3.0 and m["accuracy"] == pytest.approx(5 / 12)
+    assert m["accuracy/prompt_sd"] == pytest.approx(torch.tensor([1.0, 0.25, 0.0]).std().item())
