@@ -1,0 +1,109 @@
+"""scripts/guard_lab.py on synthetic lab runs (tests/guard_synth.py): the stated onset, delays and false
+alarms, the exact Poisson interval, which runs are left out and why, and the generated report."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from guard_synth import write_run
+
+from trainer.guards import CollapseGuard
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    spec = importlib.util.spec_from_file_location("guard_lab", ROOT / "scripts" / "guard_lab.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["guard_lab"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_steps(run: Path, correct: list[list[int]], G: int = 16, events: list[dict] | None = None) -> None:
+    run.mkdir(parents=True)
+    rows = [{"step": t, "G": G, "correct": c, "tokens": [30.0] * len(c)} for t, c in enumerate(correct)]
+    (run / "groups.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events or []))
+    (run / "lab.json").write_text('{"status": 0}')
+
+
+def test_onset_is_the_stated_definition(lab):
+    """0.3 for 60 steps, then 0: the centred 9-step mean first stays below half the first 20 steps' mean
+    (0.15) at step 60 (steps 56-64: four of 0.3 -> 0.133); a healthy run has no onset."""
+    assert lab.onset([0.3] * 60 + [0.0] * 40) == 60
+    assert lab.onset([0.3] * 100) is None
+    assert lab.onset([0.3] * 60 + [0.0] * 20 + [0.3] * 20) is None  # it came back: no collapse
+    assert lab.onset([0.3] * 10) is None
+
+
+def test_exact_poisson_interval(lab):
+    lo, hi = lab.poisson_ci(0)
+    assert lo == 0 and hi == pytest.approx(3.689, abs=1e-3)
+    lo, hi = lab.poisson_ci(1)
+    assert lo == pytest.approx(0.0253, abs=1e-4) and hi == pytest.approx(5.572, abs=1e-3)
+    lo, hi = lab.poisson_ci(10)
+    assert lo == pytest.approx(4.795, abs=1e-3) and hi == pytest.approx(18.39, abs=1e-2)
+
+
+def test_replay_gives_the_known_onset_and_delay(lab, tmp_path):
+    """A deterministic collapse: the same 8 prompt outcomes (accuracy 0.297) for 60 steps, then all wrong. The
+    script finds onset 60 and the delay of the guard the trainer runs, replayed by hand here."""
+    healthy = [0, 1, 3, 4, 6, 7, 8, 9]
+    write_steps(tmp_path / "kimi_lp-s2", [healthy] * 60 + [[0] * 8] * 40)
+    runs, notes = lab.load_runs(tmp_path, {2}, partial=False)
+    assert not notes and [(r.name, r.kind, r.onset) for r in runs] == [("kimi_lp-s2", "collapse", 60)]
+    lab.build_series(runs[0], 1)
+    fig = lab.evaluate(runs, lab.cusum(1.0, 4.0, 0.04), "lab")
+    guard = CollapseGuard(cusum_k=1.0, cusum_h=4.0, cusum_tau=0.04)
+    by_hand = [t for t, row in enumerate(runs[0].series["lab"][0]) if guard.observe(row)]
+    assert fig.delays == {"kimi_lp-s2": by_hand[0] - 60} and 1 <= by_hand[0] - 60 <= 3
+    assert fig.false_alarms == 0 and fig.healthy_steps == 50  # steps before onset - EARLY
+    sim = lab.evaluate(runs, lab.cusum(1.0, 4.0, 0.04), "B=128")
+    assert sim.detected == 1
+
+
+def test_the_old_rules_false_alarms_are_reproduced_and_the_cusum_has_none(lab, tmp_path):
+    """Noisy healthy synthetic runs at the lab's batch: the relative rule at patience 2 fires, as it did in 8 of
+    16 healthy lab runs; the CUSUM at its defaults does not."""
+    for seed in range(8):
+        write_run(tmp_path / f"grpo-s{seed}", seed=seed)
+    runs, _ = lab.load_runs(tmp_path, set(range(8)), partial=False)
+    for run in runs:
+        lab.build_series(run, 1)
+    old = lab.evaluate(runs, lab.relative(2), "lab")
+    new = lab.evaluate(runs, {}, "lab")
+    assert old.healthy_steps == new.healthy_steps == 1200
+    assert old.false_alarms >= 2 and new.false_alarms == 0
+
+
+def test_runs_left_out_and_the_report(lab, tmp_path):
+    """End to end: unfinished runs and runs whose guard rolled back are left out with the reason; the report
+    and its JSON are written; with a few hundred validation steps rollback cannot be shown safe, so warn."""
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        for method in ("grpo", "correct_lp"):
+            write_run(runs / f"{method}-s{seed}", seed=10 * seed + len(method))
+        write_run(runs / f"kimi_lp-s{seed}", seed=100 + seed, onset=50)
+    write_run(runs / "acoer-s2", seed=7)
+    (runs / "acoer-s2" / "lab.json").unlink()  # still running
+    write_run(runs / "guard-s1", seed=8, onset=50)
+    (runs / "guard-s1" / "events.jsonl").write_text('{"event": "rollback", "step": 25}\n')
+    out = tmp_path / "docs" / "guard-results.md"
+    assert lab.main(["--runs", str(runs), "--calibrate", "0", "--validate", "1", "2", "--out", str(out)]) == 0
+    text = out.read_text()
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert "acoer-s2: not finished" in text and "guard-s1: its own guard rolled back" in text
+    assert figures["default_action"]["action"] == "warn" and "**Default action: `warn`.**" in text
+    assert set(figures["runs"]) == {f"{m}-s{s}" for m in ("grpo", "correct_lp", "kimi_lp") for s in range(3)}
+    cusum_default = next(v for k, v in figures["validation"].items() if k.startswith("cusum default"))
+    assert cusum_default["lab"]["collapses"] == 2 and cusum_default["lab"]["detected"] == 2
+    onsets = [figures["runs"][f"kimi_lp-s{s}"]["onset"] for s in (1, 2)]
+    assert all(50 <= t <= 65 for t in onsets)  # the generator's mean starts falling at 50
+    assert cusum_default["lab"]["healthy_steps"] == 4 * 150 + sum(t - 10 for t in onsets)
+    assert "do not edit by hand" in text and "| relative p2 (old default) | lab |" in text
+    with pytest.raises(SystemExit):
+        lab.main(["--runs", str(runs), "--calibrate", "0", "--validate", "0", "1"])
