@@ -45,7 +45,8 @@ from trainer.config import GuardConfig  # noqa: E402
 from trainer.guards import CollapseGuard, cusum_arl0  # noqa: E402
 
 # ----------------------------------------------------------------------------- definitions (fixed in advance)
-COLLAPSE_METHODS = ("kimi_lp",)  # the lab's collapsing setting; every other method is healthy
+COLLAPSE_METHODS = ("kimi_lp",)  # the lab's collapsing setting; every other method is healthy (unless its run
+# collapsed by the onset definition below: then it is neither, and left out with a note)
 ROLLBACK_METHODS = ("guard",)  # runs whose own guard rolled back are neither healthy nor a plain collapse
 ONSET_SPAN = 9  # onset: centred moving mean of training accuracy over this many steps ...
 ONSET_BASE = 20  # ... falls below ONSET_FRACTION x its mean over the first ONSET_BASE steps ...
@@ -168,6 +169,11 @@ def load_runs(runs_dir: Path, seeds: set[int], partial: bool) -> tuple[list[Run]
             if run.onset is None:
                 notes.append(f"{d.name}: a collapse method without an onset by the definition, left out")
                 continue
+        elif onset(acc) is not None:
+            notes.append(
+                f"{d.name}: collapsed by the onset definition (step {onset(acc)}) though healthy by method, left out"
+            )
+            continue
         else:
             run.kind = "healthy"
         if not (d / "lab.json").exists():
@@ -348,7 +354,8 @@ def report(args, runs, notes, chosen, table, results, decision) -> str:
         f"{' --partial' if args.partial else ''}`; do not edit by hand.",
         "",
         "**Definitions (fixed in the script before any result).** Healthy runs: every method but "
-        f"{', '.join(COLLAPSE_METHODS)}, and no run whose own guard rolled back. Collapse onset: the first step from "
+        f"{', '.join(COLLAPSE_METHODS)} (a run of another method that collapsed by the onset definition is left out), "
+        "and no run whose own guard rolled back. Collapse onset: the first step from "
         f"which the centred {ONSET_SPAN}-step moving mean of training accuracy stays below {ONSET_FRACTION:g} x its "
         f"mean over the first {ONSET_BASE} steps to the end of the run. Detection delay: first alarm at or after "
         f"onset - {EARLY} minus the onset (negative: before it); an alarm earlier than that is a false alarm and the "
@@ -383,6 +390,12 @@ def report(args, runs, notes, chosen, table, results, decision) -> str:
             f"defaults: k = {g.cusum_k:g}, h = {g.cusum_h:g}, tau = {g.cusum_tau:g} "
             f"({'the same' if same else 'different: both are validated below'})."
         )
+        picked = next(c for c in table if c["rule"] == chosen)
+        for batch, f in picked["figures"].items():
+            lines.append(
+                f"On the calibration seeds at {batch}: {f['false_alarms']} false alarms in {f['healthy_steps']} "
+                f"healthy steps, {f['detected']}/{f['collapses']} collapses detected ({fmt_delays(f)})."
+            )
     else:
         lines.append("No candidate met the target on the calibration seeds; GuardConfig's defaults are validated.")
     lines += [

@@ -91,12 +91,14 @@ def test_runs_left_out_and_the_report(lab, tmp_path):
     write_run(runs / "acoer-s2", seed=7)
     (runs / "acoer-s2" / "lab.json").unlink()  # still running
     write_run(runs / "guard-s1", seed=8, onset=50)
+    write_run(runs / "grpo_lambda-s2", seed=9, onset=50)  # a healthy method that collapsed: neither kind
     (runs / "guard-s1" / "events.jsonl").write_text('{"event": "rollback", "step": 25}\n')
     out = tmp_path / "docs" / "guard-results.md"
     assert lab.main(["--runs", str(runs), "--calibrate", "0", "--validate", "1", "2", "--out", str(out)]) == 0
     text = out.read_text()
     figures = json.loads(out.with_suffix(".json").read_text())
     assert "acoer-s2: not finished" in text and "guard-s1: its own guard rolled back" in text
+    assert "grpo_lambda-s2: collapsed by the onset definition" in text
     assert figures["default_action"]["action"] == "warn" and "**Default action: `warn`.**" in text
     assert set(figures["runs"]) == {f"{m}-s{s}" for m in ("grpo", "correct_lp", "kimi_lp") for s in range(3)}
     cusum_default = next(v for k, v in figures["validation"].items() if k.startswith("cusum default"))
