@@ -60,6 +60,11 @@ GRID_K = (0.5, 0.75, 1.0, 1.25, 1.5)
 GRID_H = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 GRID_TAU = (0.0, 0.01, 0.02, 0.04)
 MAX_DELAY_FOR_ROLLBACK = 25  # a rollback returns to the last checkpoint (every 25 steps in the lab)
+# docs/toy-lab.md, prediction 7 (written before the lab's runs): the calibrated CUSUM raises at most 2 false alarms
+# per 1,000 healthy steps on the validation seeds at 8 prompts a step (fewer at 128) and detects every validation
+# collapse within 15 steps of its onset (earlier at 128 prompts)
+PREDICTED_RATE = 2.0
+PREDICTED_DELAY = 15
 
 
 def onset(accuracy: list[float]) -> int | None:
@@ -332,6 +337,37 @@ def decide(validated: dict[str, dict]) -> tuple[str, str]:
 
 
 # ----------------------------------------------------------------------------- report
+def prediction(validation: dict[str, dict]) -> str:
+    """Prediction 7 of docs/toy-lab.md against the calibrated rule (the default rule if none was chosen)."""
+    label = next((k for k in validation if k.startswith("cusum calibrated")), None) or next(
+        k for k in validation if k.startswith("cusum default")
+    )
+    lab, big = validation[label]["lab"], validation[label][f"B={SIM_B}"]
+    checks = [
+        (
+            f"<= {PREDICTED_RATE:g} false alarms per 1,000 healthy steps at the lab's batch",
+            lab["per_1000"] <= PREDICTED_RATE,
+        ),
+        (f"fewer (or as few) at B={SIM_B}", big["per_1000"] <= lab["per_1000"]),
+        (
+            f"every validation collapse detected within {PREDICTED_DELAY} steps",
+            lab["collapses"] > 0 and lab["detected"] == lab["collapses"] and lab["max_delay"] <= PREDICTED_DELAY,
+        ),
+        (
+            f"earlier at B={SIM_B}",
+            big["median_delay"] is not None
+            and lab["median_delay"] is not None
+            and big["median_delay"] <= lab["median_delay"],
+        ),
+    ]
+    verdict = "; ".join(f"{text}: {'yes' if ok else 'no'}" for text, ok in checks)
+    held = all(ok for _, ok in checks)
+    return (
+        f"**Prediction 7 of docs/toy-lab.md** (written before the runs), for {label}: {verdict}. "
+        f"{'Confirmed' if held else 'Not confirmed'}."
+    )
+
+
 def fmt_delays(f: dict) -> str:
     parts = [f"{name}: {'missed' if d is None else f'{d:+d}'}" for name, d in f["delays"].items()]
     return ", ".join(parts) if parts else "-"
@@ -415,6 +451,7 @@ def report(args, runs, notes, chosen, table, results, decision) -> str:
                 f"| {label} | {batch} | {f['healthy_steps']} | {f['false_alarms']} | {f['per_1000']:.2f} "
                 f"[{lo:.2f}, {hi:.2f}] | {f['detected']}/{f['collapses']} | {fmt_delays(f)} | {md} | {sc} |"
             )
+    lines += ["", prediction(results["validation"])]
     lines += [
         "",
         "Scores: the CUSUM's standardized accuracy z on healthy steps; near mean 0, sd 1 when its noise model "
@@ -431,7 +468,7 @@ def report(args, runs, notes, chosen, table, results, decision) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "lab")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "lab" / "length", help="<method>-s<seed> dirs")
     p.add_argument("--calibrate", nargs="+", type=int, default=[0, 1], help="seeds k, h, tau are chosen on")
     p.add_argument("--validate", nargs="+", type=int, default=[2, 3, 4], help="seeds the figures are reported on")
     p.add_argument("--replicates", type=int, default=1, help=f"independent B={SIM_B} simulations per run")

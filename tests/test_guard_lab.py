@@ -106,6 +106,7 @@ def test_runs_left_out_and_the_report(lab, tmp_path):
     onsets = [figures["runs"][f"kimi_lp-s{s}"]["onset"] for s in (1, 2)]
     assert all(50 <= t <= 65 for t in onsets)  # the generator's mean starts falling at 50
     assert cusum_default["lab"]["healthy_steps"] == 4 * 150 + sum(t - 10 for t in onsets)
+    assert "**Prediction 7 of docs/toy-lab.md**" in text
     assert "do not edit by hand" in text and "| relative p2 (old default) | lab |" in text
     with pytest.raises(SystemExit):
         lab.main(["--runs", str(runs), "--calibrate", "0", "--validate", "0", "1"])
