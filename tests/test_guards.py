@@ -263,6 +263,7 @@ def test_guard_state_round_trips_in_the_middle_of_a_rising_statistic():
     for row in rows[:52]:
         assert a.observe(row) is None
     assert a.cusum.s > 0 and a.cusum.pending
+    assert a.suspect == (a.cusum.s > a.cusum.h / 2)
     b = CollapseGuard()
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     assert b.state_dict() == a.state_dict()
@@ -329,3 +330,22 @@ def test_batch_metrics_carry_the_per_prompt_spread():
     m = batch_metrics(out, correct, 4)
     assert m["prompts"] == 3.0 and m["accuracy"] == pytest.approx(5 / 12)
     assert m["accuracy/prompt_sd"] == pytest.approx(torch.tensor([1.0, 0.25, 0.0]).std().item())
+
+
+def test_no_periodic_checkpoint_while_the_statistic_is_past_half_its_threshold():
+    """guard.suspect (the loop saves no periodic checkpoint then) is true on the way to an alarm and rarely on
+    a healthy stream, so rollbacks land before a collapse and healthy runs keep their checkpoints."""
+    import numpy as np
+    from guard_synth import stream
+
+    g = CollapseGuard()
+    healthy = [g.observe(row) or g.suspect for row in stream(np.full(2_000, 0.3), seed=7)]
+    assert sum(healthy) < 0.05 * len(healthy)
+    g = CollapseGuard()
+    for row in stream(np.full(40, 0.3), seed=8):
+        g.observe(row)
+    zero = {"accuracy": 0.0, "accuracy/prompt_sd": 0.0, "prompts": 8.0}
+    seen = []
+    while not g.observe(zero):
+        seen.append(g.suspect)
+    assert seen and seen[-1] and not g.suspect  # suspect before the alarm; the alarm resets the statistic

@@ -211,6 +211,13 @@ class CollapseGuard:
         names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
         return cls(**{n: getattr(g, n) for n in names})
 
+    @property
+    def suspect(self) -> bool:
+        """In the middle of a suspected collapse: a median rule's streak has begun, or the accuracy CUSUM is
+        past half its threshold (where it stops admitting steps to its reference). The loop saves no periodic
+        checkpoint then, so a rollback lands before the collapse."""
+        return self.streak > 0 or (self.accuracy_rule == "cusum" and self.cusum.s > self.cusum.h / 2)
+
     def _check(self, name: str, value: float, base: float) -> Trigger | None:
         if name == "accuracy" and value < max(base - self.accuracy_drop, base * self.accuracy_ratio):
             return Trigger(

@@ -72,7 +72,7 @@ def train(cfg: Config, inputs: RunInputs) -> Path:
             step = guard_step(s, step + 1, metrics, logger)
             # checkpoint (never in the middle of a suspected collapse), and preemption
             signum = preemption.requested()
-            due = cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and s.guard.streak == 0
+            due = cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and not s.guard.suspect
             if signum or due or step == cfg.steps:
                 s.save(step)
             if signum:
