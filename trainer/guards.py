@@ -100,7 +100,7 @@ class AccuracyCusum:
         self.f = 0.0  # variance factor of mu: the sum of its squared EWMA weights
         self.v = 0.0  # reference between-prompt variance of p_j
         self.b_ref = 0.0  # reference prompts per step
-        self.step_var = 0.0  # reference variance of m_t itself (used without per-prompt statistics)
+        self.step_var = 0.0  # r: observed variance of m_t around the reference
         self.s = 0.0  # the CUSUM statistic
         self.last_z: float | None = None  # the last score (for the evidence and the lab script)
 
