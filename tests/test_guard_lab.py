@@ -110,3 +110,15 @@ def test_runs_left_out_and_the_report(lab, tmp_path):
     assert "do not edit by hand" in text and "| relative p2 (old default) | lab |" in text
     with pytest.raises(SystemExit):
         lab.main(["--runs", str(runs), "--calibrate", "0", "--validate", "0", "1"])
+
+
+def test_several_run_directories_are_pooled_with_their_names(lab, tmp_path):
+    for exp in ("length", "offpolicy"):
+        for seed in (0, 1):
+            write_run(tmp_path / exp / f"grpo-s{seed}", seed=seed, steps=40)
+    out = tmp_path / "r.md"
+    args = ["--runs", str(tmp_path / "length"), str(tmp_path / "offpolicy"), "--calibrate", "0", "--validate", "1"]
+    assert lab.main([*args, "--out", str(out)]) == 0
+    figures = json.loads(out.with_suffix(".json").read_text())
+    assert set(figures["runs"]) == {f"{e}/grpo-s{s}" for e in ("length", "offpolicy") for s in (0, 1)}
+    assert "Not judged: no validation collapse." in out.read_text()
