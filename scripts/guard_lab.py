@@ -479,7 +479,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--calibrate", nargs="+", type=int, default=[0, 1], help="seeds k, h, tau are chosen on")
     p.add_argument("--validate", nargs="+", type=int, default=[2, 3, 4], help="seeds the figures are reported on")
-    p.add_argument("--replicates", type=int, default=1, help=f"independent B={SIM_B} simulations per run")
+    p.add_argument(
+        "--replicates",
+        type=int,
+        default=1,
+        help=f"B={SIM_B} simulations per run (their steps add up: the interval then treats draws from the same "
+        "logged prompts as independent, which they are not; 1 keeps it honest)",
+    )
     p.add_argument("--partial", action="store_true", help="use unfinished runs (no lab.json) as far as they go")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "guard-results.md")
     p.add_argument("--json", type=Path, default=None, help="figures as JSON (default: --out with .json)")
