@@ -1,10 +1,11 @@
 """The collapse guard's accuracy rule, calibrated on some lab seeds and validated on others (issue #26).
 
-    python scripts/guard_lab.py --runs runs/lab --calibrate 0 1 --validate 2 3 4
-    python scripts/guard_lab.py --runs runs/lab --calibrate 0 1 --validate 2 3 4 --out docs/guard-results.md
+    python scripts/guard_lab.py --runs runs/lab/length --calibrate 0 1 --validate 2 3 4      # make guard-lab
+    python scripts/guard_lab.py --runs runs/lab/length runs/lab/offpolicy --out /tmp/guard.md   # pooled dirs
 
-Reads the collapse lab's run directories (``<runs>/<method>-s<seed>/``: ``groups.jsonl``, the per-prompt outcomes
-of each step written by ``trainer.lifecycle.write_groups``; ``metrics.jsonl``; ``events.jsonl``; ``lab.json``) and
+Reads the lab's run directories (``<runs>/<method>-s<seed>/``: ``groups.jsonl``, the per-prompt outcomes of each
+step written by ``trainer.lifecycle.write_groups``, from which the step's accuracy and its per-prompt spread are
+computed; ``events.jsonl`` for rollbacks; ``lab.json``, written when a run finished) and
 replays accuracy rules offline, step by step, through ``trainer.guards.CollapseGuard`` itself (the code the trainer
 runs; in ``warn`` mode, so a run goes on after an alarm):
 
@@ -15,7 +16,8 @@ runs; in ``warn`` mode, so a run goes on after an alarm):
 
 Each at the lab's batch (the logged per-prompt outcomes as they are: 8 prompts x 16 samples) and at B = 128 prompts,
 simulated: for each step t, 128 prompt outcomes drawn with replacement from the logged prompts of steps t-W..t+W of
-the same run (W = ``SIM_W``; seeded, ``--replicates`` independent draws). Every figure in the output is computed
+the same run (W = ``SIM_W`` = 8: the pool, 8 x 17 = 136 prompts, is at least as large as the batch, so its own
+noise does not dominate; seeded, ``--replicates`` draws). Every figure in the output is computed
 here; the markdown section (``--out``) and its JSON (``--json``) are written by this script only.
 
 Everything the verdict depends on is stated below, in code, before any lab result was looked at: which runs are
