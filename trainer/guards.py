@@ -74,7 +74,7 @@ class AccuracyCusum:
     and accuracy 0.3: about 0.2, two thirds of the level; at 128 prompts and tau = 0.04 about 0.1). h sets the false
     alarm rate: by Siegmund's approximation (``cusum_arl0``) k = 1, h = 4 gives one false alarm per ~15,000 steps on
     N(0, 1) scores, a margin over the target of <= 1 per 1,000 healthy steps for scores that are only approximately
-    normal; an abrupt fall from 0.3 to 0 (z ~ -3) needs 3 to 4 steps at 8 prompts, 1 at 128.
+    normal; an abrupt fall from 0.3 to 0 (z ~ -3) needs 3 to 5 steps at 8 prompts, 1 to 2 at 128.
     ``scripts/guard_lab.py`` calibrates k, h, tau on lab runs of some seeds and reports false alarms and delays on
     the others (docs/guard-results.md).
 
