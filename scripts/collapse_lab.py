@@ -101,7 +101,7 @@ def summarize(run: Path) -> dict | None:
     if s is None or lab is None or len(evals) < 2:
         return None
     rows = read_jsonl(run / "metrics.jsonl")
-    clip = [r[k] for r in rows for k in ("clip_frac_sequence", "clip_frac_token") if r.get(k) is not None]
+    clip = [r[k] for r in rows for k in ("clip_frac_seq", "clip_frac_token") if r.get(k) is not None]
     first, last = evals[0], evals[-1]
     return {
         "acc0": first["accuracy"],

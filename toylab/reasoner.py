@@ -70,12 +70,15 @@ POSITIONS = 512  # positions of every toy reasoner (prompt + completion budget m
 SHORTCUT = ToySpec(operands=4, min_operands=2, max_redundant=2, shortcut=0.25)
 # The lab's reasoner (configs/lab/base.yaml): up to 5 numbers, so a larger share of problems is hard for the
 # worked solution too (groups of mostly wrong answers, where a penalty on incorrect answers acts).
-SHORTCUT5 = ToySpec(operands=5, min_operands=2, max_redundant=2, shortcut=0.25)
-# The length-pays task (the lab's objectives experiment): up to 5 numbers, no redundant lines, and SFT solutions
+# 1500 SFT steps: at 600 the 5-number reasoners learned addition on some machines only (23.6% held-out on one,
+# 5.6% and 6.0% on two others); the shipped copy (toylab/checkpoints) is the one every machine uses.
+SHORTCUT5 = ToySpec(operands=5, min_operands=2, max_redundant=2, shortcut=0.25, steps=1500)
+# The length-pays task (the lab's objectives experiment): up to 4 numbers (5 needs more SFT than one build can
+# reliably give in 600 steps: the 5-number build reached 5% held-out), no redundant lines, and SFT solutions
 # that skip work: additions merged into one line (merge 0.4) or no line at all (shortcut 0.1). Every token is
 # work, and less work is less often right, so accuracy rises with length within a group: an objective's length
 # bias has something to act on. Written before its first build (docs/toy-lab.md, predictions).
-LENGTHPAYS = ToySpec(operands=5, min_operands=2, max_redundant=0, shortcut=0.1, merge=0.4)
+LENGTHPAYS = ToySpec(operands=4, min_operands=2, max_redundant=0, shortcut=0.1, merge=0.4)
 
 # The test suite's toy reasoner: same recipe, smaller model, 2 operands, fewer steps (about 45 s; ~50% sampled).
 TEST = ToySpec(hidden=96, layers=3, intermediate=384, operands=2, max_value=49, max_redundant=2, steps=300)
