@@ -8,12 +8,22 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("app", "trainer", "rollout", "rewards", "losses", "toylab")
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name: str) -> bool:
+    p = ROOT / name.replace(".", "/")
+    return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
+
+
 def _imports() -> dict[str, set[str]]:
-    """module -> the project modules it imports."""
+    """module -> the project modules it imports (subpackages included)."""
     graph: dict[str, set[str]] = {}
     for pkg in PACKAGES:
-        for path in (ROOT / pkg).glob("*.py"):
-            mod = f"{pkg}.{path.stem}" if path.stem != "__init__" else pkg
+        for path in (ROOT / pkg).rglob("*.py"):
+            mod = _module_name(path)
             deps = graph.setdefault(mod, set())
             for node in ast.walk(ast.parse(path.read_text())):
                 names = []
@@ -21,9 +31,7 @@ def _imports() -> dict[str, set[str]]:
                     names = [a.name for a in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                     names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-                deps.update(
-                    n for n in names if n.split(".")[0] in PACKAGES and (ROOT / (n.replace(".", "/") + ".py")).is_file()
-                )
+                deps.update(n for n in names if n.split(".")[0] in PACKAGES and _is_module(n))
             deps.discard(mod)
     return graph
 
@@ -82,7 +90,7 @@ def test_math_modules_import_only_torch_stdlib_sympy_and_the_grading_library():
 
     allowed = {"torch", "sympy", "math_verify", "latex2sympy2_extended", *PACKAGES}
     for pkg in ("losses", "rewards"):
-        for path in (ROOT / pkg).glob("*.py"):
+        for path in (ROOT / pkg).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
                     tops = [a.name.split(".")[0] for a in node.names]
