@@ -14,8 +14,7 @@ The decision, in order (each step is ours unless it says otherwise):
    exact values compare exactly (Math-Verify's ``chop`` makes ``1/2^99`` equal ``1/2^98``), decimals to the
    precision they are written with, and a finite number never equals infinity.
 5. Our structural comparison (here, on ``rewards.parse``) for what Math-Verify does not parse: choice letters,
-   text,
-   sequences with ``\\ldots``, lists and tuples element by element.
+   text, sequences with ``\\ldots``, lists and tuples element by element.
 
 Every call is bounded by ``time_limit`` seconds of CPU (``rewards.verify.cpu_deadline``); the hard limit in
 training is one level up (``rewards.pool``: killable workers). Model text is never executed (see
