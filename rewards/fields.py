@@ -2,8 +2,9 @@
 valid values are the interval from ``lo`` to ``hi`` ("[" / "]" inclusive, "(" / ")" exclusive).
 
 The trainer's config sections and the reward schemes' parameters declare their fields with it, so a field's
-default, doc (the comment on its line) and bounds sit on one line; the config checks read the bounds from the
-fields (``field_range``). Standard library only, so the math modules can use it.
+default, doc (the comment that ends its line, or the comment line just above it) and bounds sit together;
+the config checks read the bounds from the fields (``field_range``). Standard library only, so the math
+modules can use it.
 """
 
 from __future__ import annotations

@@ -177,7 +177,7 @@ def test_every_numeric_field_has_a_range():
                 yield f"{prefix}{f.name}"
 
     missing = [k for k in walk(Config()) if k not in RANGES]
-    assert not missing, f"numeric config keys without a range in trainer.config.RANGES: {missing}"
+    assert not missing, f"numeric config fields declared without bounded(default, lo, hi): {missing}"
 
 
 @pytest.mark.parametrize(
