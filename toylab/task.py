@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from rollout.data import Example
+from rollout.data import Example, sum_operands
 
 REDUNDANT = ("check {a}+{b}={c}", "so far {c}", "{c} is right")
 
@@ -72,13 +72,11 @@ def toy_problems(
     uniformly, when ``min_operands`` is given). Splits are disjoint: a hash of the problem text puts one in
     eight into ``test``, so held-out accuracy is measured on unseen problems (a hash, not a property such as the
     parity of the sum, which a model would learn as a shortcut)."""
-    rng = random.Random(f"{seed}/{split}")
     low = 10 if max_value >= 10 else 0
+    draws = sum_operands(random.Random(f"{seed}/{split}"), operands, max_value, low, min_operands)
     rows = []
     while len(rows) < n:
-        # a fixed count draws nothing extra, so the plain task's problems stay what they always were
-        count = operands if min_operands in (None, operands) else rng.randint(min_operands, operands)
-        nums = [rng.randint(low, max_value) for _ in range(count)]
+        nums = next(draws)
         if _is_test(problem(nums)) != (split == "test"):
             continue
         rows.append(Example(f"toy/{split}/{seed}/{len(rows)}", problem(nums), str(sum(nums))))
