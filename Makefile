@@ -11,9 +11,9 @@ RUNS   ?= runs
 EXPS   ?= grpo gspo luspo kimi_lp correct_lp grpo_lambda acoer
 BENCHES ?= gsm8k math500 aime24 aime25 amc23
 MODEL  ?= builtin:toy-reasoner
-SEEDS  ?= 0 1 2
+SEEDS  ?= 0 1 2 3 4
 
-.PHONY: setup setup-gpu check-gpu test test-fast lint format smoke demo demo-async bench-async train eval exp-all collapse-lab bench clean
+.PHONY: setup setup-gpu check-gpu test test-fast lint format smoke demo demo-async bench-async train eval exp-all collapse-lab guard-lab reasoners bench clean
 
 setup:  ## CPU virtualenv: pinned CPU torch (no CUDA download), DeepSpeed, the project (editable) + dev tools, vLLM's CPU build
 	python3 -m venv $(VENV)
@@ -71,11 +71,17 @@ exp-%:  ## one toy-lab experiment on CPU: make exp-acoer (configs/toy/<name>.yam
 exp-all: $(addprefix exp-,$(EXPS))  ## every toy-lab experiment, then one table and one overlaid figure
 	$(GW) report $(addprefix $(RUNS)/exp-,$(EXPS)) --out $(RUNS)/toy-lab.md --plot $(RUNS)/toy-lab.png
 
-collapse-lab:  ## the toy lab's three collapse experiments x SEEDS (resumable; ~1.5 h on 2 cores), then docs/lab-*.png + docs/lab-results.md
+collapse-lab:  ## the toy lab: experiments offpolicy + length x SEEDS (resumable, seed by seed), then docs/lab-*.png + docs/lab-results.md
 	$(PY) scripts/collapse_lab.py --seeds $(SEEDS) --runs $(RUNS)/lab $(ARGS)
 
-lab-%:  ## one collapse-lab experiment x SEEDS: make lab-length | lab-objectives | lab-guard
+lab-%:  ## one lab experiment x SEEDS: make lab-offpolicy | lab-length
 	$(PY) scripts/collapse_lab.py --only $* --seeds $(SEEDS) --runs $(RUNS)/lab $(ARGS)
+
+guard-lab:  ## the collapse guard replayed on the length runs: calibrated on seeds 0-1, validated on 2-4 (docs/guard-results.md)
+	$(PY) scripts/guard_lab.py --runs $(RUNS)/lab/length --calibrate 0 1 --validate 2 3 4 $(ARGS)
+
+reasoners:  ## rebuild the shipped starting models here (SFT on CPU, ~10-25 min each) and re-measure them into toylab/checkpoints
+	$(PY) scripts/ship_reasoners.py builtin:toy-reasoner builtin:toy-shortcut5 builtin:toy-lengthpays
 
 eval:  ## benchmarks: make eval MODEL=path/or/hub-id BENCHES="gsm8k math500" (add ARGS="--limit 50 -k 4")
 	$(GW) eval $(MODEL) -b $(BENCHES) $(ARGS)

@@ -2,8 +2,9 @@
 
 Model text is hostile. Nothing here calls ``eval``, ``exec``, ``sympify`` or ``parse_expr``: a tokenizer and
 a recursive-descent parser build ``sympy.Integer``, ``Rational``, ``Symbol``, ``Add``, ``Mul``, ``Pow`` and a
-whitelist of functions. Sizes are guarded (length, nesting, digits, exponents, factorials), and powers are
-built unevaluated so ``2^{10^{10}}`` costs nothing until a bounded numeric check looks at it.
+whitelist of functions. Sizes are guarded with the limits of ``rewards.guards`` (length, nesting, digits,
+exponents, factorials), and powers are built unevaluated so ``2^{10^{10}}`` costs nothing until a bounded
+numeric check looks at it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,7 @@ from fractions import Fraction
 
 import sympy as sp
 
-MAX_LEN = 2000  # characters of one answer
-MAX_DEPTH = 60  # nesting of brackets / fractions
-MAX_DIGITS = 400  # digits of one number literal
-MAX_EXPONENT = 10_000  # |integer exponent| we are willing to evaluate exactly
-MAX_FACTORIAL = 1_000
+from rewards.guards import MAX_ANSWER, MAX_DIGITS, MAX_EXPONENT, MAX_FACTORIAL, MAX_PARSE_DEPTH
 
 
 class ParseError(ValueError):
@@ -40,7 +37,7 @@ _TOKEN = re.compile(
 
 
 def tokenize(text: str) -> list[tuple[str, str]]:
-    if len(text) > MAX_LEN:
+    if len(text) > MAX_ANSWER:
         raise ParseError("answer too long")
     out, pos = [], 0
     text = text.rstrip()
@@ -90,7 +87,7 @@ class Parser:
 
     def expr(self) -> sp.Expr:
         self.depth += 1
-        if self.depth > MAX_DEPTH:
+        if self.depth > MAX_PARSE_DEPTH:
             raise ParseError("nesting too deep")
         left = self.term()
         while (tok := self.peek()) and tok[1] in "+-" and tok[0] == "op":

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from multiprocessing.connection import wait
 
-from rewards.math import MAX_ANSWER, check, extract_answer, normalize
+from rewards.guards import MAX_ANSWER
+from rewards.math import check, extract_answer, normalize
 from rewards.verify import GradingTimeout, cpu_deadline
 
 _PLAIN_NUMBER = re.compile(r"-?\d{1,30}(\.\d{1,30})?")
@@ -51,7 +52,7 @@ def _fast_path(pred: str, gold: str) -> bool | None:
     if _PLAIN_NUMBER.fullmatch(p) and _PLAIN_NUMBER.fullmatch(g):
         if Fraction(p) == Fraction(g):
             return True
-        return False if "." not in p + g else None  # decimals may equal by rounding (rewards.math.numbers_equal)
+        return False if "." not in p + g else None  # decimals may equal by rounding (rewards.numbers.numbers_equal)
     return None
 
 

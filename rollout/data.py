@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +27,24 @@ class Example:
     answer: str
 
 
+def sum_operands(
+    rng: random.Random, operands: int, max_value: int, low: int = 0, min_operands: int | None = None
+) -> Iterator[list[int]]:
+    """The one generator of sum problems (the ``arith`` task here, the toy lab's task in ``toylab.task``):
+    endless lists of ``operands`` numbers in [low, max_value], or of ``min_operands`` to ``operands`` numbers
+    (uniformly) when ``min_operands`` is given. A fixed count draws nothing extra from ``rng``."""
+    while True:
+        count = operands if min_operands in (None, operands) else rng.randint(min_operands, operands)
+        yield [rng.randint(low, max_value) for _ in range(count)]
+
+
 def arithmetic_task(n: int, operands: int = 2, max_value: int = 20, seed: int = 0) -> list[Example]:
     """``n`` distinct-ish sums 'a + b (+ c ...)' with their results, reproducible from ``seed``."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        nums = [rng.randint(0, max_value) for _ in range(operands)]
-        rows.append(Example(f"arith/{seed}/{i}", " + ".join(map(str, nums)) + " = ?", str(sum(nums))))
-    return rows
+    draws = sum_operands(random.Random(seed), operands, max_value)
+    return [
+        Example(f"arith/{seed}/{i}", " + ".join(map(str, nums)) + " = ?", str(sum(nums)))
+        for i, nums in zip(range(n), draws)
+    ]
 
 
 def _row(line: str, where: str, default_id: str) -> Example:

@@ -117,45 +117,16 @@ class HFBackend:
         """Sample ``group_size`` continuations of each prompt. The prompt is prefilled once and its KV cache
         repeated G times; rows that hit EOS leave the batch (their cache rows are dropped) once a quarter of
         the active rows has finished, unless ranks must stay in lockstep."""
-        b, width = len(prompts), max(len(r) for r in prompts)
-        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((b, width), dtype=torch.long)
-        for i, r in enumerate(prompts):  # left padding keeps every row's last prompt token in the last column
-            ids[i, width - len(r) :] = torch.tensor(r)
-            attn[i, width - len(r) :] = 1
-        ids, attn = ids.to(self.device), attn.to(self.device)
-        pos = (attn.cumsum(dim=1) - 1).clamp(min=0)  # [B, P]
+        n = len(prompts) * group_size
+        cache, logits_last, attn, next_pos = self._prefill(prompts, group_size, model)
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        cache = DynamicCache()
-        out = model(
-            input_ids=ids,
-            attention_mask=attn,
-            position_ids=pos,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        n = b * group_size
-        cache.batch_repeat_interleave(group_size)  # [B, ...] -> [N, ...], rows of a group contiguous
-        logits_last = out.logits[:, -1, :].repeat_interleave(group_size, dim=0)  # [N, V]
-        attn = attn.repeat_interleave(group_size, dim=0)  # [N, P]
-        next_pos = pos[:, -1:].repeat_interleave(group_size, dim=0) + 1  # [N, 1]
         tok_mat = torch.full((n, self.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)
         lp_mat = torch.zeros((n, self.max_new_tokens), device=self.device)
         rows = torch.arange(n, device=self.device)  # output row of each active batch row
         finished = torch.zeros(n, dtype=torch.bool, device=self.device)  # over active rows
         steps = 0
-        if self.forced_lengths is not None:
-            forced = torch.tensor(self.forced_lengths, device=self.device)  # [N]
-            eos_only = torch.arange(logits_last.shape[-1], device=self.device) == self.eos_id  # [V]
         for t in range(self.max_new_tokens):
-            logits = logits_last.float() / self.temperature  # [n_active, V]
-            if t < self.min_new_tokens:  # benchmarks: fixed-length completions (EOS suppressed)
-                logits[:, self.eos_id] = float("-inf")
-            if self.forced_lengths is not None:  # benchmarks: EOS suppressed before each row's length, forced at it
-                left = forced[rows] - 1 - t  # [n_active]
-                logits[left > 0, self.eos_id] = float("-inf")
-                logits[left == 0] = torch.where(eos_only, 0.0, float("-inf"))
+            logits = self._constrained(logits_last.float() / self.temperature, t, rows)  # [n_active, V]
             tok, logp = sample_tokens(logits, gen, self.top_p)  # [n_active, 1] each
             live = ~finished
             tok_mat[rows[live], t] = tok[live, 0]
@@ -170,17 +141,52 @@ class HFBackend:
                 cache.batch_select_indices(keep)
                 rows, tok, attn, next_pos, finished = rows[keep], tok[keep], attn[keep], next_pos[keep], finished[keep]
             attn = torch.cat([attn, torch.ones((len(rows), 1), dtype=attn.dtype, device=self.device)], dim=1)
-            out = model(
-                input_ids=tok,
-                attention_mask=attn,
-                position_ids=next_pos,
-                past_key_values=cache,
-                use_cache=True,
-            )
-            logits_last = out.logits[:, -1, :]
+            o = model(input_ids=tok, attention_mask=attn, position_ids=next_pos, past_key_values=cache, use_cache=True)
+            logits_last = o.logits[:, -1, :]
             next_pos = next_pos + 1
-        tok_mat, lp_mat = tok_mat[:, :steps].cpu(), lp_mat[:, :steps].cpu()  # [N, T]
-        # a row's completion ends at its first EOS (inclusive); later columns are padding
+        return self._trimmed(tok_mat[:, :steps].cpu(), lp_mat[:, :steps].cpu())  # [N, T] each
+
+    def _prefill(self, prompts: list[list[int]], group_size: int, model):
+        """One forward over the left-padded prompts; the cache, last logits, attention mask and next positions
+        repeated ``group_size`` times (rows of a group contiguous)."""
+        b, width = len(prompts), max(len(r) for r in prompts)
+        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((b, width), dtype=torch.long)
+        for i, r in enumerate(prompts):  # left padding keeps every row's last prompt token in the last column
+            ids[i, width - len(r) :] = torch.tensor(r)
+            attn[i, width - len(r) :] = 1
+        ids, attn = ids.to(self.device), attn.to(self.device)
+        pos = (attn.cumsum(dim=1) - 1).clamp(min=0)  # [B, P]
+        cache = DynamicCache()
+        out = model(
+            input_ids=ids,
+            attention_mask=attn,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache.batch_repeat_interleave(group_size)  # [B, ...] -> [N, ...], rows of a group contiguous
+        logits_last = out.logits[:, -1, :].repeat_interleave(group_size, dim=0)  # [N, V]
+        attn = attn.repeat_interleave(group_size, dim=0)  # [N, P]
+        next_pos = pos[:, -1:].repeat_interleave(group_size, dim=0) + 1  # [N, 1]
+        return cache, logits_last, attn, next_pos
+
+    def _constrained(self, logits: torch.Tensor, t: int, rows: torch.Tensor) -> torch.Tensor:
+        """Benchmarks only: EOS suppressed before ``min_new_tokens``, and with ``forced_lengths`` suppressed
+        before each row's length and forced at it. ``logits`` [n_active, V] of step ``t``, changed in place."""
+        if t < self.min_new_tokens:
+            logits[:, self.eos_id] = float("-inf")
+        if self.forced_lengths is not None:
+            left = torch.tensor(self.forced_lengths, device=self.device)[rows] - 1 - t  # [n_active]
+            eos_only = torch.arange(logits.shape[-1], device=self.device) == self.eos_id  # [V]
+            logits[left > 0, self.eos_id] = float("-inf")
+            logits[left == 0] = torch.where(eos_only, 0.0, float("-inf"))
+        return logits
+
+    def _trimmed(self, tok_mat: torch.Tensor, lp_mat: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
+        """Each row up to its first EOS (inclusive); later columns are padding."""
+        n = tok_mat.shape[0]
         is_eos = tok_mat == self.eos_id
         first_eos = torch.where(is_eos.any(dim=1), is_eos.float().argmax(dim=1), torch.full((n,), tok_mat.shape[1]))
         lengths = (first_eos + is_eos.any(dim=1).long()).clamp(max=tok_mat.shape[1]).tolist()

@@ -310,17 +310,9 @@ class ServerBackend:
                 raise
 
     def _nccl_engine(self, url: str, rank: int):
-        from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
-        from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
+        from rollout.weight_source import trainer_engine  # imports vllm: only for the NCCL push
 
-        from rollout.weight_source import GatheredSource
-
-        host = os.environ.get("GROUPWISE_NCCL_HOST") or os.environ.get("MASTER_ADDR", "127.0.0.1")
-        port = _free_port() if rank == 0 else 0
-        info = NCCLTrainerInitInfo(master_address=host, master_port=port, world_size=1 + self.tp, rank=rank)
-        client = _AuthClient(url, self.headers, self)
-        source = GatheredSource(self.module, self.named_tensors)
-        return WeightTransferTrainerFactory.trainer_init(info, client=client, source=source)
+        return trainer_engine(url, rank, 1 + self.tp, self._control, self.module, self.named_tensors)
 
     # ------------------------------------------------------------------ control plane
 
@@ -358,44 +350,9 @@ class ServerBackend:
         self.session.close()
 
 
-class _AuthClient:
-    """vLLM's ``HTTPVLLMWeightSyncClient`` routes, with the shared secret on every request."""
-
-    def __init__(self, url: str, headers: dict, backend: ServerBackend):
-        self.url, self.headers, self.backend = url, headers, backend
-
-    def _post(self, path: str, body: dict | None = None) -> None:
-        self.backend._control(self.url, path, body)
-
-    def init_weight_transfer_engine(self, init_info: dict) -> None:
-        self._post("init_weight_transfer_engine", {"init_info": init_info})
-
-    def shutdown_weight_transfer_engine(self) -> None:
-        self._post("shutdown_weight_transfer_engine")
-
-    def start_weight_update(self) -> None:
-        self._post("start_weight_update")
-
-    def update_weights(self, update_info) -> None:
-        from vllm.distributed.weight_transfer.clients import _json_safe_update_payload
-
-        self._post("update_weights", {"update_info": _json_safe_update_payload(update_info)})
-
-    def finish_weight_update(self, weight_version: str | None = None) -> None:
-        self._post("finish_weight_update", {"weight_version": weight_version} if weight_version else None)
-
-
 def _try(fn: Callable[[str], None], url: str) -> str | None:
     try:
         fn(url)
         return None
     except Exception as e:
         return f"{url}: {type(e).__name__}: {e}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]

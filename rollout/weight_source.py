@@ -1,10 +1,14 @@
-"""The learner's weights as a vLLM ``WeightSource`` (for vLLM's NCCL weight-transfer engine, GPU nodes).
+"""The trainer's side of vLLM's NCCL weight-transfer engine (``rollout.server_push=nccl``, GPU nodes): the
+learner's weights as a vLLM ``WeightSource``, the servers' weight-sync routes with our shared secret, and the
+engine built from them for one server.
 
 Imports vllm at module import: only ``rollout.server`` imports it, and only for ``rollout.server_push=nccl``.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Iterator
 
 import torch
@@ -27,3 +31,50 @@ class GatheredSource(WeightSource):
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
         return iter(self.named_tensors())
+
+
+class AuthClient:
+    """vLLM's ``HTTPVLLMWeightSyncClient`` routes, through the backend's ``control(url, path, body)`` call (which
+    sends the shared secret with every request)."""
+
+    def __init__(self, url: str, control: Callable[[str, str, dict | None], dict]):
+        self.url, self.control = url, control
+
+    def _post(self, path: str, body: dict | None = None) -> None:
+        self.control(self.url, path, body)
+
+    def init_weight_transfer_engine(self, init_info: dict) -> None:
+        self._post("init_weight_transfer_engine", {"init_info": init_info})
+
+    def shutdown_weight_transfer_engine(self) -> None:
+        self._post("shutdown_weight_transfer_engine")
+
+    def start_weight_update(self) -> None:
+        self._post("start_weight_update")
+
+    def update_weights(self, update_info) -> None:
+        from vllm.distributed.weight_transfer.clients import _json_safe_update_payload
+
+        self._post("update_weights", {"update_info": _json_safe_update_payload(update_info)})
+
+    def finish_weight_update(self, weight_version: str | None = None) -> None:
+        self._post("finish_weight_update", {"weight_version": weight_version} if weight_version else None)
+
+
+def trainer_engine(url: str, rank: int, world_size: int, control, module: torch.nn.Module, named_tensors):
+    """vLLM's NCCL trainer engine for the server at ``url``: trainer rank 0 (which opens the rendezvous port on
+    ``GROUPWISE_NCCL_HOST`` or ``MASTER_ADDR``) plus the server's ``world_size - 1`` workers."""
+    from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
+    from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
+
+    host = os.environ.get("GROUPWISE_NCCL_HOST") or os.environ.get("MASTER_ADDR", "127.0.0.1")
+    port = _free_port() if rank == 0 else 0
+    info = NCCLTrainerInitInfo(master_address=host, master_port=port, world_size=world_size, rank=rank)
+    client, source = AuthClient(url, control), GatheredSource(module, named_tensors)
+    return WeightTransferTrainerFactory.trainer_init(info, client=client, source=source)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]

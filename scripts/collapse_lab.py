@@ -1,14 +1,15 @@
-"""The collapse lab: every experiment of docs/toy-lab.md, several seeds each, then its tables and figures.
+"""The toy lab: every experiment of docs/toy-lab.md, several seeds each, then its tables and figures.
 
-    python scripts/collapse_lab.py                      # all three experiments, seeds 0 1 2, two runs at a time
-    python scripts/collapse_lab.py --only length --seeds 0 --jobs 1
-    python scripts/collapse_lab.py --report-only        # tables and figures from the runs already there
+    python scripts/collapse_lab.py                        # both experiments, seeds 0-4, two runs at a time
+    python scripts/collapse_lab.py --only offpolicy --seeds 0 1 --jobs 1
+    python scripts/collapse_lab.py --report-only          # tables and figures from the runs already there
 
-Each run is ``groupwise train -c configs/lab/base.yaml -c configs/lab/<name>.yaml seed=S`` in
-``RUNS/<name>-s<S>`` with one CPU thread (runs in parallel use a core each). A finished run (``lab.json``
-written) is not run again and an interrupted one resumes from its checkpoint, so the lab can be stopped and
-restarted. Outputs: ``OUT/lab-<experiment>.png`` (one line per seed, one colour per method) and
-``OUT/lab-results.md`` (mean and spread over seeds; the collapse criterion is stated there).
+Each run is ``groupwise train -c configs/lab/base.yaml [-c configs/lab/<experiment>.yaml] -c
+configs/lab/<method>.yaml seed=S`` in ``RUNS/<experiment>/<method>-s<S>`` with one CPU thread (runs in
+parallel use a core each). Runs go seed by seed, so a lab stopped early has complete paired sets for the first
+seeds. A finished run (``lab.json`` written) is not run again and an interrupted one resumes from its
+checkpoint. Outputs: ``OUT/lab-<experiment>.png`` and ``OUT/lab-results.md``: each method against its
+experiment's baseline at the same seeds, with two-stage bootstrap intervals (``app.lab_stats``).
 """
 
 from __future__ import annotations
@@ -21,24 +22,45 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from app.lab_stats import Arm, mean_ci, paired
 from app.report import run_summary
 from trainer.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-START = "builtin:toy-shortcut5"  # configs/lab/base.yaml's model.path
+
+
+@dataclass(frozen=True)
+class Experiment:
+    configs: tuple[str, ...]  # configs/lab/ files after base.yaml (the method's file comes last)
+    baseline: str  # every other method is reported as a paired difference from this one
+    methods: tuple[str, ...]  # headline methods: every seed
+    controls: tuple[str, ...] = ()  # controls: the first CONTROL_SEEDS seeds only
+    model: str = "builtin:toy-shortcut5"
+
+
 EXPERIMENTS = {
-    "length": ["kimi_lp", "correct_lp", "grpo_lambda", "acoer"],
-    "objectives": ["gspo", "luspo", "grpo", "dr_grpo"],
-    "guard": ["kimi_lp", "guard"],  # the guarded run next to the same run unguarded
+    "offpolicy": Experiment(
+        ("offpolicy.yaml",), "gspo", ("gspo", "luspo"), ("grpo", "dr_grpo", "dapo"), "builtin:toy-lengthpays"
+    ),
+    "length": Experiment((), "grpo", ("grpo", "correct_lp", "grpo_lambda", "acoer", "kimi_lp")),
 }
+CONTROL_SEEDS = 3
 COLORS = {"kimi_lp": "C3", "correct_lp": "C1", "grpo_lambda": "C2", "acoer": "C0", "gspo": "C3", "luspo": "C0"}
-COLORS.update({"grpo": "C7", "dr_grpo": "C2", "guard": "C4"})
-# Decided before the first lab run (docs/toy-lab.md): a run has collapsed when its held-out accuracy at the end is
-# more than COLLAPSE_DROP below its start; its length has collapsed when the end's mean is below LENGTH_FLOOR x start.
-COLLAPSE_DROP = 0.20
+COLORS.update({"grpo": "C7", "dr_grpo": "C2", "dapo": "C4"})
+# Decided before the second edition's first run (docs/toy-lab.md): a run has collapsed when its final held-out
+# accuracy is below COLLAPSE_RATIO x its start; its length has collapsed when its final mean tokens are below
+# LENGTH_FLOOR x the start.
+COLLAPSE_RATIO = 0.5
 LENGTH_FLOOR = 0.5
+
+
+def methods_of(exp: Experiment, seed: int) -> tuple[str, ...]:
+    return exp.methods + (exp.controls if seed < CONTROL_SEEDS else ())
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -46,13 +68,16 @@ def read_jsonl(path: Path) -> list[dict]:
     return read_metrics(path) if path.exists() else []
 
 
-def run_one(name: str, seed: int, runs: Path, extra: list[str]) -> tuple[str, int, float]:
-    """Train one (method, seed); returns its directory name, exit status and minutes."""
-    run = runs / f"{name}-s{seed}"
+def run_one(exp: str, name: str, seed: int, runs: Path, extra: list[str]) -> tuple[str, int, float]:
+    """Train one (experiment, method, seed); returns its directory name, exit status and minutes."""
+    run = runs / exp / f"{name}-s{seed}"
     if (run / "lab.json").exists():
-        return run.name, json.loads((run / "lab.json").read_text())["status"], 0.0
-    cmd = [str(Path(sys.executable).with_name("groupwise")), "train", "-c", str(ROOT / "configs/lab/base.yaml")]
-    cmd += ["-c", str(ROOT / f"configs/lab/{name}.yaml"), f"seed={seed}", f"run_dir={run}", "resume=auto", *extra]
+        return f"{exp}/{run.name}", json.loads((run / "lab.json").read_text())["status"], 0.0
+    configs = ["base.yaml", *EXPERIMENTS[exp].configs, f"{name}.yaml"]
+    cmd = [str(Path(sys.executable).with_name("groupwise")), "train"]
+    for c in configs:
+        cmd += ["-c", str(ROOT / "configs" / "lab" / c)]
+    cmd += [f"seed={seed}", f"run_dir={run}", "resume=auto", *extra]
     # each run is its own world of one: never hand it this process's torch.distributed rendezvous
     rendezvous = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
     env = {k: v for k, v in os.environ.items() if k not in rendezvous}
@@ -64,68 +89,90 @@ def run_one(name: str, seed: int, runs: Path, extra: list[str]) -> tuple[str, in
     minutes = (time.time() - t0) / 60
     if status in (0, 3):  # 3: halted by a guard (the evidence is the result); anything else is retried next time
         (run / "lab.json").write_text(json.dumps({"status": status, "minutes": round(minutes, 2)}))
-    return run.name, status, minutes
+    return f"{exp}/{run.name}", status, minutes
 
 
 def summarize(run: Path) -> dict | None:
-    """The run's first and last held-out evaluation (``app.report.run_summary``), judged by the criteria."""
+    """A finished run's first and last held-out evaluation, judged by the criteria, with its per-problem results
+    and its mean clipped share over training; None for a run without a finished ``lab.json``."""
     s = run_summary(run)
-    if s is None or len(s["history"]) < 2:
+    lab = json.loads((run / "lab.json").read_text()) if (run / "lab.json").exists() else None
+    evals = [e for e in read_jsonl(run / "eval.jsonl") if "problem_correct" in e]
+    if s is None or lab is None or len(evals) < 2:
         return None
-    events = read_jsonl(run / "events.jsonl")
-    lab = json.loads((run / "lab.json").read_text()) if (run / "lab.json").exists() else {}
+    rows = read_jsonl(run / "metrics.jsonl")
+    clip = [r[k] for r in rows for k in ("clip_frac_seq", "clip_frac_token") if r.get(k) is not None]
+    first, last = evals[0], evals[-1]
     return {
-        "acc0": s["acc_before"],
-        "acc": s["acc_after"],
-        "acc_min": min(acc for _, acc, _ in s["history"]),
-        "tok0": s["tokens_before"],
-        "tok": s["tokens_after"],
+        "acc0": first["accuracy"],
+        "acc": last["accuracy"],
+        "tok0": first["tokens"],
+        "tok": last["tokens"],
         "steps": s["steps"],
-        "collapsed": s["acc_after"] < s["acc_before"] - COLLAPSE_DROP,
-        "length_collapsed": s["tokens_after"] < LENGTH_FLOOR * s["tokens_before"],
-        "collapse_events": sum(e["event"] == "collapse" for e in events),
-        "rollbacks": sum(e["event"] == "rollback" for e in events),
+        "samples": last["samples"],
+        "problem_acc": [c / last["samples"] for c in last["problem_correct"]],
+        "problem_tok": last["problem_tokens"],
+        "clip": statistics.mean(clip) if clip else None,
+        "collapsed": last["accuracy"] < COLLAPSE_RATIO * first["accuracy"],
+        "length_collapsed": last["tokens"] < LENGTH_FLOOR * first["tokens"],
         "halted": lab.get("status") == 3,
         "minutes": lab.get("minutes"),
     }
 
 
-def mean_sd(xs: list[float], scale: float = 1.0, fmt: str = ".1f") -> str:
-    if not xs:
-        return "-"
-    m = statistics.mean(xs) * scale
-    sd = statistics.stdev(xs) * scale if len(xs) > 1 else 0.0
-    return f"{m:{fmt}} ± {sd:{fmt}}"
+def arm(results: list[dict]) -> Arm:
+    return Arm(torch.tensor([r["problem_acc"] for r in results]), torch.tensor([r["problem_tok"] for r in results]))
 
 
 def table(experiment: str, runs: Path, seeds: list[int]) -> str:
+    """One row per method: start, end (95% interval over seeds and problems), the paired difference from the
+    baseline at the seeds both finished, the criteria, and each seed's end."""
+    exp = EXPERIMENTS[experiment]
+    got = {m: {s: summarize(runs / experiment / f"{m}-s{s}") for s in seeds} for m in exp.methods + exp.controls}
+    base = got[exp.baseline]
     lines = [
-        f"### {experiment}",
+        f"### {experiment}: against `{exp.baseline}` ({exp.model}; configs/lab/base.yaml"
+        + "".join(f", {c}" for c in exp.configs)
+        + ")",
         "",
-        "| method | seeds | accuracy start | accuracy end | lowest accuracy | tokens start | tokens end "
-        "| collapsed (acc) | collapsed (length) | guard events | per seed: accuracy end / tokens end |",
+        f"Differences are the method minus `{exp.baseline}` at the same seeds (paired), at the end of training; "
+        "95% intervals from 10,000 two-stage bootstrap resamples (seeds, then held-out problems).",
+        "",
+        "| method | seeds | accuracy start | accuracy end [95% CI] | tokens start | tokens end | "
+        f"Δ accuracy vs {exp.baseline} (points) | Δ tokens vs {exp.baseline} | clipped share | collapsed "
+        "(acc / length) | per seed: accuracy end / tokens end |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for name in EXPERIMENTS[experiment]:
-        rows = [(s, summarize(runs / f"{name}-s{s}")) for s in seeds]
-        got = [r for _, r in rows if r]
-        if not got:
-            lines.append(f"| {name} | 0 | | | | | | | | | (not run) |")
+    for m, by_seed in got.items():
+        done = [(s, r) for s, r in by_seed.items() if r is not None]
+        if not done:
+            lines.append(f"| {m} | 0 | | | | | | | | | (not run) |")
             continue
-        per_seed = ", ".join(
-            f"s{s}: {100 * r['acc']:.0f}% / {r['tok']:.0f}" + (f" (ended at {r['steps']})" if r["halted"] else "")
-            for s, r in rows
-            if r
-        )
-        events = sum(r["collapse_events"] for r in got)
+        rs = [r for _, r in done]
+        acc, lo, hi = mean_ci(arm(rs).accuracy)
+        both = [s for s, _ in done if base.get(s) is not None]
+        if m == exp.baseline:
+            d_acc, d_tok = "(baseline)", "(baseline)"
+        elif both:
+            pr = paired(arm([by_seed[s] for s in both]), arm([base[s] for s in both]))
+            d_acc, d_tok = pr.cells()
+            d_acc += f" (n={len(both)})" if len(both) != len(done) else ""
+        else:
+            d_acc, d_tok = "(no paired seed)", ""
+        clip = [r["clip"] for r in rs if r["clip"] is not None]
+        per_seed = ", ".join(f"s{s}: {100 * r['acc']:.1f}% / {r['tok']:.1f}" for s, r in done)
         lines.append(
-            f"| {name} | {len(got)} | {mean_sd([r['acc0'] for r in got], 100)}% "
-            f"| {mean_sd([r['acc'] for r in got], 100)}% "
-            f"| {mean_sd([r['acc_min'] for r in got], 100)}% | {mean_sd([r['tok0'] for r in got])} "
-            f"| {mean_sd([r['tok'] for r in got])} | {sum(r['collapsed'] for r in got)}/{len(got)} "
-            f"| {sum(r['length_collapsed'] for r in got)}/{len(got)} "
-            f"| {events} ({sum(r['rollbacks'] for r in got)} rollbacks) | {per_seed} |"
+            f"| {m} | {len(rs)} | {100 * statistics.mean(r['acc0'] for r in rs):.1f}% "
+            f"| {100 * acc:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] | {statistics.mean(r['tok0'] for r in rs):.1f} "
+            f"| {statistics.mean(r['tok'] for r in rs):.1f} | {d_acc} | {d_tok} "
+            f"| {f'{statistics.mean(clip):.3f}' if clip else '-'} "
+            f"| {sum(r['collapsed'] for r in rs)}/{len(rs)} / {sum(r['length_collapsed'] for r in rs)}/{len(rs)} "
+            f"| {per_seed} |"
         )
+    minutes = [r["minutes"] for by_seed in got.values() for r in by_seed.values() if r and r["minutes"]]
+    if minutes:
+        lines += ["", f"{len(minutes)} runs, {statistics.mean(minutes):.1f} minutes each on average "
+                  f"({sum(minutes) / 60:.1f} core-hours in all, runs on one thread each)."]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -147,10 +194,11 @@ def figure(experiment: str, runs: Path, seeds: list[int], out: Path) -> Path:
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
     panels = [("accuracy", "training accuracy"), ("length/mean", "training length (tokens)")]
-    for name in EXPERIMENTS[experiment]:
+    exp = EXPERIMENTS[experiment]
+    for name in exp.methods + exp.controls:
         color = COLORS.get(name, None)
         for i, seed in enumerate(seeds):
-            run = runs / f"{name}-s{seed}"
+            run = runs / experiment / f"{name}-s{seed}"
             label = name if i == 0 else None
             for (key, _), ax in zip(panels, axes[0]):
                 for path, style in (("metrics.discarded.jsonl", ":"), ("metrics.jsonl", "-")):
@@ -174,7 +222,7 @@ def figure(experiment: str, runs: Path, seeds: list[int], out: Path) -> Path:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"collapse lab: {experiment} (seeds {', '.join(map(str, seeds))}; one line per seed)")
+    fig.suptitle(f"toy lab: {experiment} (seeds {', '.join(map(str, seeds))}; one line per seed)")
     fig.tight_layout()
     path = out / f"lab-{experiment}.png"
     fig.savefig(path, dpi=90)
@@ -185,36 +233,38 @@ def figure(experiment: str, runs: Path, seeds: list[int], out: Path) -> Path:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="+", choices=list(EXPERIMENTS), default=list(EXPERIMENTS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="runs at a time")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "lab")
     p.add_argument("--out", type=Path, default=ROOT / "docs", help="where lab-*.png and lab-results.md go")
     p.add_argument("--report-only", action="store_true", help="tables and figures from existing runs only")
     p.add_argument(
-        "--probe", type=int, default=200, help="held-out problems for the starting model's profile (0: skip)"
+        "--probe", type=int, default=200, help="held-out problems for the starting models' profiles (0: skip)"
     )
     p.add_argument("--methods", nargs="+", help="only these methods of the chosen experiments (default: all)")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every run (e.g. steps=50)")
     args = p.parse_args()
-    todo = [(n, s) for exp in args.only for n in EXPERIMENTS[exp] for s in args.seeds if n in (args.methods or [n])]
+    todo = [(e, m, s) for s in args.seeds for e in args.only for m in methods_of(EXPERIMENTS[e], s)]
+    todo = [(e, m, s) for e, m, s in todo if m in (args.methods or [m])]
     if not args.report_only:
         print(f"{len(todo)} runs, {args.jobs} at a time, in {args.runs}", flush=True)
         with ThreadPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(run_one, n, s, args.runs, args.overrides) for n, s in todo]
+            futures = [pool.submit(run_one, e, m, s, args.runs, args.overrides) for e, m, s in todo]
             for i, f in enumerate(futures, 1):
                 run, status, minutes = f.result()
                 print(f"[{i}/{len(todo)}] {run}: exit {status} ({minutes:.1f} min)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     parts = [
-        f"Collapse: held-out accuracy at the end more than {100 * COLLAPSE_DROP:.0f} points below the start. "
-        f"Length collapse: mean tokens at the end below {LENGTH_FLOOR:g} x the start. Mean ± sd over seeds."
+        "Written by `scripts/collapse_lab.py` (never edited by hand). "
+        f"Collapse: final held-out accuracy below {COLLAPSE_RATIO:g} x the start. Length collapse: final mean "
+        f"tokens below {LENGTH_FLOOR:g} x the start. Held-out: the runs' own evaluation (eval.jsonl)."
     ]
     if args.probe:
         from toylab.probe import profile, profile_table
 
-        model = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("model.path=")), START)
-        parts.append(f"### the starting model, {model} (held-out, 4 samples per problem)\n\n"
-                     + profile_table(profile(model, args.probe)))  # fmt: skip
+        for model in dict.fromkeys(EXPERIMENTS[e].model for e in args.only):
+            parts.append(f"### the starting model {model} (held-out, {args.probe} problems x 4 samples)\n\n"
+                         + profile_table(profile(model, args.probe)))  # fmt: skip
     for exp in args.only:
         parts.append(table(exp, args.runs, args.seeds))
         print(f"figure: {figure(exp, args.runs, args.seeds, args.out)}")

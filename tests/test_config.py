@@ -177,7 +177,7 @@ def test_every_numeric_field_has_a_range():
                 yield f"{prefix}{f.name}"
 
     missing = [k for k in walk(Config()) if k not in RANGES]
-    assert not missing, f"numeric config keys without a range in trainer.config.RANGES: {missing}"
+    assert not missing, f"numeric config fields declared without bounded(default, lo, hi): {missing}"
 
 
 @pytest.mark.parametrize(
@@ -255,3 +255,35 @@ def test_off_is_a_choice_not_a_boolean():
     assert load_config(None, ["guard.collapse_action=off"]).guard.collapse_action == "off"
     with pytest.raises(ConfigError, match=r"guard\.collapse_action: True is not valid"):
         load_config(None, ["guard.collapse_action=yes"])
+
+
+def test_backend_needs_are_checked_where_the_backend_is_built_before_any_model(monkeypatch):
+    """The config never imports a rollout backend; ``check_backend`` (called by ``open_session`` before the
+    model is built) refuses what the machine or the config cannot give the backend."""
+    import torch
+
+    import rollout.vllm_backend
+    from trainer.components import check_backend
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(rollout.vllm_backend, "vllm_available", lambda: (False, "no vllm here"))
+    with pytest.raises(ConfigError, match=r"rollout\.backend=vllm: no vllm here"):
+        check_backend(load_config(None, ["rollout.backend=vllm"]), cpu)
+    with pytest.raises(ConfigError, match=r"needs rollout.servers=http://HOST:PORT"):
+        check_backend(load_config(None, ["rollout.backend=server"]), cpu)
+    nccl = ["rollout.backend=server", "rollout.servers=http://a:1", "rollout.server_push=nccl"]
+    with pytest.raises(ConfigError, match=r"rollout\.server_push=nccl needs CUDA"):
+        check_backend(load_config(None, nccl), cpu)
+    check_backend(load_config(None, ["rollout.backend=server", "rollout.servers=http://a:1"]), cpu)
+    check_backend(load_config(None), cpu)
+
+
+def test_names_of_objectives_and_schemes_come_from_their_registries():
+    import typing
+
+    from losses import OBJECTIVES
+    from rewards.schemes import SCHEMES
+    from trainer.config import LossConfig, RewardConfig
+
+    assert typing.get_args(typing.get_type_hints(LossConfig)["name"]) == tuple(OBJECTIVES)
+    assert typing.get_args(typing.get_type_hints(RewardConfig)["name"]) == tuple(sorted(SCHEMES))

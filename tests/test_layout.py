@@ -8,12 +8,22 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("app", "trainer", "rollout", "rewards", "losses", "toylab")
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name: str) -> bool:
+    p = ROOT / name.replace(".", "/")
+    return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
+
+
 def _imports() -> dict[str, set[str]]:
-    """module -> the project modules it imports."""
+    """module -> the project modules it imports (subpackages included)."""
     graph: dict[str, set[str]] = {}
     for pkg in PACKAGES:
-        for path in (ROOT / pkg).glob("*.py"):
-            mod = f"{pkg}.{path.stem}" if path.stem != "__init__" else pkg
+        for path in (ROOT / pkg).rglob("*.py"):
+            mod = _module_name(path)
             deps = graph.setdefault(mod, set())
             for node in ast.walk(ast.parse(path.read_text())):
                 names = []
@@ -21,9 +31,7 @@ def _imports() -> dict[str, set[str]]:
                     names = [a.name for a in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                     names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-                deps.update(
-                    n for n in names if n.split(".")[0] in PACKAGES and (ROOT / (n.replace(".", "/") + ".py")).is_file()
-                )
+                deps.update(n for n in names if n.split(".")[0] in PACKAGES and _is_module(n))
             deps.discard(mod)
     return graph
 
@@ -82,7 +90,7 @@ def test_math_modules_import_only_torch_stdlib_sympy_and_the_grading_library():
 
     allowed = {"torch", "sympy", "math_verify", "latex2sympy2_extended", *PACKAGES}
     for pkg in ("losses", "rewards"):
-        for path in (ROOT / pkg).glob("*.py"):
+        for path in (ROOT / pkg).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
                     tops = [a.name.split(".")[0] for a in node.names]
@@ -92,3 +100,42 @@ def test_math_modules_import_only_torch_stdlib_sympy_and_the_grading_library():
                     continue
                 bad = [t for t in tops if t not in allowed and t not in sys.stdlib_module_names]
                 assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+LIBRARY = ("trainer", "rollout", "rewards", "losses", "toylab")
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 60
+# The application layer is exempt from the function limit up to APP_MAX_FUNCTION_LINES: ``app.cli.main`` is one
+# argparse table plus one branch per command, which reads best in one place. scripts/ (benchmarks, the GPU
+# self-check, the collapse lab: one-off programs run by hand) and tests/ are not checked.
+APP_MAX_FUNCTION_LINES = 150
+
+
+def _sizes(pkg: str):
+    """(path, name or None for the file, lines) for every file and function of ``pkg``."""
+    for path in sorted((ROOT / pkg).rglob("*.py")):
+        source = path.read_text()
+        yield path.relative_to(ROOT), None, len(source.splitlines())
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield path.relative_to(ROOT), node.name, node.end_lineno - node.lineno + 1
+
+
+def test_small_files_and_short_functions():
+    """Library files stay under 400 lines and functions under 60 (docstring included): a file that grows past
+    it is split along a seam, a function into named steps."""
+    too_long = []
+    for pkg in (*LIBRARY, "app"):
+        fn_limit = APP_MAX_FUNCTION_LINES if pkg == "app" else MAX_FUNCTION_LINES
+        for path, name, lines in _sizes(pkg):
+            limit = MAX_FILE_LINES if name is None else fn_limit
+            if lines > limit:
+                too_long.append(f"{path}{'' if name is None else ':' + name}: {lines} lines > {limit}")
+    assert not too_long, "\n".join(too_long)
+
+
+def test_the_config_imports_no_rollout_backend():
+    """What a backend needs is checked where it is built (``trainer.components.check_backend``)."""
+    for mod, deps in _imports().items():
+        if mod == "trainer.config" or mod.startswith("trainer.config."):
+            assert not any(d.split(".")[0] == "rollout" for d in deps), f"{mod} imports {deps}"

@@ -20,6 +20,21 @@ def test_worked_solutions_are_right_and_redundancy_only_adds_lines():
         assert len(text.splitlines()) == 3 + k and grade(text, "85")[0]
 
 
+def test_the_length_pays_task_merges_work_and_every_answer_is_right():
+    """toylab.task: ``merge`` joins an addition to the next line's; the sum stays right, the work shrinks."""
+    assert worked_solution([23, 45, 17, 30], 0, random.Random(0), merge=1.0) == "23+45+17+30=115\n\\boxed{115}"
+    pairs = sft_pairs(2000, 5, 99, 0, seed=0, shortcut=0.1, min_operands=2, merge=0.4)
+    for p, s in pairs[:200]:
+        nums = [int(x) for x in p.split("+")]
+        assert grade(s, str(sum(nums)))[0]
+        for line in s.splitlines()[:-1]:  # every written line is true arithmetic
+            lhs, rhs = line.split("=")
+            assert sum(int(x) for x in lhs.split("+")) == int(rhs)
+    worked = [(p.count("+"), s.count("\n")) for p, s in pairs if "=" in s]
+    merged = sum(lines < adds for adds, lines in worked) / len(worked)
+    assert 0.3 < merged < 0.8  # P(some merge) for 1-4 additions at 0.4 each, 2-5 numbers uniform: ~0.5
+
+
 def test_splits_are_disjoint_and_reproducible():
     train = {r.problem for r in toy_problems(500, seed=0)}
     test = {r.problem for r in toy_problems(200, seed=0, split="test")}
@@ -61,31 +76,44 @@ def test_a_builtin_reasoner_trains_on_its_own_task():
 
 
 def test_the_lab_summary_applies_the_stated_collapse_criteria(tmp_path):
-    """scripts/collapse_lab.py: collapse = end accuracy > 20 points below the start; length collapse = end
-    tokens below half the start; guard events counted from events.jsonl."""
+    """scripts/collapse_lab.py: collapse = end accuracy below half the start; length collapse = end tokens
+    below half the start; unfinished runs are left out; each method is paired with the baseline by seed."""
     import importlib.util
+    import sys
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("lab", Path(__file__).parents[1] / "scripts" / "collapse_lab.py")
+    spec = importlib.util.spec_from_file_location(
+        "collapse_lab", Path(__file__).parents[1] / "scripts" / "collapse_lab.py"
+    )
     lab = importlib.util.module_from_spec(spec)
+    sys.modules["collapse_lab"] = lab  # its dataclasses look their module up
     spec.loader.exec_module(lab)
 
-    def run(name, evals, events=()):
-        d = tmp_path / name
-        d.mkdir()
-        (d / "eval.jsonl").write_text("".join(json.dumps({"after_steps": 25 * i, "accuracy": a, "tokens": t}) + "\n"
-                                              for i, (a, t) in enumerate(evals)))  # fmt: skip
-        (d / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    def run(name, evals, finished=True):
+        d = tmp_path / "length" / name
+        d.mkdir(parents=True)
+        rows = [
+            {"after_steps": 50 * i, "accuracy": sum(c) / 8, "tokens": sum(t) / 2, "samples": 4,
+             "problem_correct": c, "problem_tokens": t}
+            for i, (c, t) in enumerate(evals)
+        ]  # fmt: skip
+        (d / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if finished:
+            (d / "lab.json").write_text(json.dumps({"status": 0, "minutes": 1.0}))
         return lab.summarize(d)
 
-    fell = run("kimi_lp-s0", [(0.60, 30.0), (0.50, 20.0), (0.39, 14.0)], [{"event": "collapse", "step": 40}])
-    assert fell["collapsed"] and fell["length_collapsed"] and fell["collapse_events"] == 1
-    assert fell["acc_min"] == 0.39 and fell["steps"] == 50
-    held = run("kimi_lp-s1", [(0.60, 30.0), (0.41, 15.5)])
-    assert not held["collapsed"] and not held["length_collapsed"]  # 19 points, 0.52x: inside both lines
-    assert lab.mean_sd([0.4, 0.6], 100) == "50.0 ± 14.1"
-    table = lab.table("length", tmp_path, [0, 1])
-    assert "| kimi_lp | 2 | 60.0 ± 0.0% | 40.0 ± 1.4% |" in table and "| 1/2 | 1/2 | 1 (0 rollbacks) |" in table
+    base = run("grpo-s0", [([2, 2], [30.0, 30.0]), ([4, 2], [30.0, 30.0])])  # 50% -> 75%, 30 tokens
+    assert not base["collapsed"] and base["problem_acc"] == [1.0, 0.5]
+    fell = run("kimi_lp-s0", [([2, 2], [30.0, 30.0]), ([1, 0], [10.0, 18.0])])  # 50% -> 12.5%, 30 -> 14 tokens
+    assert fell["collapsed"] and fell["length_collapsed"]
+    held = run("correct_lp-s0", [([2, 2], [30.0, 30.0]), ([2, 0], [15.0, 16.0])])  # 25% = half: not below it
+    assert not held["collapsed"] and not held["length_collapsed"]
+    assert run("acoer-s0", [([2, 2], [30.0, 30.0]), ([4, 4], [30.0, 30.0])], finished=False) is None
+    table = lab.table("length", tmp_path, [0])
+    assert "| grpo | 1 | 50.0% | 75.0% [50.0, 100.0] | 30.0 | 30.0 | (baseline) | (baseline) |" in table
+    # kimi_lp - grpo at seed 0: accuracy 12.5% - 75% = -62.5 points; tokens 28 / 60 - 1 = -53.3%
+    assert "| kimi_lp | 1 | 50.0% |" in table and "| -62.5 [" in table and "| -53.3% [" in table
+    assert "| 1/1 / 1/1 |" in table and "| acoer | 0 |" in table
 
 
 @pytest.fixture(scope="module")
@@ -173,15 +201,21 @@ def test_the_collapse_lab_runs_resumes_and_reports(toy_model, tmp_path):
     from pathlib import Path
 
     script = Path(__file__).parents[1] / "scripts" / "collapse_lab.py"
-    args = [sys.executable, str(script), "--only", "guard", "--seeds", "0", "--jobs", "1", "--probe", "0"]
+    args = [sys.executable, str(script), "--only", "offpolicy", "--methods", "gspo", "--seeds", "0", "--jobs", "1"]
+    args += ["--probe", "0"]
     args += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "model.path=builtin:toy-reasoner-test"]
     args += ["steps=2", "data.prompts_per_step=2", "rollout.group_size=4", "eval.every=2", "eval.problems=4"]
     args += ["eval.samples=1", "rollout.max_new_tokens=32", "checkpoint.every=1", "optim.micro_batch_size=8"]
     first = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "guard-s0: exit 0" in first.stdout
-    assert json.loads((tmp_path / "runs" / "guard-s0" / "lab.json").read_text())["status"] == 0
-    assert "| guard | 1 |" in (tmp_path / "out" / "lab-results.md").read_text()
-    assert (tmp_path / "out" / "lab-guard.png").stat().st_size > 10_000
+    assert "offpolicy/gspo-s0: exit 0" in first.stdout
+    run = tmp_path / "runs" / "offpolicy" / "gspo-s0"
+    assert json.loads((run / "lab.json").read_text())["status"] == 0
+    assert "updates_per_batch: 4" in (run / "config.yaml").read_text()  # configs/lab/offpolicy.yaml applied
+    results = (tmp_path / "out" / "lab-results.md").read_text()
+    assert "| gspo | 1 |" in results and "(baseline)" in results and "| luspo | 0 |" in results
+    assert (tmp_path / "out" / "lab-offpolicy.png").stat().st_size > 10_000
+    groups = [json.loads(line) for line in (run / "groups.jsonl").read_text().splitlines()]
+    assert [g["step"] for g in groups] == [0, 1] and all(len(g["correct"]) == 2 for g in groups)
     again = subprocess.run(args, capture_output=True, text=True, timeout=900)
-    assert "guard-s0: exit 0 (0.0 min)" in again.stdout  # finished runs are not trained again
+    assert "offpolicy/gspo-s0: exit 0 (0.0 min)" in again.stdout  # finished runs are not trained again

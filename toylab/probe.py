@@ -4,6 +4,8 @@ on the model rather than assumed."""
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import defaultdict
 
 import torch
@@ -11,7 +13,7 @@ import torch
 from rewards.math import grade
 from rollout.base import encode_prompt
 from rollout.hf import HFBackend
-from toylab.reasoner import BUILTINS, heldout, resolve_model_path
+from toylab.reasoner import BUILTINS, ToySpec, heldout, resolve_model_path
 
 
 def is_shortcut(text: str) -> bool:
@@ -19,16 +21,37 @@ def is_shortcut(text: str) -> bool:
     return "=" not in text
 
 
-def profile(model: str, n: int = 200, samples: int = 4, seed: int = 0, max_new_tokens: int = 96) -> dict:
-    """Per operand count: problems, shortcut share, accuracy of shortcut and of worked answers, mean tokens."""
+def sample_heldout(path: str, spec: ToySpec, n: int, samples: int, seed: int = 0, max_new_tokens: int = 96):
+    """The model at ``path`` on ``n`` held-out problems of its task, ``samples`` each at temperature 1 (one
+    CPU thread's HF sampler): the rows and their completions, ``samples`` per row in row order."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model_path(model)
     tok = AutoTokenizer.from_pretrained(path)
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    rows = heldout(BUILTINS[model], n)
+    rows = heldout(spec, n)
     backend = HFBackend(lambda: lm, tok, max_new_tokens, 1.0, 1.0, torch.device("cpu"))
-    comps = backend.generate([encode_prompt(tok, r.problem) for r in rows], samples, seed=seed)
+    return rows, backend.generate([encode_prompt(tok, r.problem) for r in rows], samples, seed=seed)
+
+
+def heldout_profile(path: str, spec: ToySpec, n: int = 200, samples: int = 4, seed: int = 0) -> dict:
+    """Held-out accuracy and mean tokens, with the accuracy's standard error over problems (samples of one
+    problem are correlated, so the problem is the unit: sd of per-problem accuracy / sqrt(n))."""
+    rows, comps = sample_heldout(path, spec, n, samples, seed)
+    per = [statistics.mean(grade(c.text, r.answer)[0] for c in comps[i * samples : (i + 1) * samples])
+           for i, r in enumerate(rows)]  # fmt: skip
+    return {
+        "problems": n,
+        "samples": samples,
+        "seed": seed,
+        "accuracy": round(statistics.mean(per), 4),
+        "accuracy_se": round(statistics.stdev(per) / math.sqrt(n), 4),
+        "tokens": round(statistics.mean(len(c.token_ids) for c in comps), 2),
+    }
+
+
+def profile(model: str, n: int = 200, samples: int = 4, seed: int = 0, max_new_tokens: int = 96) -> dict:
+    """Per operand count: problems, shortcut share, accuracy of shortcut and of worked answers, mean tokens."""
+    rows, comps = sample_heldout(resolve_model_path(model), BUILTINS[model], n, samples, seed, max_new_tokens)
     stats: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for i, c in enumerate(comps):
         row = rows[i // samples]

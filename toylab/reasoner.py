@@ -9,6 +9,7 @@ built once, saved with ``save_pretrained`` (temporary directory, then rename) an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -44,6 +45,8 @@ class ToySpec:
     seed: int = 0
     shortcut: float = 0.0  # share of SFT solutions that are the bare boxed answer (toylab.task.shortcut_solution)
     min_operands: int = 0  # > 0: problems have min_operands..operands numbers; 0: always ``operands``
+    merge: float = 0.0  # probability an SFT addition shares its line with the next (toylab.task.worked_solution)
+    init: str = ""  # start the SFT from this builtin reasoner's weights (it already adds), not from random ones
 
     def key(self) -> str:
         """Cache directory name. Fields at their default are left out after ``seed``, so adding a field keeps
@@ -51,7 +54,9 @@ class ToySpec:
         values = asdict(self)
         names = list(values)
         tail = names[names.index("seed") + 1 :]
-        kept = [str(values[k]) for k in names if k not in tail or values[k] != getattr(ToySpec, k)]
+        kept = [
+            str(values[k]).replace("builtin:", "") for k in names if k not in tail or values[k] != getattr(ToySpec, k)
+        ]
         return "toy-reasoner-" + "-".join(kept)
 
     def problems(self, n: int, seed: int = 0, split: str = "train") -> list[Example]:
@@ -68,7 +73,17 @@ POSITIONS = 512  # positions of every toy reasoner (prompt + completion budget m
 SHORTCUT = ToySpec(operands=4, min_operands=2, max_redundant=2, shortcut=0.25)
 # The lab's reasoner (configs/lab/base.yaml): up to 5 numbers, so a larger share of problems is hard for the
 # worked solution too (groups of mostly wrong answers, where a penalty on incorrect answers acts).
-SHORTCUT5 = ToySpec(operands=5, min_operands=2, max_redundant=2, shortcut=0.25)
+# 1500 SFT steps: at 600 the 5-number reasoners learned addition on some machines only (23.6% held-out on one,
+# 5.6% and 6.0% on two others); the shipped copy (toylab/checkpoints) is the one every machine uses.
+SHORTCUT5 = ToySpec(operands=5, min_operands=2, max_redundant=2, shortcut=0.25, steps=1500)
+# The length-pays task (the lab's objectives experiment): up to 4 numbers, continued from the demo's reasoner
+# (which adds: trained from random weights for 600 steps on this task, a reasoner reached 11% held-out, its
+# single additions mostly wrong), no redundant lines, and SFT solutions
+# that skip work: additions merged into one line (merge 0.4) or no line at all (shortcut 0.1). Every token is
+# work, and less work is less often right, so accuracy rises with length within a group: an objective's length
+# bias has something to act on. Written before its first build (docs/toy-lab.md, predictions).
+LENGTHPAYS = ToySpec(operands=4, min_operands=2, max_redundant=0, shortcut=0.1, merge=0.4, steps=400, lr=1e-3,
+                     init="builtin:toy-reasoner")  # fmt: skip
 
 # The test suite's toy reasoner: same recipe, smaller model, 2 operands, fewer steps (about 45 s; ~50% sampled).
 TEST = ToySpec(hidden=96, layers=3, intermediate=384, operands=2, max_value=49, max_redundant=2, steps=300)
@@ -76,6 +91,7 @@ BUILTINS = {
     "builtin:toy-reasoner": DEMO,
     "builtin:toy-shortcut": SHORTCUT,
     "builtin:toy-shortcut5": SHORTCUT5,
+    "builtin:toy-lengthpays": LENGTHPAYS,
     "builtin:toy-reasoner-test": TEST,
 }
 
@@ -101,16 +117,21 @@ def sft(spec: ToySpec, out_dir: str | Path, progress: bool = True) -> Path:
     """Train the toy reasoner described by ``spec`` and save it to ``out_dir``; returns the directory."""
     torch.manual_seed(spec.seed)
     tok = build_tokenizer()
-    model = build_model(
-        tok,
-        spec.hidden,
-        spec.layers,
-        spec.heads,
-        spec.kv_heads,
-        spec.intermediate,
-        max_positions=POSITIONS,
-        seed=spec.seed,
-    )
+    if spec.init:  # continued SFT: the architecture is the starting reasoner's
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(spec.init), dtype=torch.float32)
+    else:
+        model = build_model(
+            tok,
+            spec.hidden,
+            spec.layers,
+            spec.heads,
+            spec.kv_heads,
+            spec.intermediate,
+            max_positions=POSITIONS,
+            seed=spec.seed,
+        )
     n_params = sum(p.numel() for p in model.parameters())
     data = [
         _encode(tok, p, s)
@@ -122,6 +143,7 @@ def sft(spec: ToySpec, out_dir: str | Path, progress: bool = True) -> Path:
             spec.seed,
             spec.shortcut,
             spec.min_operands or None,
+            spec.merge,
         )
     ]
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -168,15 +190,47 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GROUPWISE_CACHE", Path.home() / ".cache" / "groupwise"))
 
 
+SHIPPED = Path(__file__).resolve().parent / "checkpoints"  # starting models in the repository (MANIFEST.json)
+_VERIFIED: dict[str, Path] = {}
+
+
+def shipped(path: str) -> Path | None:
+    """The repository's copy of builtin model ``path``, its files checked against MANIFEST.json's SHA-256 (once
+    per process); None when it is not shipped. Shipped so that every machine starts from the same weights: an
+    SFT run's result differs between instruction sets (AVX2 / AVX-512 kernels sum in other orders)."""
+    if path in _VERIFIED:
+        return _VERIFIED[path]
+    manifest = SHIPPED / "MANIFEST.json"
+    entry = json.loads(manifest.read_text()).get(path) if manifest.exists() else None
+    if entry is None:
+        return None
+    root = SHIPPED / entry["dir"]
+    for name, digest in entry["sha256"].items():
+        f = root / name
+        got = hashlib.sha256(f.read_bytes()).hexdigest() if f.exists() else "missing"
+        if got != digest:
+            raise ValueError(
+                f"model.path {path!r}: shipped file {f} does not match MANIFEST.json (sha256 {got[:12]}, expected "
+                f"{digest[:12]}); restore it with `git checkout -- {f.relative_to(SHIPPED.parents[1])}`, or build "
+                "the model locally with GROUPWISE_BUILD_REASONERS=1 (results then differ from the docs)"
+            )
+    _VERIFIED[path] = root
+    return root
+
+
 def resolve_model_path(path: str) -> str:
-    """Map ``builtin:*`` models to locally built directories; other paths and hub ids pass through."""
+    """Map ``builtin:*`` models to directories: the repository's shipped copy when there is one (checked against
+    its checksums), else a locally built one (SFT on CPU once, then cached; always with
+    ``GROUPWISE_BUILD_REASONERS=1``). Other paths and hub ids pass through."""
     if path == "builtin:tiny-random":
         target = cache_dir() / "tiny-random"
         if not (target / "config.json").exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             save_tiny(target)
         return str(target)
-    if path in BUILTINS:  # a toy reasoner: supervised fine-tuned on CPU once (minutes), then cached
+    if path in BUILTINS:
+        if os.environ.get("GROUPWISE_BUILD_REASONERS") != "1" and (ship := shipped(path)) is not None:
+            return str(ship)
         target = cache_dir() / BUILTINS[path].key()
         if not (target / "config.json").exists():
             print(f"building {path} in {target} (once; later runs reuse it)", flush=True)

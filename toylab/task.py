@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from rollout.data import Example
+from rollout.data import Example, sum_operands
 
 REDUNDANT = ("check {a}+{b}={c}", "so far {c}", "{c} is right")
 
@@ -33,14 +33,21 @@ def problem(nums: list[int]) -> str:
     return "+".join(map(str, nums))
 
 
-def worked_solution(nums: list[int], redundant: int, rng: random.Random) -> str:
-    """Correct step-by-step lines with ``redundant`` extra lines inserted after random steps."""
+def worked_solution(nums: list[int], redundant: int, rng: random.Random, merge: float = 0.0) -> str:
+    """Correct step-by-step lines with ``redundant`` extra lines inserted after random steps. With ``merge`` > 0
+    each addition but the last joins the next one on the same line with that probability (``23+45+17=85``): less
+    work written, and a small model that imitates it is mostly wrong (it cannot add three numbers in one shot)."""
     lines, steps = [], []
-    acc = nums[0]
-    for x in nums[1:]:
-        lines.append(f"{acc}+{x}={acc + x}")
-        steps.append((len(lines), acc, x, acc + x))
+    acc, terms = nums[0], [nums[0]]
+    for i, x in enumerate(nums[1:], 2):
+        before = terms[0]  # the line's running sum so far
+        terms.append(x)
         acc += x
+        if merge and i < len(nums) and rng.random() < merge:  # no draw at merge=0: older tasks stay as they were
+            continue
+        lines.append("+".join(map(str, terms)) + f"={acc}")
+        steps.append((len(lines), before, acc - before, acc))
+        terms = [acc]
     for _ in range(redundant):  # insert after a random step, restating that step's numbers
         pos, a, b, c = rng.choice(steps)
         lines.insert(pos, rng.choice(REDUNDANT).format(a=a, b=b, c=c))
@@ -65,13 +72,11 @@ def toy_problems(
     uniformly, when ``min_operands`` is given). Splits are disjoint: a hash of the problem text puts one in
     eight into ``test``, so held-out accuracy is measured on unseen problems (a hash, not a property such as the
     parity of the sum, which a model would learn as a shortcut)."""
-    rng = random.Random(f"{seed}/{split}")
     low = 10 if max_value >= 10 else 0
+    draws = sum_operands(random.Random(f"{seed}/{split}"), operands, max_value, low, min_operands)
     rows = []
     while len(rows) < n:
-        # a fixed count draws nothing extra, so the plain task's problems stay what they always were
-        count = operands if min_operands in (None, operands) else rng.randint(min_operands, operands)
-        nums = [rng.randint(low, max_value) for _ in range(count)]
+        nums = next(draws)
         if _is_test(problem(nums)) != (split == "test"):
             continue
         rows.append(Example(f"toy/{split}/{seed}/{len(rows)}", problem(nums), str(sum(nums))))
@@ -90,9 +95,11 @@ def sft_pairs(
     seed: int,
     shortcut: float = 0.0,
     min_operands: int | None = None,
+    merge: float = 0.0,
 ) -> list[tuple[str, str]]:
-    """(problem, solution) pairs for supervised fine-tuning: redundancy uniform in [0, max_redundant], and a
-    ``shortcut`` share of solutions that are the bare boxed answer."""
+    """(problem, solution) pairs for supervised fine-tuning: redundancy uniform in [0, max_redundant], a
+    ``shortcut`` share of solutions that are the bare boxed answer, and additions merged into one line with
+    probability ``merge`` (``worked_solution``)."""
     rng = random.Random(f"{seed}/sft")
     out = []
     for ex in toy_problems(n, operands, max_value, seed, "train", min_operands):
@@ -100,5 +107,5 @@ def sft_pairs(
         if shortcut and rng.random() < shortcut:
             out.append((ex.problem, shortcut_solution(nums)))
         else:
-            out.append((ex.problem, worked_solution(nums, rng.randint(0, max_redundant), rng)))
+            out.append((ex.problem, worked_solution(nums, rng.randint(0, max_redundant), rng, merge)))
     return out

@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer import dist
-from trainer.faults import fault
+from trainer import dist, faults
 
 _NAME = re.compile(r"^step-(\d{6,})$")
 
@@ -79,7 +78,7 @@ def save(run_dir: Path, step: int, learner, state: dict[str, Any], keep: int, to
     learner.engine.save_checkpoint(str(tmp / "engine"), tag="state")
     (tmp / "rng").mkdir(exist_ok=True)
     torch.save(_rng_state(), tmp / "rng" / f"rank{dist.rank()}.pt")
-    fault("checkpoint-mid-save", step)
+    faults.inject("checkpoint-mid-save", step)  # fault hook (tests only): killed mid-save
     dist.barrier()
     if dist.is_main():
         (tmp / "state.json").write_text(json.dumps({"step": step, "world": dist.world(), **state}, indent=1))

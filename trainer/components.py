@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from rewards.schemes import RewardBatch, build_scheme
+from rewards.schemes import RewardBatch, scheme_from_config
 from rollout.base import FINISH_REASONS, Completion, encode_prompt
 from rollout.hf import HFBackend
 from rollout.server import RolloutUnavailable
 from trainer import checkpoint, dist
 from trainer.advantages import zero_variance_share
-from trainer.config import Config, ConfigError
+from trainer.config import Config, ConfigError, server_urls
 from trainer.guards import is_degenerate
 from trainer.learner import Learner
 from trainer.lifecycle import TrainingHalted, write_event
@@ -50,6 +50,26 @@ def model_positions(model_path: str) -> int | None:
     return getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
 
 
+def check_backend(cfg: Config, device: torch.device) -> None:
+    """What the configured backend needs from this machine and the config, checked at start-up before any
+    model is built (the config's own checks never import a backend)."""
+    r = cfg.rollout
+    if r.backend == "vllm":
+        from rollout.vllm_backend import vllm_available
+
+        ok, why = vllm_available()
+        if not ok:
+            raise ConfigError(f"rollout.backend=vllm: {why}")
+    if r.backend == "server":
+        if not server_urls(cfg):
+            raise ConfigError(
+                "rollout.backend=server needs rollout.servers=http://HOST:PORT[,...] of running vllm servers; "
+                "or let `groupwise launch` start them from this config"
+            )
+        if r.server_push == "nccl" and device.type != "cuda":
+            raise ConfigError("rollout.server_push=nccl needs CUDA (NCCL); on CPU use rollout.server_push=file")
+
+
 def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: torch.device, lockstep=None):
     """The rollout backend; the only place the trainer looks at ``rollout.backend``."""
     r = cfg.rollout
@@ -73,7 +93,6 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
         )
     if r.backend == "server":
         from rollout.server import ServerBackend
-        from trainer.config import server_urls
 
         push = r.server_push if r.server_push != "auto" else ("nccl" if device.type == "cuda" else "file")
         backend = ServerBackend(
@@ -97,23 +116,9 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
 
 
 def build_reward(cfg: Config):
-    """The configured reward scheme with its paper parameters and the additive format/overlong terms."""
-    r = cfg.reward
-    params = {
-        "binary": {"incorrect": r.incorrect_reward},
-        "kimi_lp": {"weight": r.length_weight, "warmup": r.length_warmup},
-        "correct_lp": {"weight": r.length_weight, "warmup": r.length_warmup},
-        "grpo_lambda": {"top_fraction": r.lambda_top, "alpha": r.efficiency_alpha, "eos_required": r.eos_required},
-        "arora_zanette": {"alpha": r.efficiency_alpha, "eos_required": r.eos_required},
-        "acoer": dict(vars(r.acoer)),  # initial_budget None: half of max_new_tokens at the first call
-    }.get(r.name, {})
-    return build_scheme(
-        r.name,
-        format_weight=r.format_weight,
-        overlong_weight=r.overlong_weight,
-        overlong_cache=r.overlong_cache,
-        **params,
-    )
+    """The configured reward scheme, built by its own module from ``reward`` (``rewards/schemes/``), with the
+    additive format/overlong terms."""
+    return scheme_from_config(cfg.reward)
 
 
 @dataclass

@@ -223,69 +223,82 @@ class Learner:
         stats = StatSums()
         skipped = 0
         for start in range(0, n, self.rows_per_update):
-            stop = start + self.rows_per_update
-            mask = batch.completion_mask[start:stop]
-            count = dist.all_sum(count_units(mask, self.objective.unit).double()).item()
-            loss_total, bad = 0.0, False
-            plan = self._micro_batches(batch, start, stop)
-            for i, rows in enumerate(plan):
-                pad = rows is None  # a zero-weight pass on one real row, so that collectives line up across ranks
-                rows = plan[0][-1:] if pad else rows
-                mb = _to(batch.rows(rows), self.device)
-                real, computed = padded_tokens(batch, rows)
-                stats.add("padding_share", computed - (0 if pad else real), computed)
-                self.engine.set_gradient_accumulation_boundary(i == len(plan) - 1)
-                t = mb.completion_mask.shape[1]
-                t0 = time.perf_counter()
-                logp, entropy = token_logprobs(self.engine, mb, cfg.rollout.temperature, with_entropy=True)
-                m = mb.completion_mask
-                old_logp = old[rows, :t].to(self.device) if old is not None else logp.detach()
-                ref_logp = ref[rows, :t].to(self.device) if ref is not None else None
-                a = adv[rows].to(self.device)  # [n]
-                if (cfg.loss.tis_cap or 0) > 0:  # train/inference mismatch: cap the trainer/sampler ratio
-                    level = "token" if self.objective.ratio_level == "token" else "sequence"
-                    w = truncated_is_weights(old_logp, mb.sampler_logp, m, cfg.loss.tis_cap, level)
-                    a = a[:, None] * w if level == "token" else a * w  # [n, T] or [n]
-                    if not pad:
-                        stats.add(
-                            "tis_weight",
-                            (w * m).sum() if level == "token" else w.sum(),
-                            m.sum() if level == "token" else len(w),
-                        )
-                terms = self.objective.fn(logp, old_logp, a, m, self.params, ref_logp)
-                loss = terms.per_row.sum() / max(count, 1.0)
-                if pad:
-                    loss = loss * 0.0
-                if faults.active("nan-loss", step):
-                    loss = loss * float("nan")
-                loss_value = loss.item()  # one device sync per micro-batch
-                bad |= not math.isfinite(loss_value)
-                self.engine.backward(loss * dist.world(), scale_wrt_gas=False)
-                t1 = time.perf_counter()
-                grad_norm = None
-                if self.engine.is_gradient_accumulation_boundary():
-                    grad_norm = self._grad_norm_before_step()
-                    skipped += self._step_boundary(bad or (grad_norm is not None and not math.isfinite(grad_norm)))
-                else:
-                    self.engine.step()
-                timers["fwd_bwd"] += t1 - t0
-                timers["optimizer"] += time.perf_counter() - t1
-                if pad:
-                    continue
-                loss_total += loss_value
-                for k, (s, c) in terms.stats.items():
-                    stats.add(k, s, c)
-                stats.add("entropy", (entropy * m).sum(), m.sum())
-                with torch.no_grad():
-                    gap = ((logp.detach() - mb.sampler_logp).abs() * m).sum()
-                stats.add("logprob_gap", gap, m.sum())
-            stats.add("loss", dist.all_sum(torch.tensor(loss_total, dtype=torch.float64)).item(), 1.0)
-            stats.add("grad_norm", grad_norm if grad_norm is not None else self._grad_norm_after_step(), 1.0)
+            rows = (start, start + self.rows_per_update)
+            skipped += self._one_update(batch, rows, adv, (old, ref), step, stats, timers)
         out = stats.reduce()  # loss and grad_norm are already global: every rank added the same value
         out["lr"] = self.scheduler.get_last_lr()[0] if self.scheduler is not None else cfg.optim.lr
         out["skipped_updates"] = float(skipped)
         out.update({f"time/{k}": v for k, v in timers.items()})
         return out
+
+    def _one_update(self, batch, span, adv, frozen, step, stats, timers) -> int:
+        """One optimizer step on the rows ``span`` = (start, stop): their micro-batches, then the step, skipped
+        on every rank if any saw a non-finite loss or gradient (returns 1 then). ``frozen``: (old, ref)
+        log-probs or None."""
+        start, stop = span
+        count = dist.all_sum(count_units(batch.completion_mask[start:stop], self.objective.unit).double()).item()
+        loss_total, bad, skipped = 0.0, False, 0
+        plan = self._micro_batches(batch, start, stop)
+        for i, rows in enumerate(plan):
+            pad = rows is None  # a zero-weight pass on one real row, so that collectives line up across ranks
+            rows = plan[0][-1:] if pad else rows
+            mb = _to(batch.rows(rows), self.device)
+            real, computed = padded_tokens(batch, rows)
+            stats.add("padding_share", computed - (0 if pad else real), computed)
+            self.engine.set_gradient_accumulation_boundary(i == len(plan) - 1)
+            t0 = time.perf_counter()
+            logp, entropy, terms, loss = self._micro_loss(mb, adv[rows], rows, frozen, count, pad, step, stats)
+            loss_value = loss.item()  # one device sync per micro-batch
+            bad |= not math.isfinite(loss_value)
+            self.engine.backward(loss * dist.world(), scale_wrt_gas=False)
+            t1 = time.perf_counter()
+            grad_norm = None
+            if self.engine.is_gradient_accumulation_boundary():
+                grad_norm = self._grad_norm_before_step()
+                skipped += self._step_boundary(bad or (grad_norm is not None and not math.isfinite(grad_norm)))
+            else:
+                self.engine.step()
+            timers["fwd_bwd"] += t1 - t0
+            timers["optimizer"] += time.perf_counter() - t1
+            if pad:
+                continue
+            loss_total += loss_value
+            for k, (s, c) in terms.stats.items():
+                stats.add(k, s, c)
+            m = mb.completion_mask
+            stats.add("entropy", (entropy * m).sum(), m.sum())
+            with torch.no_grad():
+                gap = ((logp.detach() - mb.sampler_logp).abs() * m).sum()
+            stats.add("logprob_gap", gap, m.sum())
+        stats.add("loss", dist.all_sum(torch.tensor(loss_total, dtype=torch.float64)).item(), 1.0)
+        stats.add("grad_norm", grad_norm if grad_norm is not None else self._grad_norm_after_step(), 1.0)
+        return skipped
+
+    def _micro_loss(self, mb, adv, rows, frozen, count, pad, step, stats):
+        """Forward one micro-batch: (log-probs, entropy, the objective's terms, its share of the global loss)."""
+        cfg, (old, ref) = self.cfg, frozen
+        t = mb.completion_mask.shape[1]
+        logp, entropy = token_logprobs(self.engine, mb, cfg.rollout.temperature, with_entropy=True)
+        m = mb.completion_mask
+        old_logp = old[rows, :t].to(self.device) if old is not None else logp.detach()
+        ref_logp = ref[rows, :t].to(self.device) if ref is not None else None
+        a = adv.to(self.device)  # [n]
+        if (cfg.loss.tis_cap or 0) > 0:  # train/inference mismatch: cap the trainer/sampler ratio
+            level = "token" if self.objective.ratio_level == "token" else "sequence"
+            w = truncated_is_weights(old_logp, mb.sampler_logp, m, cfg.loss.tis_cap, level)
+            a = a[:, None] * w if level == "token" else a * w  # [n, T] or [n]
+            if not pad:
+                stats.add(
+                    "tis_weight",
+                    (w * m).sum() if level == "token" else w.sum(),
+                    m.sum() if level == "token" else len(w),
+                )
+        terms = self.objective.fn(logp, old_logp, a, m, self.params, ref_logp)
+        loss = terms.per_row.sum() / max(count, 1.0)
+        if pad:
+            loss = loss * 0.0
+        loss = faults.inject("nan-loss", step, loss)  # fault hook (tests only)
+        return logp, entropy, terms, loss
 
     def _step_boundary(self, bad_local: bool) -> int:
         """The optimizer step at an accumulation boundary, skipped on every rank if any rank saw a non-finite

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from rollout.base import FINISH_REASONS, Completion, collate
+from rollout.base import FINISH_REASONS, collate
 from rollout.data import Example
 from rollout.server import RolloutUnavailable
 from trainer import checkpoint, dist, faults
@@ -99,9 +99,10 @@ def run_step(s: Session, step: int) -> dict[str, float]:
     completions, grades, examples, rounds, staleness = sample_step(
         cfg, step, s.sampler, s.backend, s.grader, s.tok, s.per_rank, s.ahead
     )
-    if faults.active("collapse", step) and s.state["rollbacks"] == 0:
-        completions = [Completion(c.prompt_ids, [s.tok.eos_token_id], [0.0], "stop", "") for c in completions]
-        grades = s.grader.grade([""] * len(completions), [ex.answer for ex in examples for _ in range(G)])
+    completions, grades = faults.inject(  # fault hook (tests only): a collapse
+        "collapse", step, (completions, grades), tok=s.tok, grader=s.grader, examples=examples, group_size=G,
+        state=s.state,
+    )  # fmt: skip
     t1 = time.perf_counter()
 
     # 2. score the whole batch (all ranks) with the reward scheme; group advantages on this rank's rows

@@ -22,12 +22,13 @@ from trainer.ahead import Ahead
 from trainer.components import (
     build_backend,
     build_reward,
+    check_backend,
     check_context,
     model_positions,
     rollout_seed,
     step_prompts,
 )
-from trainer.config import Config, ConfigError, GuardConfig, resolve, save_config, server_urls, validate
+from trainer.config import Config, ConfigError, GuardConfig, resolve, save_config, validate
 from trainer.evaluate import PeriodicEval
 from trainer.guards import CollapseGuard
 from trainer.learner import Learner
@@ -110,14 +111,7 @@ def open_session(cfg: Config, inputs) -> tuple[Session, Path | None]:
     validate(cfg, dist.world())
     resolve(cfg)
     run_dir = Path(cfg.run_dir)
-    if cfg.rollout.backend == "server":
-        if not server_urls(cfg):
-            raise ConfigError(
-                "rollout.backend=server needs rollout.servers=http://HOST:PORT[,...] of running vllm servers; "
-                "or let `groupwise launch` start them from this config"
-            )
-        if cfg.rollout.server_push == "nccl" and device.type != "cuda":
-            raise ConfigError("rollout.server_push=nccl needs CUDA (NCCL); on CPU use rollout.server_push=file")
+    check_backend(cfg, device)  # vllm importable, servers given: before any model is built
     sampler = PromptSampler(inputs.rows, cfg.data.prompts_per_step, cfg.seed)  # an empty dataset fails here
     check_context(cfg, inputs.positions)  # a builtin model: before it is built (the toy reasoner takes minutes)
     ckpt = checkpoint.latest(run_dir) if cfg.resume == "auto" else None
