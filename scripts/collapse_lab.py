@@ -48,6 +48,9 @@ EXPERIMENTS = {
         ("offpolicy.yaml",), "gspo", ("gspo", "luspo"), ("grpo", "dr_grpo", "dapo"), "builtin:toy-lengthpays"
     ),
     "length": Experiment((), "grpo", ("grpo", "correct_lp", "grpo_lambda", "acoer", "kimi_lp")),
+    # added before its first run, once the shipped toy-shortcut5 measured 81.8% (worked answers 96-100% right):
+    # Kimi's penalty needs groups of mostly wrong worked answers to start its loop; toy-lengthpays has them
+    "collapse": Experiment(("collapse.yaml",), "grpo", ("grpo", "kimi_lp"), model="builtin:toy-lengthpays"),
 }
 CONTROL_SEEDS = 3
 COLORS = {"kimi_lp": "C3", "correct_lp": "C1", "grpo_lambda": "C2", "acoer": "C0", "gspo": "C3", "luspo": "C0"}
