@@ -77,8 +77,8 @@ collapse-lab:  ## the toy lab: experiments offpolicy + length x SEEDS (resumable
 lab-%:  ## one lab experiment x SEEDS: make lab-offpolicy | lab-length
 	$(PY) scripts/collapse_lab.py --only $* --seeds $(SEEDS) --runs $(RUNS)/lab $(ARGS)
 
-guard-lab:  ## the collapse guard replayed on the length runs: calibrated on seeds 0-1, validated on 2-4 (docs/guard-results.md)
-	$(PY) scripts/guard_lab.py --runs $(RUNS)/lab/length --calibrate 0 1 --validate 2 3 4 $(ARGS)
+guard-lab:  ## the collapse guard replayed on the length and collapse runs: calibrated on seeds 0-1, validated on 2-4 (docs/guard-results.md)
+	$(PY) scripts/guard_lab.py --runs $(RUNS)/lab/length $(RUNS)/lab/collapse --calibrate 0 1 --validate 2 3 4 $(ARGS)
 
 reasoners:  ## rebuild the shipped starting models here (SFT on CPU, ~10-25 min each) and re-measure them into toylab/checkpoints
 	$(PY) scripts/ship_reasoners.py builtin:toy-reasoner builtin:toy-shortcut5 builtin:toy-lengthpays

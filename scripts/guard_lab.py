@@ -1,7 +1,7 @@
 """The collapse guard's accuracy rule, calibrated on some lab seeds and validated on others (issue #26).
 
-    python scripts/guard_lab.py --runs runs/lab/length --calibrate 0 1 --validate 2 3 4      # make guard-lab
-    python scripts/guard_lab.py --runs runs/lab/length runs/lab/offpolicy --out /tmp/guard.md   # pooled dirs
+    python scripts/guard_lab.py --runs runs/lab/length runs/lab/collapse --calibrate 0 1 --validate 2 3 4
+    python scripts/guard_lab.py --runs runs/lab/length --out /tmp/guard.md      # one directory, default seeds
 
 Reads the lab's run directories (``<runs>/<method>-s<seed>/``: ``groups.jsonl``, the per-prompt outcomes of each
 step written by ``trainer.lifecycle.write_groups``, from which the step's accuracy and its per-prompt spread are
@@ -477,7 +477,11 @@ def report(args, runs, notes, chosen, table, results, decision) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "--runs", type=Path, nargs="+", default=[ROOT / "runs" / "lab" / "length"], help="dirs of <method>-s<seed> runs"
+        "--runs",
+        type=Path,
+        nargs="+",
+        default=[ROOT / "runs" / "lab" / "length", ROOT / "runs" / "lab" / "collapse"],
+        help="dirs of <method>-s<seed> runs (default: the lab's length and collapse experiments)",
     )
     p.add_argument("--calibrate", nargs="+", type=int, default=[0, 1], help="seeds k, h, tau are chosen on")
     p.add_argument("--validate", nargs="+", type=int, default=[2, 3, 4], help="seeds the figures are reported on")
@@ -496,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("calibration and validation seeds must differ")
     runs, notes = [], []
     for d in args.runs:
+        if not d.is_dir():
+            notes.append(f"{d}: no such directory")
+            continue
         prefix = f"{d.name}/" if len(args.runs) > 1 else ""
         got, said = load_runs(d, set(args.calibrate) | set(args.validate), args.partial, prefix)
         runs, notes = runs + got, notes + said

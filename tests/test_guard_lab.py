@@ -122,3 +122,12 @@ def test_several_run_directories_are_pooled_with_their_names(lab, tmp_path):
     figures = json.loads(out.with_suffix(".json").read_text())
     assert set(figures["runs"]) == {f"{e}/grpo-s{s}" for e in ("length", "offpolicy") for s in (0, 1)}
     assert "Not judged: no validation collapse." in out.read_text()
+
+
+def test_a_missing_runs_directory_is_noted_not_fatal(lab, tmp_path):
+    for seed in (0, 1):
+        write_run(tmp_path / "length" / f"grpo-s{seed}", seed=seed, steps=40)
+    out = tmp_path / "r.md"
+    args = ["--runs", str(tmp_path / "length"), str(tmp_path / "collapse"), "--calibrate", "0", "--validate", "1"]
+    assert lab.main([*args, "--out", str(out)]) == 0
+    assert f"{tmp_path / 'collapse'}: no such directory" in out.read_text()
