@@ -60,7 +60,7 @@ TARGET = 1.0  # at most this many false alarms per 1,000 healthy steps
 MIN_ARL0 = 10_000  # design floor: Siegmund's in-control run length on N(0,1) scores, a 10x margin over TARGET
 GRID_K = (0.5, 0.75, 1.0, 1.25, 1.5)
 GRID_H = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
-GRID_TAU = (0.0, 0.01, 0.02, 0.04)
+GRID_TAU = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1)
 MAX_DELAY_FOR_ROLLBACK = 25  # a rollback returns to the last checkpoint (every 25 steps in the lab)
 # docs/toy-lab.md, prediction 7 (written before the lab's runs): the calibrated CUSUM raises at most 2 false alarms
 # per 1,000 healthy steps on the validation seeds at 8 prompts a step (fewer at 128) and detects every validation

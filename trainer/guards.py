@@ -60,7 +60,8 @@ class AccuracyCusum:
     freedom, and dividing by that noisy value would give heavy-tailed scores. The reference level mu_ref is an
     exponentially weighted mean of past accuracies (rate a = 2 / (window + 1)); its own variance is f v / B
     with f = sum of the squared EWMA weights, tracked exactly. tau^2 allows for healthy drift of the policy's
-    accuracy between steps. The score and the statistic:
+    accuracy between steps (0.08 by default: on the lab's calibration seeds healthy accuracy wanders by 0.05-0.1
+    over ten steps, several standard errors at 128 prompts). The score and the statistic:
 
         z_t = (m_t - mu_ref) / sigma_t,   sigma_t^2 = max(v / B_t + f v / B_ref + tau^2, (1 + f) r)
         S_t = max(0, S_{t-1} - z_t - k),    fire when S_t > h,
@@ -71,12 +72,12 @@ class AccuracyCusum:
 
     In control z_t is about N(0, 1); a sustained drop of delta standard deviations is detected fastest with k =
     delta / 2 (Page 1954; Moustakides 1986); k = 1 targets a drop of two standard errors (at 8 prompts x 16 samples
-    and accuracy 0.3: about 0.2, two thirds of the level; at 128 prompts and tau = 0.04 about 0.1). h sets the false
+    and accuracy 0.3: about 0.25, most of the level; at 128 prompts and tau = 0.08 about 0.17). h sets the false
     alarm rate: by Siegmund's approximation (``cusum_arl0``) k = 1, h = 4 gives one false alarm per ~15,000 steps on
     N(0, 1) scores, a margin over the target of <= 1 per 1,000 healthy steps for scores that are only approximately
-    normal; an abrupt fall from 0.3 to 0 (z ~ -3) needs 3 to 5 steps at 8 prompts, 1 to 2 at 128.
-    ``scripts/guard_lab.py`` calibrates k, h, tau on lab runs of some seeds and reports false alarms and delays on
-    the others (docs/guard-results.md).
+    normal; an abrupt fall from 0.3 to 0 (z ~ -2.2 at 8 prompts) is caught at its 3rd to 5th step, at its 2nd at
+    128. ``scripts/guard_lab.py`` calibrates k, h, tau on lab runs of some seeds and reports false alarms and delays
+    on the others (docs/guard-results.md).
 
     A step enters mu_ref and v only ``window`` steps after it was scored (the reference is the EWMA of the
     steps before the last ``window``), and not while S_t > h / 2: a collapse cannot become the new reference

@@ -192,8 +192,8 @@ class GuardConfig:
     accuracy_rule: Literal["cusum", "relative"] = "cusum"  # relative: the old rule; cusum: guards.AccuracyCusum
     cusum_k: float = bounded(1.0, 0, INF)  # CUSUM reference, in standard errors: k = delta / 2 targets a drop of 2 k
     cusum_h: float = bounded(4.0, 0, INF, "()")  # CUSUM threshold: fires when the accumulated shortfall exceeds it
-    # CUSUM allowance for healthy drift of accuracy between steps (added in quadrature)
-    cusum_tau: float = bounded(0.04, 0, 1)
+    # CUSUM allowance for healthy drift of accuracy between steps (in quadrature; lab calibration seeds: 0.08)
+    cusum_tau: float = bounded(0.08, 0, 1)
     max_rollbacks: int = bounded(2, 0, INF)  # rollbacks per run; the next collapse halts
     rollback_lr_factor: float = bounded(0.5, 0, 1, "(]")  # learning rate multiplier applied at each rollback
     # length-penalty strength multiplier applied at each rollback
