@@ -205,7 +205,7 @@ def test_the_collapse_lab_runs_resumes_and_reports(toy_model, tmp_path):
     args += ["--probe", "0"]
     args += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "model.path=builtin:toy-reasoner-test"]
     args += ["steps=2", "data.prompts_per_step=2", "rollout.group_size=4", "eval.every=2", "eval.problems=4"]
-    args += ["eval.samples=1", "rollout.max_new_tokens=32", "checkpoint.every=1", "optim.micro_batch_size=8"]
+    args += ["eval.samples=1", "rollout.max_new_tokens=32", "checkpoint.every=1", "optim.micro_batch_size=2"]
     first = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "offpolicy/gspo-s0: exit 0" in first.stdout
