@@ -53,7 +53,11 @@ ROLLBACK_METHODS = ("guard",)  # runs whose own guard rolled back are neither he
 ONSET_SPAN = 9  # onset: centred moving mean of training accuracy over this many steps ...
 ONSET_BASE = 20  # ... falls below ONSET_FRACTION x its mean over the first ONSET_BASE steps ...
 ONSET_FRACTION = 0.5  # ... and stays below it to the end of the run; the first such step is the onset
-EARLY = 10  # an alarm more than EARLY steps before the onset is a false alarm (its steps are healthy ones)
+# Changed after the first real collapse runs (docs/toy-lab.md says so): Kimi's collapse there is a slow slide from
+# the first steps, and its onset by the definition above comes late (accuracy at half its start), so counting a
+# collapse run's steps before the onset as healthy made every alarm during the slide a "false alarm". Now a collapse
+# run contributes no healthy steps; its detection delay is its first alarm minus the onset (negative: during the
+# slide, before accuracy is down to half). False alarms are counted on healthy runs only.
 SIM_B = 128  # the "real" batch, simulated
 SIM_W = 8  # ... from the logged prompts of steps t-SIM_W..t+SIM_W of the same run (8 x 17 = 136 >= 128 prompts)
 TARGET = 1.0  # at most this many false alarms per 1,000 healthy steps
@@ -269,12 +273,7 @@ def evaluate(runs: list[Run], rule: dict, batch: str) -> Figures:
                 fig.false_alarms += len(alarms)
                 fig.scores += [z for _, z in scores]
             else:
-                early = [a for a in alarms if a < run.onset - EARLY]
-                fig.healthy_steps += max(0, run.onset - EARLY)
-                fig.false_alarms += len(early)
-                fig.scores += [z for t, z in scores if t < run.onset - EARLY]
-                later = [a for a in alarms if a >= run.onset - EARLY]
-                fig.delays[tag] = later[0] - run.onset if later else None
+                fig.delays[tag] = alarms[0] - run.onset if alarms else None
     return fig
 
 
@@ -401,10 +400,11 @@ def report(args, runs, notes, chosen, table, results, decision) -> str:
         f"{', '.join(COLLAPSE_METHODS)} (a run of another method that collapsed by the onset definition is left out), "
         "and no run whose own guard rolled back. Collapse onset: the first step from "
         f"which the centred {ONSET_SPAN}-step moving mean of training accuracy stays below {ONSET_FRACTION:g} x its "
-        f"mean over the first {ONSET_BASE} steps to the end of the run. Detection delay: first alarm at or after "
-        f"onset - {EARLY} minus the onset (negative: before it); an alarm earlier than that is a false alarm and the "
-        f"steps before onset - {EARLY} count as healthy steps. Rules are replayed step by step through "
-        "`trainer.guards.CollapseGuard` on accuracy alone (warn mode: a run goes on after an alarm). "
+        f"mean over the first {ONSET_BASE} steps to the end of the run. Detection delay: a collapse run's first "
+        "alarm minus its onset (negative: during the slide, before accuracy is down to half); collapse runs "
+        "contribute no healthy steps (changed after the first real collapse runs, which slide from the first steps: "
+        "before, their steps up to onset - 10 counted as healthy and alarms there as false). Rules are replayed "
+        "step by step through `CollapseGuard` on accuracy alone (warn mode: a run goes on after alarms). "
         f"B={SIM_B}: for each step t, {SIM_B} prompt outcomes drawn with replacement from the logged prompts of "
         f"steps t-{SIM_W}..t+{SIM_W} of the same run (seeded by run name and replicate; {args.replicates} "
         "replicate(s)); neighbouring simulated steps share logged prompts, so their noise is correlated, which can "
@@ -532,7 +532,6 @@ def main(argv: list[str] | None = None) -> int:
         "definitions": {
             "collapse_methods": COLLAPSE_METHODS,
             "onset": {"span": ONSET_SPAN, "base_steps": ONSET_BASE, "fraction": ONSET_FRACTION},
-            "early": EARLY,
             "sim": {"B": SIM_B, "W": SIM_W, "replicates": args.replicates},
             "target_per_1000": TARGET,
             "min_arl0": MIN_ARL0,

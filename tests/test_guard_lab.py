@@ -61,7 +61,7 @@ def test_replay_gives_the_known_onset_and_delay(lab, tmp_path):
     guard = CollapseGuard(cusum_k=1.0, cusum_h=4.0, cusum_tau=0.04)
     by_hand = [t for t, row in enumerate(runs[0].series["lab"][0]) if guard.observe(row)]
     assert fig.delays == {"kimi_lp-s2": by_hand[0] - 60} and 1 <= by_hand[0] - 60 <= 3
-    assert fig.false_alarms == 0 and fig.healthy_steps == 50  # steps before onset - EARLY
+    assert fig.false_alarms == 0 and fig.healthy_steps == 0  # a collapse run contributes no healthy steps
     sim = lab.evaluate(runs, lab.cusum(1.0, 4.0, 0.04), "B=128")
     assert sim.detected == 1
 
@@ -105,7 +105,7 @@ def test_runs_left_out_and_the_report(lab, tmp_path):
     assert cusum_default["lab"]["collapses"] == 2 and cusum_default["lab"]["detected"] == 2
     onsets = [figures["runs"][f"kimi_lp-s{s}"]["onset"] for s in (1, 2)]
     assert all(50 <= t <= 65 for t in onsets)  # the generator's mean starts falling at 50
-    assert cusum_default["lab"]["healthy_steps"] == 4 * 150 + sum(t - 10 for t in onsets)
+    assert cusum_default["lab"]["healthy_steps"] == 4 * 150  # healthy runs only
     assert "**Prediction 7 of docs/toy-lab.md**" in text
     assert "do not edit by hand" in text and "| relative p2 (old default) | lab |" in text
     with pytest.raises(SystemExit):
