@@ -53,6 +53,7 @@ ROLLBACK_METHODS = ("guard",)  # runs whose own guard rolled back are neither he
 ONSET_SPAN = 9  # onset: centred moving mean of training accuracy over this many steps ...
 ONSET_BASE = 20  # ... falls below ONSET_FRACTION x its mean over the first ONSET_BASE steps ...
 ONSET_FRACTION = 0.5  # ... and stays below it to the end of the run; the first such step is the onset
+POSTHOC = ""  # set when --onset-fraction departs from the pre-registered fraction
 # Changed after the first real collapse runs (docs/toy-lab.md says so): Kimi's collapse there is a slow slide from
 # the first steps, and its onset by the definition above comes late (accuracy at half its start), so counting a
 # collapse run's steps before the onset as healthy made every alarm during the slide a "false alarm". Now a collapse
@@ -400,10 +401,10 @@ def report(args, runs, notes, chosen, table, results, decision) -> str:
         f"{', '.join(COLLAPSE_METHODS)} (a run of another method that collapsed by the onset definition is left out), "
         "and no run whose own guard rolled back. Collapse onset: the first step from "
         f"which the centred {ONSET_SPAN}-step moving mean of training accuracy stays below {ONSET_FRACTION:g} x its "
-        f"mean over the first {ONSET_BASE} steps to the end of the run. Detection delay: a collapse run's first "
-        "alarm minus its onset (negative: during the slide, before accuracy is down to half); collapse runs "
-        "contribute no healthy steps (changed after the first real collapse runs, which slide from the first steps: "
-        "before, their steps up to onset - 10 counted as healthy and alarms there as false). Rules are replayed "
+        f"mean over the first {ONSET_BASE} steps to the end of the run{POSTHOC}. Detection delay: a collapse "
+        "run's first alarm minus its onset (negative: during the slide, before accuracy is that far down); "
+        "collapse runs contribute no healthy steps (changed after the first real collapse runs, which slide from "
+        "the first steps: before, their steps up to onset - 10 counted healthy, alarms there false). Rules: replayed "
         "step by step through `CollapseGuard` on accuracy alone (warn mode: a run goes on after alarms). "
         f"B={SIM_B}: for each step t, {SIM_B} prompt outcomes drawn with replacement from the logged prompts of "
         f"steps t-{SIM_W}..t+{SIM_W} of the same run (seeded by run name and replicate; {args.replicates} "
@@ -475,6 +476,7 @@ def report(args, runs, notes, chosen, table, results, decision) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global ONSET_FRACTION, POSTHOC  # one run of the script, one definition
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--runs",
@@ -495,7 +497,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partial", action="store_true", help="use unfinished runs (no lab.json) as far as they go")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "guard-results.md")
     p.add_argument("--json", type=Path, default=None, help="figures as JSON (default: --out with .json)")
+    p.add_argument(
+        "--onset-fraction",
+        type=float,
+        default=ONSET_FRACTION,
+        help=f"collapse onset at this fraction of the start (pre-registered: {ONSET_FRACTION:g}; another value is a "
+        "post-hoc analysis and the report says so)",
+    )
     args = p.parse_args(argv)
+    if args.onset_fraction != ONSET_FRACTION:
+        POSTHOC = f" (**post hoc**: {args.onset_fraction:g}, not the pre-registered {ONSET_FRACTION:g})"
+    ONSET_FRACTION = args.onset_fraction
     if set(args.calibrate) & set(args.validate):
         p.error("calibration and validation seeds must differ")
     runs, notes = [], []
