@@ -12,8 +12,9 @@ EXPS   ?= grpo gspo luspo kimi_lp correct_lp grpo_lambda acoer
 BENCHES ?= gsm8k math500 aime24 aime25 amc23
 MODEL  ?= builtin:toy-reasoner
 SEEDS  ?= 0 1 2 3 4
+AVX2_SEEDS ?= 5 6 7
 
-.PHONY: setup setup-gpu check-gpu test test-fast lint format smoke demo demo-async bench-async train eval exp-all collapse-lab guard-lab reasoners bench clean
+.PHONY: setup setup-gpu check-gpu test test-fast lint format smoke demo demo-async bench-async train eval exp-all collapse-lab lab-avx2 guard-lab reasoners bench clean
 
 setup:  ## CPU virtualenv: pinned CPU torch (no CUDA download), DeepSpeed, the project (editable) + dev tools, vLLM's CPU build
 	python3 -m venv $(VENV)
@@ -77,8 +78,12 @@ collapse-lab:  ## the toy lab: experiments offpolicy + length x SEEDS (resumable
 lab-%:  ## one lab experiment x SEEDS: make lab-offpolicy | lab-length
 	$(PY) scripts/collapse_lab.py --only $* --seeds $(SEEDS) --runs $(RUNS)/lab $(ARGS)
 
-guard-lab:  ## the collapse guard replayed on the length and collapse runs: calibrated on seeds 0-1, validated on 2-4 (docs/guard-results.md)
-	$(PY) scripts/guard_lab.py --runs $(RUNS)/lab/length $(RUNS)/lab/collapse --calibrate 0 1 --validate 2 3 4 $(ARGS)
+lab-avx2:  ## the lab re-run as an AVX2 machine would (ATen, oneDNN and MKL kernels capped at AVX2), seeds 5-7: docs/lab-avx2/
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+	  $(PY) scripts/collapse_lab.py --seeds $(AVX2_SEEDS) --runs $(RUNS)/lab-avx2 --out docs/lab-avx2 $(ARGS)
+
+guard-lab:  ## the collapse guard replayed on the lab runs: calibrated on seeds 0-1, validated on 2-4 (docs/guard-results.md)
+	$(PY) scripts/guard_lab.py --runs $(RUNS)/lab/length $(RUNS)/lab/collapse $(RUNS)/lab/offpolicy --calibrate 0 1 --validate 2 3 4 $(ARGS)
 
 reasoners:  ## rebuild the shipped starting models here (SFT on CPU, ~10-25 min each) and re-measure them into toylab/checkpoints
 	$(PY) scripts/ship_reasoners.py builtin:toy-reasoner builtin:toy-shortcut5 builtin:toy-lengthpays

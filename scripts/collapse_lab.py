@@ -50,16 +50,34 @@ EXPERIMENTS = {
     "length": Experiment((), "grpo", ("grpo", "correct_lp", "grpo_lambda", "acoer", "kimi_lp")),
     # added before its first run, once the shipped toy-shortcut5 measured 81.8% (worked answers 96-100% right):
     # Kimi's penalty needs groups of mostly wrong worked answers to start its loop; toy-lengthpays has them
-    "collapse": Experiment(("collapse.yaml",), "grpo", ("grpo", "kimi_lp"), model="builtin:toy-lengthpays"),
+    "collapse": Experiment(
+        ("collapse.yaml",), "grpo", ("grpo", "kimi_lp", "kimi_lp_x2"), model="builtin:toy-lengthpays"
+    ),
+    # kimi_lp_x2 added after the second edition (its predictions committed before its runs): Kimi's penalty at
+    # twice the weight, a collapse deliberate enough to cross the onset line, so the guard's detection has cases
 }
 CONTROL_SEEDS = 3
-COLORS = {"kimi_lp": "C3", "correct_lp": "C1", "grpo_lambda": "C2", "acoer": "C0", "gspo": "C3", "luspo": "C0"}
-COLORS.update({"grpo": "C7", "dr_grpo": "C2", "dapo": "C4"})
+COLORS = {"kimi_lp": "C3", "kimi_lp_x2": "C5", "correct_lp": "C1", "grpo_lambda": "C2", "acoer": "C0"}
+COLORS.update({"gspo": "C3", "luspo": "C0", "grpo": "C7", "dr_grpo": "C2", "dapo": "C4"})
 # Decided before the second edition's first run (docs/toy-lab.md): a run has collapsed when its final held-out
 # accuracy is below COLLAPSE_RATIO x its start; its length has collapsed when its final mean tokens are below
 # LENGTH_FLOOR x the start.
 COLLAPSE_RATIO = 0.5
 LENGTH_FLOOR = 0.5
+
+
+def kernels() -> str:
+    """The instruction set the runs' kernels used: ATen's dispatch level and any oneDNN/MKL cap in the environment
+    (``make lab-avx2`` caps all three to AVX2 to re-run the lab as an AVX2 machine would)."""
+    caps = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if os.environ.get(k)]
+    return f"CPU kernels {torch.backends.cpu.get_cpu_capability()}" + (f" ({', '.join(caps)})" if caps else "")
+
+
+def display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def methods_of(exp: Experiment, seed: int) -> tuple[str, ...]:
@@ -258,7 +276,8 @@ def main() -> int:
                 print(f"[{i}/{len(todo)}] {run}: exit {status} ({minutes:.1f} min)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     parts = [
-        "Written by `scripts/collapse_lab.py` (never edited by hand). "
+        f"Written by `scripts/collapse_lab.py` (never edited by hand) from the runs in `{display(args.runs)}`, "
+        f"seeds {', '.join(map(str, args.seeds))}, {kernels()}. "
         f"Collapse: final held-out accuracy below {COLLAPSE_RATIO:g} x the start. Length collapse: final mean "
         f"tokens below {LENGTH_FLOOR:g} x the start. Held-out: the runs' own evaluation (eval.jsonl)."
     ]

@@ -47,8 +47,9 @@ from trainer.config import GuardConfig  # noqa: E402
 from trainer.guards import CollapseGuard, cusum_arl0  # noqa: E402
 
 # ----------------------------------------------------------------------------- definitions (fixed in advance)
-COLLAPSE_METHODS = ("kimi_lp",)  # the lab's collapsing setting; every other method is healthy (unless its run
-# collapsed by the onset definition below: then it is neither, and left out with a note)
+# the lab's collapsing settings (kimi_lp_x2 added after the second edition); every other method is healthy (unless its
+# run collapsed by the onset definition below: then it is neither, and left out with a note)
+COLLAPSE_METHODS = ("kimi_lp", "kimi_lp_x2")
 ROLLBACK_METHODS = ("guard",)  # runs whose own guard rolled back are neither healthy nor a plain collapse
 ONSET_SPAN = 9  # onset: centred moving mean of training accuracy over this many steps ...
 ONSET_BASE = 20  # ... falls below ONSET_FRACTION x its mean over the first ONSET_BASE steps ...
