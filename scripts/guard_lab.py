@@ -54,7 +54,6 @@ ROLLBACK_METHODS = ("guard",)  # runs whose own guard rolled back are neither he
 ONSET_SPAN = 9  # onset: centred moving mean of training accuracy over this many steps ...
 ONSET_BASE = 20  # ... falls below ONSET_FRACTION x its mean over the first ONSET_BASE steps ...
 ONSET_FRACTION = 0.5  # ... and stays below it to the end of the run; the first such step is the onset
-POSTHOC = ""  # set when --onset-fraction departs from the pre-registered fraction
 # Changed after the first real collapse runs (docs/toy-lab.md says so): Kimi's collapse there is a slow slide from
 # the first steps, and its onset by the definition above comes late (accuracy at half its start), so counting a
 # collapse run's steps before the onset as healthy made every alarm during the slide a "false alarm". Now a collapse
@@ -75,15 +74,15 @@ PREDICTED_RATE = 2.0
 PREDICTED_DELAY = 15
 
 
-def onset(accuracy: list[float]) -> int | None:
-    """The collapse onset of one run (None: no collapse by this definition)."""
+def onset(accuracy: list[float], fraction: float = ONSET_FRACTION) -> int | None:
+    """The collapse onset of one run (None: no collapse by this definition; ``fraction``: --onset-fraction)."""
     n = len(accuracy)
     if n < ONSET_BASE:
         return None
     base = statistics.mean(accuracy[:ONSET_BASE])
     half = ONSET_SPAN // 2
     smooth = [statistics.mean(accuracy[max(0, t - half) : t + half + 1]) for t in range(n)]
-    below = [s < ONSET_FRACTION * base for s in smooth]
+    below = [s < fraction * base for s in smooth]
     if not below[-1]:
         return None
     t = n - 1
@@ -152,9 +151,12 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def load_runs(runs_dir: Path, seeds: set[int], partial: bool, prefix: str = "") -> tuple[list[Run], list[str]]:
+def load_runs(
+    runs_dir: Path, seeds: set[int], partial: bool, prefix: str = "", fraction: float = ONSET_FRACTION
+) -> tuple[list[Run], list[str]]:
     """The usable runs of ``seeds`` and a note for each run directory left out or cut short (and why).
-    ``prefix`` goes before each run's name (several --runs directories can hold the same names)."""
+    ``prefix`` goes before each run's name (several --runs directories can hold the same names); ``fraction``:
+    the onset's fraction of the start."""
     runs, notes = [], []
     for d in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
         m = re.fullmatch(r"(.+)-s(\d+)", d.name)
@@ -180,14 +182,12 @@ def load_runs(runs_dir: Path, seeds: set[int], partial: bool, prefix: str = "") 
         run = Run(name, method, seed, [g["correct"] for g in groups], [g["G"] for g in groups])
         acc = [sum(c) / (len(c) * g) for c, g in zip(run.correct, run.G)]
         if method in COLLAPSE_METHODS:
-            run.kind, run.onset = "collapse", onset(acc)
+            run.kind, run.onset = "collapse", onset(acc, fraction)
             if run.onset is None:
                 notes.append(f"{name}: a collapse method without an onset by the definition, left out")
                 continue
-        elif onset(acc) is not None:
-            notes.append(
-                f"{name}: collapsed by the onset definition (step {onset(acc)}) though healthy by method, left out"
-            )
+        elif (at := onset(acc, fraction)) is not None:
+            notes.append(f"{name}: collapsed by the onset definition (step {at}) though healthy by method, left out")
             continue
         else:
             run.kind = "healthy"
@@ -386,6 +386,12 @@ def report(args, runs, notes, chosen, table, results, decision) -> str:
     g = GuardConfig()
     cal = [r for r in runs if r.seed in args.calibrate]
     val = [r for r in runs if r.seed in args.validate]
+    fraction = args.onset_fraction
+    posthoc = (
+        f" (**post hoc**: {fraction:g}, not the pre-registered {ONSET_FRACTION:g})"
+        if fraction != ONSET_FRACTION
+        else ""
+    )
 
     def names(rs, kind):
         return ", ".join(r.name + (f" (onset {r.onset})" if r.onset is not None else "") for r in rs if r.kind == kind)
@@ -401,8 +407,8 @@ def report(args, runs, notes, chosen, table, results, decision) -> str:
         "**Definitions (fixed in the script before any result).** Healthy runs: every method but "
         f"{', '.join(COLLAPSE_METHODS)} (a run of another method that collapsed by the onset definition is left out), "
         "and no run whose own guard rolled back. Collapse onset: the first step from "
-        f"which the centred {ONSET_SPAN}-step moving mean of training accuracy stays below {ONSET_FRACTION:g} x its "
-        f"mean over the first {ONSET_BASE} steps to the end of the run{POSTHOC}. Detection delay: a collapse "
+        f"which the centred {ONSET_SPAN}-step moving mean of training accuracy stays below {fraction:g} x its "
+        f"mean over the first {ONSET_BASE} steps to the end of the run{posthoc}. Detection delay: a collapse "
         "run's first alarm minus its onset (negative: during the slide, before accuracy is that far down); "
         "collapse runs contribute no healthy steps (changed after the first real collapse runs, which slide from "
         "the first steps: before, their steps up to onset - 10 counted healthy, alarms there false). Rules: replayed "
@@ -477,7 +483,6 @@ def report(args, runs, notes, chosen, table, results, decision) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global ONSET_FRACTION, POSTHOC  # one run of the script, one definition
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--runs",
@@ -506,9 +511,6 @@ def main(argv: list[str] | None = None) -> int:
         "post-hoc analysis and the report says so)",
     )
     args = p.parse_args(argv)
-    if args.onset_fraction != ONSET_FRACTION:
-        POSTHOC = f" (**post hoc**: {args.onset_fraction:g}, not the pre-registered {ONSET_FRACTION:g})"
-    ONSET_FRACTION = args.onset_fraction
     if set(args.calibrate) & set(args.validate):
         p.error("calibration and validation seeds must differ")
     runs, notes = [], []
@@ -517,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"{d}: no such directory")
             continue
         prefix = f"{d.name}/" if len(args.runs) > 1 else ""
-        got, said = load_runs(d, set(args.calibrate) | set(args.validate), args.partial, prefix)
+        got, said = load_runs(d, set(args.calibrate) | set(args.validate), args.partial, prefix, args.onset_fraction)
         runs, notes = runs + got, notes + said
     for run in runs:
         build_series(run, args.replicates)
@@ -544,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "definitions": {
             "collapse_methods": COLLAPSE_METHODS,
-            "onset": {"span": ONSET_SPAN, "base_steps": ONSET_BASE, "fraction": ONSET_FRACTION},
+            "onset": {"span": ONSET_SPAN, "base_steps": ONSET_BASE, "fraction": args.onset_fraction},
             "sim": {"B": SIM_B, "W": SIM_W, "replicates": args.replicates},
             "target_per_1000": TARGET,
             "min_arl0": MIN_ARL0,

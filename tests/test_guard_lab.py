@@ -131,3 +131,19 @@ def test_a_missing_runs_directory_is_noted_not_fatal(lab, tmp_path):
     args = ["--runs", str(tmp_path / "length"), str(tmp_path / "collapse"), "--calibrate", "0", "--validate", "1"]
     assert lab.main([*args, "--out", str(out)]) == 0
     assert f"{tmp_path / 'collapse'}: no such directory" in out.read_text()
+
+
+def test_the_onset_fraction_is_an_argument_not_a_leftover(lab, tmp_path):
+    """A post-hoc fraction moves the onset and is labelled in that report only: the next report in the same
+    process is back on the pre-registered definition (0.3 -> 0.2 at step 60: below 0.75 x from the
+    centred mean at step 62, never below 0.5 x)."""
+    assert lab.onset([0.3] * 60 + [0.2] * 40) is None
+    assert lab.onset([0.3] * 60 + [0.2] * 40, fraction=0.75) == 62
+    for seed in (0, 1):
+        write_steps(tmp_path / f"grpo-s{seed}", [[8, 8, 8, 8, 8, 8, 8, 8]] * 40)
+    args = ["--runs", str(tmp_path), "--calibrate", "0", "--validate", "1"]
+    posthoc, plain = tmp_path / "posthoc.md", tmp_path / "plain.md"
+    assert lab.main([*args, "--onset-fraction", "0.75", "--out", str(posthoc)]) == 0
+    assert lab.main([*args, "--out", str(plain)]) == 0
+    assert "**post hoc**: 0.75" in posthoc.read_text() and "post hoc" not in plain.read_text()
+    assert json.loads(plain.with_suffix(".json").read_text())["definitions"]["onset"]["fraction"] == 0.5
