@@ -21,15 +21,8 @@ def _quiet_libraries() -> None:
     logging.getLogger("torch.distributed").setLevel(logging.ERROR)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="groupwise", description=__doc__)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-
-    p = sub.add_parser("train", help="train with RL (also under torchrun)")
-    p.add_argument("--config", "-c", action="append", help="YAML file(s) of overrides; later ones win (configs/)")
-    p.add_argument("--resume", action="store_true", help="continue from run_dir's latest checkpoint (resume=auto)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. loss.name=gspo steps=5")
-
+def _add_servers(sub) -> None:
+    """``launch`` and ``serve``: the same server flags; ``launch`` adds the trainer's."""
     for name, text in (
         ("launch", "start vllm servers from the config, train against them under torchrun, stop them"),
         ("serve", "start vllm servers from the config and keep them up (an inference node)"),
@@ -48,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--trainer-gpus", default=None, help="CUDA_VISIBLE_DEVICES of the trainer, e.g. 2,3")
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.max_staleness=1")
 
+
+def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="accuracy and response tokens on benchmarks (table + per-problem JSON)")
     p.add_argument("model", nargs="?", help="model directory, hub id, builtin:toy-reasoner, or a run's checkpoint")
     p.add_argument("--benchmarks", "-b", nargs="+", default=["gsm8k", "math500", "aime24", "aime25", "amc23"])
@@ -69,23 +64,113 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", "-o", default=None, help="output directory (default evals/<model name>)")
     p.add_argument("--compare", nargs="+", metavar="RESULTS", help="results.json files (or their dirs) side by side")
 
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="groupwise", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("train", help="train with RL (also under torchrun)")
+    p.add_argument("--config", "-c", action="append", help="YAML file(s) of overrides; later ones win (configs/)")
+    p.add_argument("--resume", action="store_true", help="continue from run_dir's latest checkpoint (resume=auto)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. loss.name=gspo steps=5")
+    _add_servers(sub)
+    _add_eval(sub)
     p = sub.add_parser("plot", help="training curves of one or more runs as a PNG")
     p.add_argument("runs", nargs="+", help="run directories (each has metrics.jsonl)")
     p.add_argument("--out", "-o", default="curves.png")
-
     p = sub.add_parser("report", help="before/after held-out table of runs (and their overlaid curves)")
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("--plot", "-o", default=None, help="also write the overlaid curves to this PNG")
     p.add_argument("--out", default=None, help="also write the table to this Markdown file")
-
     p = sub.add_parser("build-tiny", help="build a tiny random Qwen2 model + byte tokenizer")
     p.add_argument("out", help="output directory")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-
     sub.add_parser("config", help="list every config key with its default and doc")
+    return parser
 
+
+def _train(args) -> int:
+    _quiet_libraries()
+    from app.inputs import run_inputs
+    from trainer import dist
+    from trainer.config import load_config
+    from trainer.loop import train
+
+    cfg = load_config(args.config, args.overrides + (["resume=auto"] if args.resume else []))
+    run_dir = train(cfg, run_inputs(cfg))
+    if not dist.is_main():
+        return 0
+    from app.plots import plot_runs
+    from app.report import before_after_table
+
+    plot_runs([run_dir], run_dir / "curves.png")
+    if (run_dir / "eval.jsonl").exists():
+        print(before_after_table([run_dir]))
+    print(f"run finished: {run_dir}/metrics.jsonl, {run_dir}/curves.png")
+    return 0
+
+
+def _servers(args) -> int:
+    _quiet_libraries()
+    from app.launch import launch
+
+    return launch(args)
+
+
+def _eval(args) -> int:
+    _quiet_libraries()
+    from app.eval_cli import compare, run_eval
+
+    print(compare(args.compare) if args.compare else run_eval(args))
+    return 0
+
+
+def _plot(args) -> int:
+    from app.plots import plot_runs
+
+    print(plot_runs([Path(r) for r in args.runs], args.out))
+    return 0
+
+
+def _report(args) -> int:
+    from app.report import before_after_table
+
+    table = before_after_table(args.runs)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+    if args.plot:
+        from app.plots import plot_runs
+
+        print(plot_runs([Path(r) for r in args.runs], args.plot))
+    return 0
+
+
+def _build_tiny(args) -> int:
+    _quiet_libraries()
+    from toylab.models import save_tiny
+
+    print(save_tiny(args.out, seed=args.seed, hidden=args.hidden, layers=args.layers))
+    return 0
+
+
+def _config(args) -> int:
+    from trainer.config import describe_fields
+
+    for key, default, doc in describe_fields():
+        print(f"{key:<32} {default:<24} {doc}")
+    return 0
+
+
+COMMANDS = {"train": _train, "launch": _servers, "serve": _servers, "eval": _eval, "plot": _plot}
+COMMANDS.update({"report": _report, "build-tiny": _build_tiny, "config": _config})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run one command, and turn the errors a user can fix into exit codes: 2 bad input, 3 halted,
+    the preemption's own code when stopped by a signal."""
+    parser = _parser()
     # overrides may come before or after flags (`train --resume steps=9`): argparse leaves later ones unknown
     args, unknown = parser.parse_known_args(argv)
     takes_overrides = args.cmd in ("train", "launch", "serve")
@@ -100,61 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.lifecycle import Preempted, TrainingHalted
 
     try:
-        if args.cmd == "train":
-            _quiet_libraries()
-            from app.inputs import run_inputs
-            from trainer.config import load_config
-            from trainer.loop import train
-
-            cfg = load_config(args.config, args.overrides + (["resume=auto"] if args.resume else []))
-            run_dir = train(cfg, run_inputs(cfg))
-            from trainer import dist
-
-            if not dist.is_main():
-                return 0
-            from app.plots import plot_runs
-
-            plot_runs([run_dir], run_dir / "curves.png")
-            if (run_dir / "eval.jsonl").exists():
-                from app.report import before_after_table
-
-                print(before_after_table([run_dir]))
-            print(f"run finished: {run_dir}/metrics.jsonl, {run_dir}/curves.png")
-        elif args.cmd in ("launch", "serve"):
-            _quiet_libraries()
-            from app.launch import launch
-
-            return launch(args)
-        elif args.cmd == "eval":
-            _quiet_libraries()
-            from app.eval_cli import compare, run_eval
-
-            print(compare(args.compare) if args.compare else run_eval(args))
-        elif args.cmd == "plot":
-            from app.plots import plot_runs
-
-            print(plot_runs([Path(r) for r in args.runs], args.out))
-        elif args.cmd == "report":
-            from app.report import before_after_table
-
-            table = before_after_table(args.runs)
-            print(table)
-            if args.out:
-                Path(args.out).write_text(table + "\n")
-            if args.plot:
-                from app.plots import plot_runs
-
-                print(plot_runs([Path(r) for r in args.runs], args.plot))
-        elif args.cmd == "build-tiny":
-            _quiet_libraries()
-            from toylab.models import save_tiny
-
-            print(save_tiny(args.out, seed=args.seed, hidden=args.hidden, layers=args.layers))
-        elif args.cmd == "config":
-            from trainer.config import describe_fields
-
-            for key, default, doc in describe_fields():
-                print(f"{key:<32} {default:<24} {doc}")
+        return COMMANDS[args.cmd](args)
     except (ConfigError, FileNotFoundError, DataError, ServerMismatch, ServerStartError) as e:
         print(f"groupwise: error: {e}", file=sys.stderr)
         return 2
@@ -164,7 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingHalted, RolloutUnavailable) as e:
         print(f"groupwise: halted: {e}", file=sys.stderr)
         return 3
-    return 0
 
 
 if __name__ == "__main__":
