@@ -53,6 +53,13 @@ EXPERIMENTS = {
     "collapse": Experiment(
         ("collapse.yaml",), "grpo", ("grpo", "kimi_lp", "kimi_lp_x2"), model="builtin:toy-lengthpays"
     ),
+    # added in the third round (predictions committed before its runs): the length schemes from a second model
+    "reasoner": Experiment(
+        ("reasoner.yaml",),
+        "grpo",
+        ("grpo", "correct_lp", "grpo_lambda", "acoer", "kimi_lp_x2"),
+        model="builtin:toy-reasoner",
+    ),
     # kimi_lp_x2 added after the second edition (its predictions committed before its runs): Kimi's penalty at
     # twice the weight, a collapse deliberate enough to cross the onset line, so the guard's detection has cases
 }
