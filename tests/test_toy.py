@@ -75,6 +75,31 @@ def test_a_builtin_reasoner_trains_on_its_own_task():
     assert all(r.problem.count("+") == 1 and int(r.answer) <= 40 for r in plain)
 
 
+def test_every_lab_run_has_a_config_that_loads_and_starts_from_its_experiments_model():
+    """Each (experiment, method) of scripts/collapse_lab.py loads as the runner composes it (base, experiment,
+    method), with the experiment's starting model, and methods keep their objective and reward."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from trainer.config import load_config
+
+    root = Path(__file__).parents[1]
+    spec = importlib.util.spec_from_file_location("collapse_lab", root / "scripts" / "collapse_lab.py")
+    lab = importlib.util.module_from_spec(spec)
+    sys.modules["collapse_lab"] = lab
+    spec.loader.exec_module(lab)
+    for name, exp in lab.EXPERIMENTS.items():
+        for method in exp.methods + exp.controls:
+            files = ["base.yaml", *exp.configs, f"{method}.yaml"]
+            cfg = load_config([str(root / "configs" / "lab" / f) for f in files], [])
+            assert cfg.model.path == exp.model, (name, method)
+            if method.startswith("kimi_lp"):
+                assert cfg.reward.name == "kimi_lp" and cfg.loss.name == "grpo"
+    x2 = load_config([str(root / "configs" / "lab" / f) for f in ("base.yaml", "collapse.yaml", "kimi_lp_x2.yaml")])
+    assert x2.reward.length_weight == 2.0
+
+
 def test_the_lab_summary_applies_the_stated_collapse_criteria(tmp_path):
     """scripts/collapse_lab.py: collapse = end accuracy below half the start; length collapse = end tokens
     below half the start; unfinished runs are left out; each method is paired with the baseline by seed."""
