@@ -80,7 +80,8 @@ lab-%:  ## one lab experiment x SEEDS: make lab-offpolicy | lab-length
 
 lab-avx2:  ## the lab re-run as an AVX2 machine would (ATen, oneDNN and MKL kernels capped at AVX2), seeds 5-7: docs/lab-avx2/
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
-	  $(PY) scripts/collapse_lab.py --seeds $(AVX2_SEEDS) --runs $(RUNS)/lab-avx2 --out docs/lab-avx2 $(ARGS)
+	  $(PY) scripts/collapse_lab.py --seeds $(AVX2_SEEDS) --runs $(RUNS)/lab-avx2 --out docs/lab-avx2 \
+	  --reference $(RUNS)/lab --reference-seeds $(SEEDS) $(ARGS)
 
 guard-lab:  ## the collapse guard replayed on the lab runs: calibrated on seeds 0-1, validated on 2-4 (docs/guard-results.md)
 	$(PY) scripts/guard_lab.py --runs $(RUNS)/lab/length $(RUNS)/lab/collapse $(RUNS)/lab/offpolicy --calibrate 0 1 --validate 2 3 4 $(ARGS)

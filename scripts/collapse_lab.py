@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from app.lab_stats import Arm, mean_ci, paired
+from app.lab_stats import Arm, Paired, mean_ci, paired
 from app.report import run_summary
 from trainer.metrics import read_metrics
 
@@ -204,6 +204,62 @@ def table(experiment: str, runs: Path, seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
+def effects(experiment: str, runs: Path, seeds: list[int]) -> dict[str, tuple[Paired | None, float | None]]:
+    """Each non-baseline method's paired difference from the baseline at the seeds both finished (None: no
+    paired seed) and its mean clipped share."""
+    exp = EXPERIMENTS[experiment]
+    got = {m: {s: summarize(runs / experiment / f"{m}-s{s}") for s in seeds} for m in exp.methods + exp.controls}
+    out = {}
+    for m, by_seed in got.items():
+        if m == exp.baseline:
+            continue
+        both = [s for s in seeds if by_seed[s] is not None and got[exp.baseline][s] is not None]
+        pr = paired(arm([by_seed[s] for s in both]), arm([got[exp.baseline][s] for s in both])) if both else None
+        clip = [by_seed[s]["clip"] for s in both if by_seed[s]["clip"] is not None]
+        out[m] = (pr, statistics.mean(clip) if clip else None)
+    return out
+
+
+def agreement(here: tuple[float, float], ref: tuple[float, float]) -> str:
+    """Does an effect hold in a replication? Judged on the two 95% intervals' signs."""
+    sign = [0 if lo <= 0 <= hi else (1 if lo > 0 else -1) for lo, hi in (here, ref)]
+    if sign[0] == sign[1]:
+        return "holds" if sign[0] else "no effect in either"
+    if sign[0] and sign[1]:
+        return "**reversed**"
+    return "not shown here" if sign[1] else "**new here**"
+
+
+def replication(experiment: str, runs: Path, seeds: list[int], ref: Path, ref_seeds: list[int]) -> str:
+    """The experiment's effects here next to a reference lab's (other seeds, other kernels or machine)."""
+    here, there = effects(experiment, runs, seeds), effects(experiment, ref, ref_seeds)
+    base = EXPERIMENTS[experiment].baseline
+    lines = [
+        f"### {experiment}: the effects here and in the reference lab (`{display(ref)}`, seeds "
+        f"{', '.join(map(str, ref_seeds))})",
+        "",
+        f"Each cell: method minus `{base}`, paired by seed, with its 95% interval (n: seeds here / reference). "
+        "Verdict per measure: holds (both intervals exclude 0 on the same side), no effect in either (both "
+        "include 0), not shown here (only the reference's excludes 0), new here, reversed.",
+        "",
+        "| method | n | Δ accuracy here | Δ accuracy reference | verdict | Δ tokens here | Δ tokens reference | "
+        "verdict | clipped share here / reference |",
+        "|---|---:|---:|---:|---|---:|---:|---|---:|",
+    ]
+    for m, (pr, clip) in here.items():
+        rp, rclip = there.get(m, (None, None))
+        if pr is None or rp is None:
+            lines.append(f"| {m} | {pr.seeds if pr else 0} / {rp.seeds if rp else 0} | | | (not run in both) | | | | |")
+            continue
+        (a, t), (ra, rt) = pr.cells(), rp.cells()
+        clips = " / ".join(f"{c:.3f}" if c is not None else "-" for c in (clip, rclip))
+        lines.append(
+            f"| {m} | {pr.seeds} / {rp.seeds} | {a} | {ra} | {agreement(pr.d_accuracy_ci, rp.d_accuracy_ci)} "
+            f"| {t} | {rt} | {agreement(pr.d_tokens_pct_ci, rp.d_tokens_pct_ci)} | {clips} |"
+        )
+    return "\n".join(lines)
+
+
 def smooth(xs: list[float], k: int = 9) -> list[float]:
     out = []
     for i in range(len(xs)):
@@ -270,6 +326,8 @@ def main() -> int:
         "--probe", type=int, default=200, help="held-out problems for the starting models' profiles (0: skip)"
     )
     p.add_argument("--methods", nargs="+", help="only these methods of the chosen experiments (default: all)")
+    p.add_argument("--reference", type=Path, help="a lab's runs to compare with (e.g. runs/lab from runs/lab-avx2)")
+    p.add_argument("--reference-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="the reference's seeds")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every run (e.g. steps=50)")
     args = p.parse_args()
     todo = [(e, m, s) for s in args.seeds for e in args.only for m in methods_of(EXPERIMENTS[e], s)]
@@ -296,6 +354,8 @@ def main() -> int:
                          + profile_table(profile(model, args.probe)))  # fmt: skip
     for exp in args.only:
         parts.append(table(exp, args.runs, args.seeds))
+        if args.reference:
+            parts.append(replication(exp, args.runs, args.seeds, args.reference, args.reference_seeds))
         print(f"figure: {figure(exp, args.runs, args.seeds, args.out)}")
     (args.out / "lab-results.md").write_text("\n\n".join(parts) + "\n")
     print("\n\n".join(parts))

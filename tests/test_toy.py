@@ -100,6 +100,26 @@ def test_every_lab_run_has_a_config_that_loads_and_starts_from_its_experiments_m
     assert x2.reward.length_weight == 2.0
 
 
+def test_a_replications_verdict_reads_the_two_intervals_signs():
+    """scripts/collapse_lab.py --reference: an effect holds when both 95% intervals exclude 0 on the same side."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "collapse_lab", Path(__file__).parents[1] / "scripts" / "collapse_lab.py"
+    )
+    lab = importlib.util.module_from_spec(spec)
+    sys.modules["collapse_lab"] = lab
+    spec.loader.exec_module(lab)
+    assert lab.agreement((-28.0, -11.3), (-33.4, -20.0)) == "holds"
+    assert lab.agreement((-3.4, 7.5), (-1.0, 2.0)) == "no effect in either"
+    assert lab.agreement((-3.4, 7.5), (2.4, 11.0)) == "not shown here"
+    assert lab.agreement((2.4, 11.0), (-3.4, 7.5)) == "**new here**"
+    assert lab.agreement((0.5, 1.0), (-2.0, -0.1)) == "**reversed**"
+    assert lab.agreement((0.0, 1.0), (0.0, 2.0)) == "no effect in either"  # an interval touching 0 includes it
+
+
 def test_the_lab_summary_applies_the_stated_collapse_criteria(tmp_path):
     """scripts/collapse_lab.py: collapse = end accuracy below half the start; length collapse = end tokens
     below half the start; unfinished runs are left out; each method is paired with the baseline by seed."""
