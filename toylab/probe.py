@@ -74,6 +74,10 @@ def profile(model: str, n: int = 200, samples: int = 4, seed: int = 0, max_new_t
     return out
 
 
+def _pct(x: float) -> str:
+    return "-" if math.isnan(x) else f"{100 * x:.0f}%"  # nan: no answer of that kind
+
+
 def profile_table(result: dict) -> str:
     lines = [
         "| operands | answers | shortcut share | shortcut accuracy | worked accuracy | accuracy | tokens |",
@@ -81,7 +85,7 @@ def profile_table(result: dict) -> str:
     ]
     for k, r in result.items():
         lines.append(
-            f"| {k} | {r['answers']} | {100 * r['shortcut_share']:.0f}% | {100 * r['shortcut_accuracy']:.0f}% "
-            f"| {100 * r['worked_accuracy']:.0f}% | {100 * r['accuracy']:.0f}% | {r['tokens']:.1f} |"
+            f"| {k} | {r['answers']} | {_pct(r['shortcut_share'])} | {_pct(r['shortcut_accuracy'])} "
+            f"| {_pct(r['worked_accuracy'])} | {_pct(r['accuracy'])} | {r['tokens']:.1f} |"
         )
     return "\n".join(lines)
