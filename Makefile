@@ -72,10 +72,10 @@ exp-%:  ## one toy-lab experiment on CPU: make exp-acoer (configs/toy/<name>.yam
 exp-all: $(addprefix exp-,$(EXPS))  ## every toy-lab experiment, then one table and one overlaid figure
 	$(GW) report $(addprefix $(RUNS)/exp-,$(EXPS)) --out $(RUNS)/toy-lab.md --plot $(RUNS)/toy-lab.png
 
-collapse-lab:  ## the toy lab: experiments offpolicy + length x SEEDS (resumable, seed by seed), then docs/lab-*.png + docs/lab-results.md
+collapse-lab:  ## the toy lab: experiments offpolicy, length, collapse, reasoner x SEEDS (resumable, seed by seed), then docs/lab-*.png + docs/lab-results.md
 	$(PY) scripts/collapse_lab.py --seeds $(SEEDS) --runs $(RUNS)/lab $(ARGS)
 
-lab-%:  ## one lab experiment x SEEDS: make lab-offpolicy | lab-length
+lab-%:  ## one lab experiment x SEEDS: make lab-offpolicy | lab-length | lab-collapse | lab-reasoner
 	$(PY) scripts/collapse_lab.py --only $* --seeds $(SEEDS) --runs $(RUNS)/lab $(ARGS)
 
 lab-avx2:  ## the lab re-run as an AVX2 machine would (ATen, oneDNN and MKL kernels capped at AVX2), seeds 5-7: docs/lab-avx2/
