@@ -50,6 +50,8 @@ EXPERIMENTS = {
     "length": Experiment((), "grpo", ("grpo", "correct_lp", "grpo_lambda", "acoer", "kimi_lp")),
     # added before its first run, once the shipped toy-shortcut5 measured 81.8% (worked answers 96-100% right):
     # Kimi's penalty needs groups of mostly wrong worked answers to start its loop; toy-lengthpays has them
+    # kimi_lp_x2 added after the second edition (its predictions committed before its runs): Kimi's penalty at
+    # twice the weight, a collapse deliberate enough to cross the onset line, so the guard's detection has cases
     "collapse": Experiment(
         ("collapse.yaml",), "grpo", ("grpo", "kimi_lp", "kimi_lp_x2"), model="builtin:toy-lengthpays"
     ),
@@ -60,8 +62,6 @@ EXPERIMENTS = {
         ("grpo", "correct_lp", "grpo_lambda", "acoer", "kimi_lp_x2"),
         model="builtin:toy-reasoner",
     ),
-    # kimi_lp_x2 added after the second edition (its predictions committed before its runs): Kimi's penalty at
-    # twice the weight, a collapse deliberate enough to cross the onset line, so the guard's detection has cases
 }
 CONTROL_SEEDS = 3
 COLORS = {"kimi_lp": "C3", "kimi_lp_x2": "C5", "correct_lp": "C1", "grpo_lambda": "C2", "acoer": "C0"}
