@@ -152,12 +152,36 @@ def arm(results: list[dict]) -> Arm:
     return Arm(torch.tensor([r["problem_acc"] for r in results]), torch.tensor([r["problem_tok"] for r in results]))
 
 
-def table(experiment: str, runs: Path, seeds: list[int]) -> str:
-    """One row per method: start, end (95% interval over seeds and problems), the paired difference from the
-    baseline at the seeds both finished, the criteria, and each seed's end."""
+Runs = dict[str, dict[int, dict | None]]  # method -> seed -> ``summarize`` (None: not finished)
+
+
+def collect(experiment: str, runs: Path, seeds: list[int]) -> Runs:
+    """Every (method, seed) of an experiment, summarized once for the table and the replication."""
     exp = EXPERIMENTS[experiment]
-    got = {m: {s: summarize(runs / experiment / f"{m}-s{s}") for s in seeds} for m in exp.methods + exp.controls}
-    base = got[exp.baseline]
+    return {m: {s: summarize(runs / experiment / f"{m}-s{s}") for s in seeds} for m in exp.methods + exp.controls}
+
+
+def against_baseline(experiment: str, got: Runs) -> dict[str, Paired | None]:
+    """Each non-baseline method minus the baseline at the seeds both finished (None: no such seed)."""
+    base = got[EXPERIMENTS[experiment].baseline]
+    out = {}
+    for m, by_seed in got.items():
+        if m == EXPERIMENTS[experiment].baseline:
+            continue
+        both = [s for s, r in by_seed.items() if r is not None and base.get(s) is not None]
+        out[m] = paired(arm([by_seed[s] for s in both]), arm([base[s] for s in both])) if both else None
+    return out
+
+
+def mean_clip(results: list[dict]) -> float | None:
+    clip = [r["clip"] for r in results if r["clip"] is not None]
+    return statistics.mean(clip) if clip else None
+
+
+def table(experiment: str, got: Runs, prs: dict[str, Paired | None]) -> str:
+    """One row per method: start, end (95% interval over seeds and problems), the paired difference from the
+    baseline at the seeds both finished (``prs``, from ``against_baseline``), the criteria, and each seed's end."""
+    exp = EXPERIMENTS[experiment]
     lines = [
         f"### {experiment}: against `{exp.baseline}` ({exp.model}; configs/lab/base.yaml"
         + "".join(f", {c}" for c in exp.configs)
@@ -178,22 +202,20 @@ def table(experiment: str, runs: Path, seeds: list[int]) -> str:
             continue
         rs = [r for _, r in done]
         acc, lo, hi = mean_ci(arm(rs).accuracy)
-        both = [s for s, _ in done if base.get(s) is not None]
         if m == exp.baseline:
             d_acc, d_tok = "(baseline)", "(baseline)"
-        elif both:
-            pr = paired(arm([by_seed[s] for s in both]), arm([base[s] for s in both]))
+        elif (pr := prs[m]) is not None:
             d_acc, d_tok = pr.cells()
-            d_acc += f" (n={len(both)})" if len(both) != len(done) else ""
+            d_acc += f" (n={pr.seeds})" if pr.seeds != len(done) else ""
         else:
             d_acc, d_tok = "(no paired seed)", ""
-        clip = [r["clip"] for r in rs if r["clip"] is not None]
+        clip = mean_clip(rs)
         per_seed = ", ".join(f"s{s}: {100 * r['acc']:.1f}% / {r['tok']:.1f}" for s, r in done)
         lines.append(
             f"| {m} | {len(rs)} | {100 * statistics.mean(r['acc0'] for r in rs):.1f}% "
             f"| {100 * acc:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] | {statistics.mean(r['tok0'] for r in rs):.1f} "
             f"| {statistics.mean(r['tok'] for r in rs):.1f} | {d_acc} | {d_tok} "
-            f"| {f'{statistics.mean(clip):.3f}' if clip else '-'} "
+            f"| {f'{clip:.3f}' if clip is not None else '-'} "
             f"| {sum(r['collapsed'] for r in rs)}/{len(rs)} / {sum(r['length_collapsed'] for r in rs)}/{len(rs)} "
             f"| {per_seed} |"
         )
@@ -202,22 +224,6 @@ def table(experiment: str, runs: Path, seeds: list[int]) -> str:
         lines += ["", f"{len(minutes)} runs, {statistics.mean(minutes):.1f} minutes each on average "
                   f"({sum(minutes) / 60:.1f} core-hours in all, runs on one thread each)."]  # fmt: skip
     return "\n".join(lines)
-
-
-def effects(experiment: str, runs: Path, seeds: list[int]) -> dict[str, tuple[Paired | None, float | None]]:
-    """Each non-baseline method's paired difference from the baseline at the seeds both finished (None: no
-    paired seed) and its mean clipped share."""
-    exp = EXPERIMENTS[experiment]
-    got = {m: {s: summarize(runs / experiment / f"{m}-s{s}") for s in seeds} for m in exp.methods + exp.controls}
-    out = {}
-    for m, by_seed in got.items():
-        if m == exp.baseline:
-            continue
-        both = [s for s in seeds if by_seed[s] is not None and got[exp.baseline][s] is not None]
-        pr = paired(arm([by_seed[s] for s in both]), arm([got[exp.baseline][s] for s in both])) if both else None
-        clip = [by_seed[s]["clip"] for s in both if by_seed[s]["clip"] is not None]
-        out[m] = (pr, statistics.mean(clip) if clip else None)
-    return out
 
 
 def agreement(here: tuple[float, float], ref: tuple[float, float]) -> str:
@@ -230,9 +236,12 @@ def agreement(here: tuple[float, float], ref: tuple[float, float]) -> str:
     return "not shown here" if sign[1] else "**new here**"
 
 
-def replication(experiment: str, runs: Path, seeds: list[int], ref: Path, ref_seeds: list[int]) -> str:
-    """The experiment's effects here next to a reference lab's (other seeds, other kernels or machine)."""
-    here, there = effects(experiment, runs, seeds), effects(experiment, ref, ref_seeds)
+def replication(experiment: str, here: tuple[Runs, dict[str, Paired | None]], ref: Path, ref_seeds: list[int]) -> str:
+    """The experiment's effects here (``collect`` and ``against_baseline``, as for the table) next to a reference
+    lab's (other seeds, other kernels or machine)."""
+    got, prs = here
+    ref_got = collect(experiment, ref, ref_seeds)
+    ref_prs = against_baseline(experiment, ref_got)
     base = EXPERIMENTS[experiment].baseline
     lines = [
         f"### {experiment}: the effects here and in the reference lab (`{display(ref)}`, seeds "
@@ -246,13 +255,14 @@ def replication(experiment: str, runs: Path, seeds: list[int], ref: Path, ref_se
         "verdict | clipped share here / reference |",
         "|---|---:|---:|---:|---|---:|---:|---|---:|",
     ]
-    for m, (pr, clip) in here.items():
-        rp, rclip = there.get(m, (None, None))
+    for m, pr in prs.items():
+        rp = ref_prs.get(m)
         if pr is None or rp is None:
             lines.append(f"| {m} | {pr.seeds if pr else 0} / {rp.seeds if rp else 0} | | | (not run in both) | | | | |")
             continue
         (a, t), (ra, rt) = pr.cells(), rp.cells()
-        clips = " / ".join(f"{c:.3f}" if c is not None else "-" for c in (clip, rclip))
+        clip = [mean_clip([r for r in g[m].values() if r is not None]) for g in (got, ref_got)]
+        clips = " / ".join(f"{c:.3f}" if c is not None else "-" for c in clip)
         lines.append(
             f"| {m} | {pr.seeds} / {rp.seeds} | {a} | {ra} | {agreement(pr.d_accuracy_ci, rp.d_accuracy_ci)} "
             f"| {t} | {rt} | {agreement(pr.d_tokens_pct_ci, rp.d_tokens_pct_ci)} | {clips} |"
@@ -353,9 +363,11 @@ def main() -> int:
             parts.append(f"### the starting model {model} (held-out, {args.probe} problems x 4 samples)\n\n"
                          + profile_table(profile(model, args.probe)))  # fmt: skip
     for exp in args.only:
-        parts.append(table(exp, args.runs, args.seeds))
+        got = collect(exp, args.runs, args.seeds)
+        prs = against_baseline(exp, got)
+        parts.append(table(exp, got, prs))
         if args.reference:
-            parts.append(replication(exp, args.runs, args.seeds, args.reference, args.reference_seeds))
+            parts.append(replication(exp, (got, prs), args.reference, args.reference_seeds))
         print(f"figure: {figure(exp, args.runs, args.seeds, args.out)}")
     (args.out / "lab-results.md").write_text("\n\n".join(parts) + "\n")
     print("\n\n".join(parts))

@@ -2,8 +2,11 @@
 every objective and every reward scheme ending with their before/after table and plot. Learning outcomes
 (accuracy up, length down) are measured in docs/toy-lab.md, not asserted here."""
 
+import importlib.util
 import json
 import random
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,20 +78,23 @@ def test_a_builtin_reasoner_trains_on_its_own_task():
     assert all(r.problem.count("+") == 1 and int(r.answer) <= 40 for r in plain)
 
 
-def test_every_lab_run_has_a_config_that_loads_and_starts_from_its_experiments_model():
+@pytest.fixture(scope="module")
+def lab():
+    """scripts/collapse_lab.py as a module (a script, not a package)."""
+    path = Path(__file__).parents[1] / "scripts" / "collapse_lab.py"
+    spec = importlib.util.spec_from_file_location("collapse_lab", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["collapse_lab"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_lab_run_has_a_config_that_loads_and_starts_from_its_experiments_model(lab):
     """Each (experiment, method) of scripts/collapse_lab.py loads as the runner composes it (base, experiment,
     method), with the experiment's starting model, and methods keep their objective and reward."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     from trainer.config import load_config
 
     root = Path(__file__).parents[1]
-    spec = importlib.util.spec_from_file_location("collapse_lab", root / "scripts" / "collapse_lab.py")
-    lab = importlib.util.module_from_spec(spec)
-    sys.modules["collapse_lab"] = lab
-    spec.loader.exec_module(lab)
     for name, exp in lab.EXPERIMENTS.items():
         for method in exp.methods + exp.controls:
             files = ["base.yaml", *exp.configs, f"{method}.yaml"]
@@ -100,18 +106,8 @@ def test_every_lab_run_has_a_config_that_loads_and_starts_from_its_experiments_m
     assert x2.reward.length_weight == 2.0
 
 
-def test_a_replications_verdict_reads_the_two_intervals_signs():
+def test_a_replications_verdict_reads_the_two_intervals_signs(lab):
     """scripts/collapse_lab.py --reference: an effect holds when both 95% intervals exclude 0 on the same side."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "collapse_lab", Path(__file__).parents[1] / "scripts" / "collapse_lab.py"
-    )
-    lab = importlib.util.module_from_spec(spec)
-    sys.modules["collapse_lab"] = lab
-    spec.loader.exec_module(lab)
     assert lab.agreement((-28.0, -11.3), (-33.4, -20.0)) == "holds"
     assert lab.agreement((-3.4, 7.5), (-1.0, 2.0)) == "no effect in either"
     assert lab.agreement((-3.4, 7.5), (2.4, 11.0)) == "not shown here"
@@ -120,19 +116,9 @@ def test_a_replications_verdict_reads_the_two_intervals_signs():
     assert lab.agreement((0.0, 1.0), (0.0, 2.0)) == "no effect in either"  # an interval touching 0 includes it
 
 
-def test_the_lab_summary_applies_the_stated_collapse_criteria(tmp_path):
+def test_the_lab_summary_applies_the_stated_collapse_criteria(lab, tmp_path):
     """scripts/collapse_lab.py: collapse = end accuracy below half the start; length collapse = end tokens
     below half the start; unfinished runs are left out; each method is paired with the baseline by seed."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "collapse_lab", Path(__file__).parents[1] / "scripts" / "collapse_lab.py"
-    )
-    lab = importlib.util.module_from_spec(spec)
-    sys.modules["collapse_lab"] = lab  # its dataclasses look their module up
-    spec.loader.exec_module(lab)
 
     def run(name, evals, finished=True):
         d = tmp_path / "length" / name
@@ -154,7 +140,8 @@ def test_the_lab_summary_applies_the_stated_collapse_criteria(tmp_path):
     held = run("correct_lp-s0", [([2, 2], [30.0, 30.0]), ([2, 0], [15.0, 16.0])])  # 25% = half: not below it
     assert not held["collapsed"] and not held["length_collapsed"]
     assert run("acoer-s0", [([2, 2], [30.0, 30.0]), ([4, 4], [30.0, 30.0])], finished=False) is None
-    table = lab.table("length", tmp_path, [0])
+    got = lab.collect("length", tmp_path, [0])
+    table = lab.table("length", got, lab.against_baseline("length", got))
     assert "| grpo | 1 | 50.0% | 75.0% [50.0, 100.0] | 30.0 | 30.0 | (baseline) | (baseline) |" in table
     # kimi_lp - grpo at seed 0: accuracy 12.5% - 75% = -62.5 points; tokens 28 / 60 - 1 = -53.3%
     assert "| kimi_lp | 1 | 50.0% |" in table and "| -62.5 [" in table and "| -53.3% [" in table
@@ -242,8 +229,6 @@ def test_the_collapse_lab_runs_resumes_and_reports(toy_model, tmp_path):
     """scripts/collapse_lab.py end to end on the test-size reasoner (2 steps): the run, its table and figure;
     a second call finds the run finished and does not train again."""
     import subprocess
-    import sys
-    from pathlib import Path
 
     script = Path(__file__).parents[1] / "scripts" / "collapse_lab.py"
     args = [sys.executable, str(script), "--only", "offpolicy", "--methods", "gspo", "--seeds", "0", "--jobs", "1"]
