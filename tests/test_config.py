@@ -319,12 +319,13 @@ def test_a_saved_config_loads_as_it_was(tmp_path):
     assert load_config(tmp_path / "config.yaml") == cfg
 
 
-def test_the_reference_in_docs_is_up_to_date():
+def test_the_reference_in_docs_is_up_to_date(capsys):
     """docs/config.md is what `groupwise config --format markdown` writes: regenerate it after a change."""
-    from trainer.config import as_markdown
+    from app.cli import main
 
+    assert main(["config", "--format", "markdown"]) == 0
     doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
-    assert doc.read_text() == as_markdown(), "run: groupwise config --format markdown > docs/config.md"
+    assert doc.read_text() == capsys.readouterr().out, "run: groupwise config --format markdown > docs/config.md"
 
 
 def test_the_listing_shows_type_default_range_and_doc():
