@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 class Section(BaseModel):
     """A config section: strict types, no unknown keys, finite numbers only."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, validate_default=False)
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
 def why(reason: str) -> dict[str, Any]:

@@ -16,10 +16,16 @@ from trainer.config.sections import split_urls
 
 
 def validate(cfg: Config, world_size: int | None = None) -> None:
-    """Every check, with the fix in each message: the models' own (again, since fields may have been set after
-    loading), then the ranks' (``world_size`` defaults to torchrun's WORLD_SIZE) and the model path's."""
-    world_size = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    """Every check, with the fix in each message: the models' own (again: fields may have been set after
+    loading), then ``check_ranks``."""
     validated(cfg.model_dump())
+    check_ranks(cfg, world_size)
+
+
+def check_ranks(cfg: Config, world_size: int | None = None) -> None:
+    """What depends on the number of ranks (``world_size``, default torchrun's WORLD_SIZE, so these run at load
+    time too) and on the file system (a local model path)."""
+    world_size = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.rollout.backend == "vllm" and world_size % cfg.rollout.vllm.tensor_parallel_size:
         raise ConfigError(
             f"rollout.vllm.tensor_parallel_size={cfg.rollout.vllm.tensor_parallel_size} must divide the "

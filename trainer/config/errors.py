@@ -47,9 +47,8 @@ def validated(data: dict[str, Any], sources: dict[str, str] | None = None) -> Co
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        messages = [_message(err) for err in e.errors(include_url=False)]
-        where = _source(e.errors(include_url=False)[0]["loc"], sources or {})
-        raise ConfigError(where + "\n".join(messages)) from None
+        errors = e.errors(include_url=False)
+        raise ConfigError("\n".join(_source(err["loc"], sources or {}) + _message(err) for err in errors)) from None
 
 
 def _source(loc: tuple, sources: dict[str, str]) -> str:

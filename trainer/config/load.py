@@ -1,6 +1,6 @@
 """Loading: defaults -> YAML file(s) -> dotted CLI overrides (``loss.clip_high=0.28``), merged into one nested
 dict and validated once by the pydantic models (``trainer.config.errors.validated``), then the checks that
-depend on the ranks (``trainer.config.checks.validate``). Also saving."""
+depend on the ranks (``trainer.config.checks.check_ranks``). Also saving."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from trainer.config.base import ConfigError
-from trainer.config.checks import validate
+from trainer.config.checks import check_ranks
 from trainer.config.errors import validated
 from trainer.config.root import Config
 
@@ -82,7 +82,7 @@ def load_config(path: str | Path | list | None = None, overrides: list[str] | No
         _merge(merged, _read(one), str(one), sources)
     _merge(merged, parse_overrides(overrides or []), None, sources)
     cfg = validated(merged, sources)
-    validate(cfg)
+    check_ranks(cfg)
     return cfg
 
 
