@@ -76,6 +76,8 @@ without torch):
 ```python
 class FooParams(Section):  # rewards/schemes/foo.py: @register("foo", section="foo")
     strength: float = Field(0.5, gt=0, le=1, description="w of the foo term")  # type, default, bounds, doc
+
+
 # in RewardConfig:  foo: FooParams = Field(default_factory=FooParams, description="foo: ...")
 # and "foo" in SchemeName; the scheme's from_config(reward) reads reward.foo.strength
 ```
