@@ -86,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    sub.add_parser("config", help="list every config key with its default and doc")
+    p = sub.add_parser("config", help="list every config key with its type, default, range or choices and doc")
+    p.add_argument("--format", choices=["text", "markdown"], default="text", help="markdown: docs/config.md")
     return parser
 
 
@@ -156,10 +157,9 @@ def _build_tiny(args) -> int:
 
 
 def _config(args) -> int:
-    from trainer.config import describe_fields
+    from trainer.config import as_markdown, as_text
 
-    for key, default, doc in describe_fields():
-        print(f"{key:<32} {default:<24} {doc}")
+    print(as_markdown() if args.format == "markdown" else as_text(), end="" if args.format == "markdown" else "\n")
     return 0
 
 

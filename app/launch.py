@@ -1,9 +1,9 @@
 """Start ``vllm serve`` processes for the server backend, from the same typed config as the trainer.
 
 ``groupwise launch -c CFG --servers N [--nproc M]`` starts N servers on this node, waits until each is healthy,
-runs the trainer under ``torchrun`` with ``rollout.backend=server rollout.servers=...`` and stops the servers
+runs the trainer under ``torchrun`` with ``rollout.backend=server rollout.server.urls=...`` and stops the servers
 at the end. ``groupwise serve -c CFG --servers N --host 0.0.0.0`` starts servers only (an inference node); the
-trainer nodes then get ``rollout.servers=http://node:port,...``.
+trainer nodes then get ``rollout.server.urls=http://node:port,...``.
 
 Every flag that must agree with the trainer comes from the config, never a second copy: the model (the same
 resolved path, so builtin toy models are built once and shared), ``max_model_len`` (the prompt + completion
@@ -51,7 +51,7 @@ def server_command(
     from trainer.components import context_tokens
 
     r = cfg.rollout
-    eager = (not cuda) if r.vllm_enforce_eager is None else r.vllm_enforce_eager
+    eager = (not cuda) if r.vllm.enforce_eager is None else r.vllm.enforce_eager
     cmd = [
         sys.executable,
         "-m",
@@ -69,7 +69,7 @@ def server_command(
         "--seed",
         str(cfg.seed),
         "--tensor-parallel-size",
-        str(r.tensor_parallel_size),
+        str(r.vllm.tensor_parallel_size),
         "--logprobs-mode",
         "processed_logprobs",  # the sampler's log-probs after temperature: what the learner computes
         "--worker-extension-cls",
@@ -85,9 +85,9 @@ def server_command(
         # have no offset to rewind): a prompt is prefilled whole, in a batch budget of at least one full sequence
         cmd += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(8192, context_tokens(cfg)))]
     if cuda:  # a server on GPUs of its own takes most of their memory; one sharing the trainer's takes its share
-        share = 0.85 if dedicated else r.gpu_memory_utilization
+        share = 0.85 if dedicated else r.vllm.gpu_memory_utilization
         cmd += ["--gpu-memory-utilization", str(share)]
-    push = r.server_push if r.server_push != "auto" else ("nccl" if cuda else "file")
+    push = r.server.push if r.server.push != "auto" else ("nccl" if cuda else "file")
     if push == "nccl":
         cmd += ["--weight-transfer-config", json.dumps({"backend": "nccl"})]
     return cmd
@@ -221,7 +221,7 @@ def launch(args) -> int:
     print(f"{len(servers)} vllm server(s) healthy: {urls} (logs: {servers[0].log.parent})", flush=True)
     try:
         if serve_only:
-            print("serving until Ctrl-C; trainers use rollout.backend=server rollout.servers=" + urls, flush=True)
+            print("serving until Ctrl-C; trainers use rollout.backend=server rollout.server.urls=" + urls, flush=True)
             while all(s.proc.poll() is None for s in servers):
                 time.sleep(2.0)
             return 1
@@ -238,7 +238,7 @@ def launch(args) -> int:
         ]
         for c in args.config or []:
             cmd += ["-c", c]
-        cmd += [*args.overrides, "rollout.backend=server", f"rollout.servers={urls}"]
+        cmd += [*args.overrides, "rollout.backend=server", f"rollout.server.urls={urls}"]
         prefix = ["taskset", "-c", args.trainer_cpus] if args.trainer_cpus else []
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         if args.trainer_gpus:

@@ -11,6 +11,7 @@ Conventions (see ../README.md "Objectives"):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,16 +33,43 @@ class LossParams:
 
 @dataclass
 class LossTerms:
-    """What an objective returns: per-row contributions, their unit, and metric records."""
+    """What an objective returns: per-row contributions and metric records (the unit they are divided by is
+    the objective's, ``Objective.unit``)."""
 
     per_row: torch.Tensor  # [N] loss contribution of each row (0 for rows without tokens)
-    unit: Unit  # what the summed contributions are divided by
     stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     # name -> (sum, count) for means; names ending in _min/_max hold (value, 1) and reduce by min/max
 
-    def count(self, mask: torch.Tensor) -> torch.Tensor:
-        """The local count of this objective's unit in ``mask [N, T]``."""
-        return count_units(mask, self.unit)
+
+@dataclass(frozen=True, kw_only=True)
+class Objective:
+    """An objective's function and what its name fixes, registered next to the function (``@objective``)."""
+
+    name: str
+    fn: Callable[..., LossTerms]  # (logp, old_logp, adv, mask, params, ref_logp) -> LossTerms
+    paper: str
+    ratio_level: str  # "token", "sequence" or "sequence (token grad)"
+    aggregation: str  # human-readable, for the README table and logs
+    clip_low: float  # the paper's default bounds
+    clip_high: float
+    scale_std: bool  # divide advantages by the group std by default
+    unit: Unit = "sequences"  # what the summed per-row losses are divided by
+
+
+OBJECTIVES: dict[str, Objective] = {}  # name -> objective, in registration order (grpo first)
+
+
+def objective(name: str, **fields) -> Callable[[Callable[..., LossTerms]], Callable[..., LossTerms]]:
+    """Function decorator: register it as the objective ``name`` (``loss.name``) with ``fields`` (keyword
+    fields of ``Objective``: paper, ratio_level, aggregation, clip_low, clip_high, scale_std, unit)."""
+
+    def add(fn: Callable[..., LossTerms]) -> Callable[..., LossTerms]:
+        if name in OBJECTIVES:
+            raise ValueError(f"objective {name!r} is registered twice")
+        OBJECTIVES[name] = Objective(name=name, fn=fn, **fields)
+        return fn
+
+    return add
 
 
 def count_units(mask: torch.Tensor, unit: Unit) -> torch.Tensor:

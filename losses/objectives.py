@@ -16,6 +16,7 @@ from losses.core import (
     kl_penalty,
     masked_mean_rows,
     masked_sum,
+    objective,
     ratio_stats,
 )
 
@@ -49,6 +50,15 @@ def _add_kl(
     return tok_loss + p.beta * kl
 
 
+@objective(
+    "grpo",
+    paper="arXiv 2402.03300",
+    ratio_level="token",
+    aggregation="seq-mean of token-means",
+    clip_low=0.2,
+    clip_high=0.2,
+    scale_std=True,
+)
 def grpo(logp, old_logp, adv, mask, p: LossParams, ref_logp=None) -> LossTerms:
     """GRPO, DeepSeekMath (Shao et al., arXiv 2402.03300), Eq. 3:
 
@@ -59,9 +69,18 @@ def grpo(logp, old_logp, adv, mask, p: LossParams, ref_logp=None) -> LossTerms:
     """
     tok, stats = _token_surrogate(logp, old_logp, adv, mask, p)  # [N, T]
     tok = _add_kl(tok, logp, ref_logp, mask, p, stats)
-    return LossTerms(per_row=masked_mean_rows(tok, mask), unit="sequences", stats=stats)
+    return LossTerms(per_row=masked_mean_rows(tok, mask), stats=stats)
 
 
+@objective(
+    "dr_grpo",
+    paper="arXiv 2503.20783",
+    ratio_level="token",
+    aggregation="token-sum / L_max, seq-mean",
+    clip_low=0.2,
+    clip_high=0.2,
+    scale_std=False,
+)
 def dr_grpo(logp, old_logp, adv, mask, p: LossParams, ref_logp=None) -> LossTerms:
     """Dr. GRPO, "Understanding R1-Zero-Like Training" (Liu et al., arXiv 2503.20783), Eq. 3:
 
@@ -72,9 +91,19 @@ def dr_grpo(logp, old_logp, adv, mask, p: LossParams, ref_logp=None) -> LossTerm
     """
     tok, stats = _token_surrogate(logp, old_logp, adv, mask, p)  # [N, T]
     tok = _add_kl(tok, logp, ref_logp, mask, p, stats)
-    return LossTerms(per_row=masked_sum(tok, mask, dim=1) / p.max_tokens, unit="sequences", stats=stats)
+    return LossTerms(per_row=masked_sum(tok, mask, dim=1) / p.max_tokens, stats=stats)
 
 
+@objective(
+    "dapo",
+    paper="arXiv 2503.14476",
+    ratio_level="token",
+    aggregation="token-mean over batch",
+    clip_low=0.2,
+    clip_high=0.28,
+    scale_std=True,
+    unit="tokens",
+)
 def dapo(logp, old_logp, adv, mask, p: LossParams, ref_logp=None) -> LossTerms:
     """DAPO (Yu et al., arXiv 2503.14476), Eq. 8 (token-level policy gradient loss):
 
@@ -85,7 +114,7 @@ def dapo(logp, old_logp, adv, mask, p: LossParams, ref_logp=None) -> LossTerms:
     """
     tok, stats = _token_surrogate(logp, old_logp, adv, mask, p)  # [N, T]
     tok = _add_kl(tok, logp, ref_logp, mask, p, stats)
-    return LossTerms(per_row=masked_sum(tok, mask, dim=1), unit="tokens", stats=stats)
+    return LossTerms(per_row=masked_sum(tok, mask, dim=1), stats=stats)
 
 
 def sequence_log_ratio(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -108,6 +137,15 @@ def _sequence_kl(logp, ref_logp, mask, p: LossParams, stats: dict) -> torch.Tens
     return masked_mean_rows(_add_kl(torch.zeros_like(logp), logp, ref_logp, mask, p, stats), mask)
 
 
+@objective(
+    "gspo",
+    paper="arXiv 2507.18071",
+    ratio_level="sequence",
+    aggregation="seq-mean",
+    clip_low=3e-4,
+    clip_high=4e-4,
+    scale_std=True,
+)
 def gspo(logp, old_logp, adv, mask, p: LossParams, ref_logp=None) -> LossTerms:
     """GSPO (Zheng et al., Qwen, arXiv 2507.18071), Eq. 5-7:
 
@@ -120,9 +158,18 @@ def gspo(logp, old_logp, adv, mask, p: LossParams, ref_logp=None) -> LossTerms:
     seq, stats = _sequence_surrogate(logp, old_logp, adv, mask, p)  # [N]
     seq = seq + _sequence_kl(logp, ref_logp, mask, p, stats)
     has_tokens = (mask.sum(dim=1) > 0).to(seq.dtype)
-    return LossTerms(per_row=seq * has_tokens, unit="sequences", stats=stats)
+    return LossTerms(per_row=seq * has_tokens, stats=stats)
 
 
+@objective(
+    "gspo_token",
+    paper="arXiv 2507.18071",
+    ratio_level="sequence (token grad)",
+    aggregation="seq-mean of token-means",
+    clip_low=3e-4,
+    clip_high=4e-4,
+    scale_std=True,
+)
 def gspo_token(logp, old_logp, adv, mask, p: LossParams, ref_logp=None) -> LossTerms:
     """GSPO-token (arXiv 2507.18071, Eq. 13-14):
 
@@ -140,9 +187,18 @@ def gspo_token(logp, old_logp, adv, mask, p: LossParams, ref_logp=None) -> LossT
     a_seq = adv.to(log_s.dtype) if adv.dim() == 1 else masked_mean_rows(a, mask).to(log_s.dtype)  # [N] for stats
     stats = ratio_stats(torch.exp(log_s), log_s, a_seq, mask, p, "seq")
     tok = _add_kl(tok, logp, ref_logp, mask, p, stats)
-    return LossTerms(per_row=masked_mean_rows(tok, mask), unit="sequences", stats=stats)
+    return LossTerms(per_row=masked_mean_rows(tok, mask), stats=stats)
 
 
+@objective(
+    "luspo",
+    paper="arXiv 2602.05261",
+    ratio_level="sequence",
+    aggregation="seq-mean of |y|-weighted loss",
+    clip_low=2e-3,
+    clip_high=2.5e-3,
+    scale_std=True,
+)
 def luspo(logp, old_logp, adv, mask, p: LossParams, ref_logp=None) -> LossTerms:
     """LUSPO, length-unbiased sequence policy optimization (Liu, Yin et al., arXiv 2602.05261):
 
@@ -160,4 +216,4 @@ def luspo(logp, old_logp, adv, mask, p: LossParams, ref_logp=None) -> LossTerms:
     seq, stats = _sequence_surrogate(logp, old_logp, adv, mask, p)  # [N]
     seq = seq + _sequence_kl(logp, ref_logp, mask, p, stats)
     length = mask.sum(dim=1).to(seq.dtype)  # [N] |y_i|, 0 for empty rows
-    return LossTerms(per_row=seq * length, unit="sequences", stats=stats)
+    return LossTerms(per_row=seq * length, stats=stats)

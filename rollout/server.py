@@ -77,7 +77,7 @@ class ServerBackend:
         import requests
 
         if not urls:
-            raise ValueError("rollout.servers is empty: give one or more http://host:port of running vllm servers")
+            raise ValueError("rollout.server.urls is empty: give one or more http://host:port of running vllm servers")
         self.urls = [u.rstrip("/") for u in urls]
         self.live = list(self.urls)  # servers in rotation; a failed one leaves it for the rest of the run
         self.model, self.tok, self.named_tensors = model, tokenizer, named_tensors
@@ -107,7 +107,7 @@ class ServerBackend:
             if self.model not in served:
                 raise ServerMismatch(
                     f"rollout server {url} serves {served}, not model.path {self.model!r}: start it with "
-                    f"--model {self.model} (app.launch does), or point rollout.servers at the right servers"
+                    f"--model {self.model} (app.launch does), or point rollout.server.urls at the right servers"
                 )
             length = next(m.get("max_model_len") for m in info if m.get("id") == self.model)
             if self.max_model_len is not None and length != self.max_model_len:

@@ -1,8 +1,8 @@
-"""The trainer's side of vLLM's NCCL weight-transfer engine (``rollout.server_push=nccl``, GPU nodes): the
+"""The trainer's side of vLLM's NCCL weight-transfer engine (``rollout.server.push=nccl``, GPU nodes): the
 learner's weights as a vLLM ``WeightSource``, the servers' weight-sync routes with our shared secret, and the
 engine built from them for one server.
 
-Imports vllm at module import: only ``rollout.server`` imports it, and only for ``rollout.server_push=nccl``.
+Imports vllm at module import: only ``rollout.server`` imports it, and only for ``rollout.server.push=nccl``.
 """
 
 from __future__ import annotations

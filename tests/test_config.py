@@ -1,6 +1,9 @@
+import os
+from pathlib import Path
+
 import pytest
 
-from trainer.config import Config, ConfigError, describe_fields, load_config, resolve, validate
+from trainer.config import Config, ConfigError, describe_fields, load_config, resolve, save_config, validate
 
 
 def test_defaults_yaml_then_overrides(tmp_path):
@@ -61,7 +64,7 @@ def test_missing_or_malformed_file(tmp_path):
 def test_every_field_is_documented():
     rows = describe_fields()
     assert len(rows) > 30
-    missing = [key for key, _, doc in rows if not doc]
+    missing = [r.key for r in rows if not r.doc]
     assert not missing, f"fields without a one-line doc: {missing}"
 
 
@@ -124,15 +127,17 @@ def _base_overrides(key: str) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("key", sorted(__import__("trainer.config", fromlist=["RANGES"]).RANGES))
+RANGES = {r.key: r for r in describe_fields() if r.bounds}  # every numeric key and its declared range
+
+
+@pytest.mark.parametrize("key", sorted(RANGES))
 def test_every_numeric_range_rejects_nan_infinity_and_both_sides(key):
     """Table-driven: NaN, +-inf and a value just outside each bound fail naming the key; the bounds that
     belong to the range pass."""
-    from trainer.config import RANGES
-
-    lo, hi, brackets = RANGES[key]
-    bad, good = _edges(lo, hi, brackets)
+    row = RANGES[key]
+    bad, good = _edges(*row.bounds)
     base = _base_overrides(key)
+    integer = row.type.startswith("int")
     for v in bad:
         if key == "loss.tis_cap" and v == 0.5:
             continue
@@ -141,43 +146,17 @@ def test_every_numeric_range_rejects_nan_infinity_and_both_sides(key):
     for v in good:
         if key == "loss.tis_cap" and 0 < v < 1:
             continue
-        value = int(v) if isinstance(_default(key), int) and float(v).is_integer() else v
-        if isinstance(_default(key), int) and not float(v).is_integer():
+        if integer and not float(v).is_integer():
             continue
+        value = int(v) if integer else v
         load_config(None, [*base, f"{key}={value!r}"])
 
 
-def _default(key: str):
-    from trainer.config import Config, _get
-
-    v = _get(Config(), key)
-    if v is None:  # Optional fields: their type from the annotation
-        return 1.0 if key in ("reward.acoer.initial_budget",) else 1
-    return v
-
-
 def test_every_numeric_field_has_a_range():
-    import dataclasses
-    import typing
-
-    from trainer.config import RANGES, Config
-
-    def walk(obj, prefix=""):
-        hints = typing.get_type_hints(type(obj))
-        for f in dataclasses.fields(obj):
-            v = getattr(obj, f.name)
-            if typing.get_origin(hints[f.name]) is typing.Literal:
-                continue  # a fixed set of choices, checked by type
-            if dataclasses.is_dataclass(v):
-                yield from walk(v, f"{prefix}{f.name}.")
-            elif (isinstance(v, (int, float)) and not isinstance(v, bool)) or f.name in (
-                "overlong_cache",
-                "max_tokens",
-            ):
-                yield f"{prefix}{f.name}"
-
-    missing = [k for k in walk(Config()) if k not in RANGES]
-    assert not missing, f"numeric config fields declared without bounded(default, lo, hi): {missing}"
+    """A number without bounds is a number nobody thought about: each int or float key declares ge/gt/le/lt."""
+    missing = [r.key for r in describe_fields() if not r.choices and r.type.split(" | ")[0] in ("int", "float")]
+    missing = [k for k in missing if k not in RANGES]
+    assert not missing, f"numeric config fields declared without bounds (ge/gt/le/lt): {missing}"
 
 
 @pytest.mark.parametrize(
@@ -190,7 +169,7 @@ def test_every_numeric_field_has_a_range():
         ("guard.min_history=50", r"guard\.min_history=50 exceeds guard\.window=20"),
         ("loss.tis_cap=0.5", r"loss\.tis_cap=0.5: use 0 \(off\) or a cap >= 1"),
         ("optim.grad_clip=-1", r"optim\.grad_clip=-1.0 is out of range"),
-        ("reward.efficiency_alpha=1.5", r"1 - alpha \* sigmoid"),
+        ("reward.efficiency.alpha=1.5", r"1 - alpha \* sigmoid"),
     ],
 )
 def test_impossible_values_name_the_key_and_the_fix(override, message):
@@ -207,10 +186,10 @@ def test_impossible_values_name_the_key_and_the_fix(override, message):
             ["rollout.backend=server", "rollout.max_staleness=1", "rollout.dynamic_sampling=true"],
             r"rollout.dynamic_sampling decides after grading",
         ),
-        (["rollout.backend=server", "rollout.servers=localhost:8100"], r"'localhost:8100' is not a base URL"),
+        (["rollout.backend=server", "rollout.server.urls=localhost:8100"], r"'localhost:8100' is not a base URL"),
         (["rollout.backend=server", "rollout.top_p=0.9"], r"rollout.top_p=0.9 with rollout.backend=server"),
         (["rollout.max_staleness=-1"], r"rollout.max_staleness=-1 is out of range"),
-        (["rollout.request_timeout=0"], r"rollout.request_timeout=0.0 is out of range"),
+        (["rollout.server.request_timeout=0"], r"rollout.server.request_timeout=0.0 is out of range"),
     ],
 )
 def test_server_and_staleness_combinations_that_cannot_work_fail_at_load(overrides, message):
@@ -226,7 +205,7 @@ def test_stale_samples_are_corrected_by_default_and_on_policy_ones_are_not():
     assert resolve(load_config(None, ["rollout.backend=server"])).loss.tis_cap == 0.0
     off = ["rollout.backend=server", "rollout.max_staleness=1", "loss.tis_cap=0"]
     assert resolve(load_config(None, off)).loss.tis_cap == 0.0  # an explicit 0 stays off
-    cfg = load_config(None, ["rollout.backend=server", "rollout.servers=http://a:1/, http://b:2"])
+    cfg = load_config(None, ["rollout.backend=server", "rollout.server.urls=http://a:1/, http://b:2"])
     assert server_urls(cfg) == ["http://a:1", "http://b:2"]
 
 
@@ -269,21 +248,89 @@ def test_backend_needs_are_checked_where_the_backend_is_built_before_any_model(m
     monkeypatch.setattr(rollout.vllm_backend, "vllm_available", lambda: (False, "no vllm here"))
     with pytest.raises(ConfigError, match=r"rollout\.backend=vllm: no vllm here"):
         check_backend(load_config(None, ["rollout.backend=vllm"]), cpu)
-    with pytest.raises(ConfigError, match=r"needs rollout.servers=http://HOST:PORT"):
+    with pytest.raises(ConfigError, match=r"needs rollout.server.urls=http://HOST:PORT"):
         check_backend(load_config(None, ["rollout.backend=server"]), cpu)
-    nccl = ["rollout.backend=server", "rollout.servers=http://a:1", "rollout.server_push=nccl"]
-    with pytest.raises(ConfigError, match=r"rollout\.server_push=nccl needs CUDA"):
+    nccl = ["rollout.backend=server", "rollout.server.urls=http://a:1", "rollout.server.push=nccl"]
+    with pytest.raises(ConfigError, match=r"rollout\.server\.push=nccl needs CUDA"):
         check_backend(load_config(None, nccl), cpu)
-    check_backend(load_config(None, ["rollout.backend=server", "rollout.servers=http://a:1"]), cpu)
+    check_backend(load_config(None, ["rollout.backend=server", "rollout.server.urls=http://a:1"]), cpu)
     check_backend(load_config(None), cpu)
 
 
-def test_names_of_objectives_and_schemes_come_from_their_registries():
+def test_names_of_objectives_and_schemes_agree_with_their_registries():
+    """The config lists the names torch-free; the registries (torch modules) are the functions behind them."""
     import typing
 
     from losses import OBJECTIVES
     from rewards.schemes import SCHEMES
     from trainer.config import LossConfig, RewardConfig
 
-    assert typing.get_args(typing.get_type_hints(LossConfig)["name"]) == tuple(OBJECTIVES)
-    assert typing.get_args(typing.get_type_hints(RewardConfig)["name"]) == tuple(sorted(SCHEMES))
+    assert typing.get_args(LossConfig.model_fields["name"].annotation) == tuple(OBJECTIVES)
+    assert typing.get_args(RewardConfig.model_fields["name"].annotation) == tuple(sorted(SCHEMES))
+
+
+def test_loading_a_config_imports_no_torch():
+    """Checking a config is instant: neither a good nor a bad one pulls in torch, transformers, deepspeed or vllm."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from trainer.config import ConfigError, as_markdown, load_config\n"
+        "load_config('configs/smoke.yaml', ['loss.name=gspo'])\n"
+        "as_markdown()\n"
+        "try:\n"
+        "    load_config('configs/smoke.yaml', ['loss.clip_hgh=0.3'])\n"
+        "except ConfigError as e:\n"
+        "    print('ConfigError:', e)\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'deepspeed', 'vllm') if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "ConfigError: unknown config key 'loss.clip_hgh'; did you mean 'loss.clip_high'" in out
+    assert out.strip().endswith("[]"), out
+
+
+@pytest.mark.parametrize("old, new", sorted(__import__("trainer.config", fromlist=["RENAMED"]).RENAMED.items()))
+def test_a_renamed_key_fails_naming_the_new_one(old, new, tmp_path):
+    section, key = old.split(".")
+    f = tmp_path / "old.yaml"
+    f.write_text(f"{section}:\n  {key}: 1\n")
+    with pytest.raises(ConfigError, match=rf"old\.yaml: config key '{old}' was renamed to '{new}'"):
+        load_config(f)
+    assert new in {r.key for r in describe_fields()}
+
+
+def test_every_yaml_in_configs_loads():
+    """Each file on top of the base it is written for (the GPU objectives on base_gpu.yaml, the lab's methods
+    on lab/base.yaml); the others alone."""
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.rglob("*.yaml"))
+    assert len(files) > 30
+    for f in files:
+        base = {"configs": [root / "base_gpu.yaml"], "lab": [root / "lab" / "base.yaml"]}.get(f.parent.name, [])
+        load_config([*base, f] if f not in base and f.name not in ("smoke.yaml",) else [f])
+
+
+def test_a_saved_config_loads_as_it_was(tmp_path):
+    cfg = resolve(load_config("configs/smoke.yaml", ["reward.name=acoer", "rollout.backend=server"]))
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_the_reference_in_docs_is_up_to_date(capsys):
+    """docs/config.md is what `groupwise config --format markdown` writes: regenerate it after a change."""
+    from app.cli import main
+
+    assert main(["config", "--format", "markdown"]) == 0
+    doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert doc.read_text() == capsys.readouterr().out, "run: groupwise config --format markdown > docs/config.md"
+
+
+def test_the_listing_shows_type_default_range_and_doc():
+    from trainer.config import as_text
+
+    lines = {line.split()[0]: line for line in as_text().splitlines()}
+    assert lines["rollout.group_size"].split()[1:4] == ["int", "16", "[2,"]
+    assert "grpo | dr_grpo" in lines["loss.name"] and "whole objective" in lines["loss.name"]

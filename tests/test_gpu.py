@@ -317,10 +317,10 @@ def _server_push_round_trip(gpu_model_dir, tmp_path, push: str, server_gpu: str 
 
     cfg = make_config(gpu_model_dir, prompts=2, group_size=4, max_new_tokens=NEW, mbs=8)
     cfg.device, cfg.model.dtype, cfg.run_dir = "cuda", "bf16", str(tmp_path)
-    cfg.rollout.backend, cfg.rollout.server_push, cfg.rollout.gpu_memory_utilization = "server", push, 0.2
+    cfg.rollout.backend, cfg.rollout.server.push, cfg.rollout.vllm.gpu_memory_utilization = "server", push, 0.2
     servers = start_servers(cfg, str(gpu_model_dir), 1, port=8731, gpus=[server_gpu] if server_gpu else None)
     try:
-        cfg.rollout.servers = servers[0].url
+        cfg.rollout.server.urls = servers[0].url
         learner = Learner(cfg, str(gpu_model_dir), torch.device("cuda"))
         tok = AutoTokenizer.from_pretrained(gpu_model_dir)
         backend = build_backend(cfg, learner, str(gpu_model_dir), tok, torch.device("cuda"))

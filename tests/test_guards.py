@@ -175,13 +175,12 @@ def test_at_a_low_baseline_only_the_relative_accuracy_rule_can_fire():
 
 
 def test_the_guards_constructor_and_the_config_agree_on_every_default():
-    import dataclasses
     import inspect
 
     from trainer.config import GuardConfig
     from trainer.guards import CollapseGuard
 
-    config = {f.name: f.default for f in dataclasses.fields(GuardConfig)}
+    config = {name: f.default for name, f in GuardConfig.model_fields.items()}
     for name, p in inspect.signature(CollapseGuard.__init__).parameters.items():
         if name != "self":
             assert p.default == config[name], name
@@ -304,7 +303,6 @@ def test_the_cusum_trigger_names_its_evidence_and_the_median_rules_still_fire():
 
 def test_the_config_builds_the_guard_with_every_one_of_its_values():
     """collapse_guard passes every guard parameter from the config (none falls back to a constructor default)."""
-    import dataclasses
     import inspect
 
     from trainer.config import GuardConfig
@@ -314,7 +312,7 @@ def test_the_config_builds_the_guard_with_every_one_of_its_values():
     g = GuardConfig(window=7, min_history=3, patience=4, accuracy_drop=0.2, length_ratio=0.2, entropy_ratio=0.2,
                     degenerate_rise=0.4, accuracy_ratio=0.4, accuracy_rule="relative", cusum_k=0.5, cusum_h=7.0,
                     cusum_tau=0.03)  # fmt: skip
-    assert set(names) <= {f.name for f in dataclasses.fields(g)}
+    assert set(names) <= set(GuardConfig.model_fields)
     guard = collapse_guard(g)
     assert (guard.window, guard.min_history, guard.patience, guard.accuracy_rule) == (7, 3, 4, "relative")
     assert (guard.accuracy_drop, guard.length_ratio, guard.entropy_ratio) == (0.2, 0.2, 0.2)

@@ -256,22 +256,19 @@ def test_penalty_scale_leaves_the_task_reward_alone():
 
 
 def test_every_registered_scheme_is_configured_and_built_from_its_own_module():
-    """Adding a scheme is one module: its knobs become ``reward.*`` (or ``reward.<section>.*``) keys with their
-    ranges and docs, and the config builds it; a scheme's defaults are its knobs' defaults."""
-    import dataclasses
-
+    """A scheme module's knobs are the ``reward.<section>.*`` keys (declared torch-free with the config), with
+    their ranges and docs, and the config builds it; a scheme's defaults are its knobs' defaults."""
     from rewards.schemes import SCHEMES, scheme_from_config
-    from trainer.config import RANGES, Config, describe_fields, load_config
+    from trainer.config import Config, RewardConfig, describe_fields, load_config
 
-    docs = {key: doc for key, _, doc in describe_fields()}
+    docs = {r.key: r.doc for r in describe_fields()}
     for name, cls in SCHEMES.items():
         reward = load_config(None, [f"reward.name={name}"]).reward
         built = scheme_from_config(reward).scheme
         assert type(built) is cls
         assert vars(built) == vars(cls()), f"{name}: class defaults differ from its config knobs' defaults"
-        for f in dataclasses.fields(cls.params) if cls.params else ():
-            key = f"reward.{cls.section + '.' if cls.section else ''}{f.name}"
-            assert docs.get(key), f"{key} has no doc"
-            if f.metadata.get("range"):
-                assert RANGES[key] == f.metadata["range"]
+        assert cls.section in RewardConfig.model_fields, f"{name}: reward.{cls.section} is not declared"
+        assert cls.section == cls.__module__.rsplit(".", 1)[-1], f"{name}: one section per scheme module"
+        for knob in type(getattr(reward, cls.section)).model_fields:
+            assert docs.get(f"reward.{cls.section}.{knob}"), f"reward.{cls.section}.{knob} has no doc"
     assert Config().reward.acoer.alpha == 0.02  # a sectioned scheme's knobs keep their section

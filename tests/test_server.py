@@ -236,7 +236,7 @@ def test_start_up_errors_are_clean(model_dir, cli_env, tmp_path):
     from app.cli import main
 
     base = [f"model.path={model_dir}", f"run_dir={tmp_path / 'r'}", "device=cpu", "data.source=arith"]
-    assert main(["train", *base, "rollout.backend=server"]) == 2  # no rollout.servers
+    assert main(["train", *base, "rollout.backend=server"]) == 2  # no rollout.server.urls
     assert main(["launch", "--servers", "0", *base]) == 2
     assert main(["launch", "--servers", "2", "--server-gpus", "0", *base]) == 2
 
@@ -285,7 +285,7 @@ def test_train_on_running_servers_on_policy_then_resume(servers, model_dir, cli_
     run = tmp_path / "run"
     env = {**cli_env, SECRET_ENV: SECRET}
     base = [bin_path("groupwise"), "train", f"model.path={model_dir}", f"run_dir={run}", *TRAIN]
-    base += ["rollout.backend=server", f"rollout.servers={','.join(s.url for s in started)}", "loss.tis_cap=2"]
+    base += ["rollout.backend=server", f"rollout.server.urls={','.join(s.url for s in started)}", "loss.tis_cap=2"]
     run_cli([*base, "steps=2"], env)
     run_cli([*base, "steps=4", "--resume"], env)
     history = rows(run)
@@ -302,7 +302,11 @@ def test_a_server_killed_mid_run_leaves_the_work_to_the_other(servers, model_dir
     run = tmp_path / "run"
     env = {**cli_env, SECRET_ENV: SECRET}
     cmd = [bin_path("groupwise"), "train", f"model.path={model_dir}", f"run_dir={run}", *TRAIN]
-    cmd += ["rollout.backend=server", f"rollout.servers={','.join(s.url for s in started)}", "rollout.max_staleness=1"]
+    cmd += [
+        "rollout.backend=server",
+        f"rollout.server.urls={','.join(s.url for s in started)}",
+        "rollout.max_staleness=1",
+    ]
     pipe = subprocess.PIPE
     proc = subprocess.Popen([*cmd, "steps=6"], env=env, cwd=ROOT, stdout=pipe, stderr=pipe, text=True)
     metrics, deadline = run / "metrics.jsonl", time.time() + 600

@@ -103,7 +103,7 @@ def test_every_lab_run_has_a_config_that_loads_and_starts_from_its_experiments_m
             if method.startswith("kimi_lp"):
                 assert cfg.reward.name == "kimi_lp" and cfg.loss.name == "grpo"
     x2 = load_config([str(root / "configs" / "lab" / f) for f in ("base.yaml", "collapse.yaml", "kimi_lp_x2.yaml")])
-    assert x2.reward.length_weight == 2.0
+    assert x2.reward.length_penalty.weight == 2.0
 
 
 def test_a_replications_verdict_reads_the_two_intervals_signs(lab):

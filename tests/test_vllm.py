@@ -202,7 +202,7 @@ def test_two_ranks_under_torchrun(vllm_model_dir, cli_env, tmp_path, tp):
     """tp=1: one engine per rank, each sampling its own prompts; tp=2: one engine sharded over both ranks."""
     run = tmp_path / "run"
     cmd = [bin_path("torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "app.cli", "train"]
-    args = train_cmd(vllm_model_dir, run, "steps=2", f"rollout.tensor_parallel_size={tp}")[2:]
+    args = train_cmd(vllm_model_dir, run, "steps=2", f"rollout.vllm.tensor_parallel_size={tp}")[2:]
     run_cli([*cmd, *args], {**cli_env, "OMP_NUM_THREADS": "1"})
     for r in rows(run):
         assert r["logprob_gap"] < 1e-4, r

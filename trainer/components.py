@@ -63,11 +63,11 @@ def check_backend(cfg: Config, device: torch.device) -> None:
     if r.backend == "server":
         if not server_urls(cfg):
             raise ConfigError(
-                "rollout.backend=server needs rollout.servers=http://HOST:PORT[,...] of running vllm servers; "
+                "rollout.backend=server needs rollout.server.urls=http://HOST:PORT[,...] of running vllm servers; "
                 "or let `groupwise launch` start them from this config"
             )
-        if r.server_push == "nccl" and device.type != "cuda":
-            raise ConfigError("rollout.server_push=nccl needs CUDA (NCCL); on CPU use rollout.server_push=file")
+        if r.server.push == "nccl" and device.type != "cuda":
+            raise ConfigError("rollout.server.push=nccl needs CUDA (NCCL); on CPU use rollout.server.push=file")
 
 
 def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: torch.device, lockstep=None):
@@ -84,17 +84,17 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
             r.top_p,
             dtype=cfg.model.dtype,
             named_tensors=learner.full_parameters,
-            tensor_parallel_size=r.tensor_parallel_size,
-            gpu_memory_utilization=r.gpu_memory_utilization,
+            tensor_parallel_size=r.vllm.tensor_parallel_size,
+            gpu_memory_utilization=r.vllm.gpu_memory_utilization,
             max_model_len=context_tokens(cfg),
-            sleep=r.vllm_sleep,
+            sleep=r.vllm.sleep,
             seed=cfg.seed,
-            enforce_eager=r.vllm_enforce_eager,
+            enforce_eager=r.vllm.enforce_eager,
         )
     if r.backend == "server":
         from rollout.server import ServerBackend
 
-        push = r.server_push if r.server_push != "auto" else ("nccl" if device.type == "cuda" else "file")
+        push = r.server.push if r.server.push != "auto" else ("nccl" if device.type == "cuda" else "file")
         backend = ServerBackend(
             server_urls(cfg),
             model_path,
@@ -104,10 +104,10 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
             r.top_p,
             named_tensors=learner.full_parameters,
             push=push,
-            push_dir=r.push_dir or str(Path(cfg.run_dir) / "weights-push"),
-            request_timeout=r.request_timeout,
+            push_dir=r.server.push_dir or str(Path(cfg.run_dir) / "weights-push"),
+            request_timeout=r.server.request_timeout,
             max_model_len=context_tokens(cfg),
-            tensor_parallel_size=r.tensor_parallel_size,
+            tensor_parallel_size=r.vllm.tensor_parallel_size,
             module=learner.module,
         )
         backend.check_servers(wait=60.0)  # the model and context length the config asks for, or a clear error

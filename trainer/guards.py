@@ -207,10 +207,21 @@ class CollapseGuard:
 
     @classmethod
     def from_config(cls, g: GuardConfig) -> CollapseGuard:
-        import inspect
-
-        names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
-        return cls(**{n: getattr(g, n) for n in names})
+        """The guard of the ``guard`` section (tests/test_guards.py checks that every parameter is passed)."""
+        return cls(
+            window=g.window,
+            min_history=g.min_history,
+            patience=g.patience,
+            accuracy_drop=g.accuracy_drop,
+            length_ratio=g.length_ratio,
+            entropy_ratio=g.entropy_ratio,
+            degenerate_rise=g.degenerate_rise,
+            accuracy_ratio=g.accuracy_ratio,
+            accuracy_rule=g.accuracy_rule,
+            cusum_k=g.cusum_k,
+            cusum_h=g.cusum_h,
+            cusum_tau=g.cusum_tau,
+        )
 
     @property
     def suspect(self) -> bool:

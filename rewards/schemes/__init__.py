@@ -1,9 +1,9 @@
 """Reward schemes: small picklable objects that turn the step's grades and lengths into rewards.
 
 One module per scheme family (``binary``, ``length_penalty``, ``efficiency``, ``acoer``); each registers its
-schemes, their knobs and how they are built from the config (``base.register``). Every module of this package
-is imported here, so adding a scheme is one new file (plus its tests): the registry, ``reward.name``'s choices
-and the ``reward`` config section all follow from it.
+schemes and how they are built from the config (``base.register``). Every module of this package is imported
+here, so a new scheme file registers itself; its knobs are declared torch-free with the config
+(``trainer/config/reward.py``: a section, and its name among ``reward.name``'s choices).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from rewards.schemes.acoer import ACOER, ACOERParams
+from rewards.schemes.acoer import ACOER
 from rewards.schemes.base import (
     SCHEMES,
     Composite,
@@ -30,21 +30,9 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     importlib.import_module(f"{__name__}.{_module}")  # registers the schemes of a module not named above
 
 
-def scheme_params() -> list[tuple[type, str | None]]:
-    """Each distinct ``(params dataclass, section)`` of the registered schemes, by scheme name: what the
-    ``reward`` config section is composed of."""
-    out: list[tuple[type, str | None]] = []
-    for name in sorted(SCHEMES):
-        cls = SCHEMES[name]
-        if cls.params is not None and (cls.params, cls.section) not in out:
-            out.append((cls.params, cls.section))
-    return out
-
-
 __all__ = [
     "ACOER",
     "SCHEMES",
-    "ACOERParams",
     "AroraZanette",
     "Binary",
     "Composite",
@@ -59,5 +47,4 @@ __all__ = [
     "overlong_penalty",
     "register",
     "scheme_from_config",
-    "scheme_params",
 ]

@@ -2,54 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import deque
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-from rewards.fields import INF, bounded
 from rewards.schemes.base import RewardBatch, register
 
 
-@dataclass
-class ACOERParams:
-    alpha: float = bounded(0.02, 0, INF, "()")  # initial brevity-bonus strength alpha_0
-    k: float = bounded(5.0, 0, INF, "()")  # curvature of g(x) = ln(1 + k(1 - x)) / ln(1 + k)
-    shape: Literal["log", "linear"] = "log"  # g: log (paper) or linear 1 - x
-    # budget = max(min_budget, gamma * EMA(mean correct length))
-    gamma: float = bounded(0.85, 0, 1, "(]", "the budget is gamma x the mean correct length, a share of it")
-    min_budget: float = bounded(512.0, 0, INF, "()")  # budget floor in tokens (lower it for toy-scale lengths)
-    span: int = bounded(50, 1, INF)  # EMA span (decay 2 / (span + 1))
-    warmup: int = bounded(200, 0, INF)  # steps before the controller may change alpha
-    window: int = bounded(100, 1, INF)  # compare the accuracy EMA with its value this many steps earlier
-    delta: float = bounded(0.02, 0, 1, "[]")  # accuracy-EMA drop that counts as a decline
-    # alpha multiplier after a decline
-    down: float = bounded(0.95, 0, 1, "(]", "the multiplier after an accuracy drop must not raise alpha")
-    # alpha multiplier otherwise
-    up: float = bounded(1.02, 1, INF, "[)", "the multiplier after no drop must not lower alpha")
-    alpha_min: float = bounded(0.01, 0, INF, "()")  # alpha is clipped to [alpha_min, alpha_max]
-    alpha_max: float = bounded(0.5, 0, INF, "()")  # upper clip of alpha
-    # B until the first adaptation; None: max_new_tokens / 2 (authors)
-    initial_budget: float | None = bounded(None, 0, INF, "()")
-    empty_step: Literal["zero", "skip"] = "zero"  # no correct answer: feed length 0 to the EMA (authors) or skip
-
-    def check(self) -> None:
-        """Relations between the knobs (each one's own bounds are checked from its field)."""
-        if not self.alpha_min <= self.alpha <= self.alpha_max:
-            raise ValueError(
-                f"reward.acoer: alpha_min <= alpha <= alpha_max must hold, got {self.alpha_min} <= {self.alpha} <= "
-                f"{self.alpha_max}; raise alpha_max or lower alpha_min"
-            )
-        if self.initial_budget is not None and self.initial_budget < self.min_budget:
-            raise ValueError(
-                f"reward.acoer.initial_budget={self.initial_budget} is below reward.acoer.min_budget={self.min_budget}"
-            )
-
-
-@register("acoer", ACOERParams, section="acoer")
+@register("acoer", section="acoer")
 class ACOER:
     """ACOER (Lee et al., arXiv 2606.22716), exact to the authors' ``js-lee-AI/ACOER`` ``acoer/reward.py``
     (class ``ACOERReward``) unless an option says otherwise:
@@ -160,4 +121,4 @@ class ACOER:
 
     @classmethod
     def from_config(cls, reward) -> ACOER:
-        return cls(**dataclasses.asdict(reward.acoer))  # initial_budget None: half of max_new_tokens at the first call
+        return cls(**dict(reward.acoer))  # initial_budget None: half of max_new_tokens at the first call

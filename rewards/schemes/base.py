@@ -5,11 +5,11 @@ schemes rank groups globally and stateful ones (ACOER) keep identical state on e
 completion's token count (sampled tokens up to and including EOS); ``c_i`` is 1 for a correct answer.
 Every scheme returns ``(rewards [N], metrics)``; stateful ones also ``state_dict``/``load_state_dict``.
 
-A scheme is one module of this package: its class, registered with ``@register(name, params, section)``,
-where ``params`` is a dataclass of its knobs (``rewards.fields.bounded`` fields, a doc comment on each line;
-the trainer's ``reward`` config section is composed from them, ``reward.<field>`` or, with ``section``,
-``reward.<section>.<field>``), and a ``from_config(reward)`` classmethod that builds it from that section.
-Schemes of one module may share one ``params`` class (``reward.length_weight`` serves kimi_lp and correct_lp).
+A scheme is one module of this package: its class, registered with ``@register(name, section=module)``, and
+a ``from_config(reward)`` classmethod that builds it from its knobs, ``reward.<section>.*``. The knobs are
+declared with the config, torch-free, as one pydantic section per module (``trainer/config/reward.py``, where
+its docstring shows the five lines a new scheme adds); schemes of one module share it (``reward.length_penalty``
+serves kimi_lp and correct_lp). tests/test_schemes.py checks that names, sections and defaults agree.
 """
 
 from __future__ import annotations
@@ -42,17 +42,17 @@ class Stateless:
         return b.correct.double()
 
 
-SCHEMES: dict[str, type] = {}  # name -> scheme class (with .params, .section and .from_config)
+SCHEMES: dict[str, type] = {}  # name -> scheme class (with .section and .from_config)
 
 
-def register(name: str, params: type | None = None, section: str | None = None) -> Callable[[type], type]:
-    """Class decorator: the scheme called ``name`` (``reward.name``), its knobs ``params`` (a dataclass, or
-    None), read from ``reward.<section>`` when ``section`` is given, else directly from ``reward``."""
+def register(name: str, section: str | None = None) -> Callable[[type], type]:
+    """Class decorator: the scheme called ``name`` (``reward.name``), its knobs in ``reward.<section>`` (None:
+    it has none)."""
 
     def add(cls: type) -> type:
         if name in SCHEMES:
             raise ValueError(f"reward scheme {name!r} is registered twice ({SCHEMES[name]} and {cls})")
-        cls.scheme_name, cls.params, cls.section = name, params, section
+        cls.scheme_name, cls.section = name, section
         SCHEMES[name] = cls
         return cls
 

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from rewards.fields import INF, bounded
 from rewards.schemes.base import RewardBatch, Stateless, register
 
 
-@dataclass
-class BinaryParams:
-    # binary: reward of a wrong answer (DAPO's paper: -1, with +1 for a right one)
-    incorrect_reward: float = bounded(0.0, -INF, 1, "()", "a wrong answer must earn less than a right one (1)")
-
-
-@register("binary", BinaryParams)
+@register("binary", section="binary")
 class Binary(Stateless):
     """r_i = c_i: the rule-based accuracy reward of DeepSeek-R1 (arXiv 2501.12948, §2.2.2). ``incorrect`` is
     the reward of a wrong answer: 0 here; DAPO (arXiv 2503.14476, Eq. 10) uses +1 / -1, so that its overlong
@@ -34,4 +25,4 @@ class Binary(Stateless):
 
     @classmethod
     def from_config(cls, reward) -> Binary:
-        return cls(incorrect=reward.incorrect_reward)
+        return cls(incorrect=reward.binary.incorrect)

@@ -4,21 +4,10 @@ batch's most accurate groups)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from rewards.fields import bounded
 from rewards.schemes.base import RewardBatch, Stateless, register
-
-
-@dataclass
-class EfficiencyParams:
-    eos_required: bool = True  # arora_zanette / grpo_lambda: truncated gets 0, left out of mean/std (authors)
-    # grpo_lambda: share of groups, by accuracy, that get the length penalty
-    lambda_top: float = bounded(0.2, 0, 1, "(]")
-    # grpo_lambda / arora_zanette: alpha of 1 - alpha * sigmoid(z)
-    efficiency_alpha: float = bounded(0.2, 0, 1, "[]", "1 - alpha * sigmoid(z) must stay >= 0 for a correct answer")
 
 
 def efficiency_reward(
@@ -42,7 +31,7 @@ def efficiency_reward(
     return c * (1.0 - alpha * torch.sigmoid((L - mean) / std))
 
 
-@register("grpo_lambda", EfficiencyParams)
+@register("grpo_lambda", section="efficiency")
 class GRPOLambda(Stateless):
     """GRPO-λ (Dai, Liu, Si, arXiv 2505.18086): rank the batch's groups by accuracy (ties: lower group index
     first); the top ceil(lambda * n_groups) get the efficiency reward
@@ -72,10 +61,11 @@ class GRPOLambda(Stateless):
 
     @classmethod
     def from_config(cls, reward) -> GRPOLambda:
-        return cls(top_fraction=reward.lambda_top, alpha=reward.efficiency_alpha, eos_required=reward.eos_required)
+        e = reward.efficiency
+        return cls(top_fraction=e.lambda_top, alpha=e.alpha, eos_required=e.eos_required)
 
 
-@register("arora_zanette", EfficiencyParams)
+@register("arora_zanette", section="efficiency")
 class AroraZanette(Stateless):
     """Efficient reasoning (Arora & Zanette, arXiv 2502.04463, Eq. 4), checked against the authors'
     ``Zanette-Labs/efficient-reasoning`` ``reward_server/math_server.py`` (``reward_type=sigmoid``): every
@@ -99,4 +89,4 @@ class AroraZanette(Stateless):
 
     @classmethod
     def from_config(cls, reward) -> AroraZanette:
-        return cls(alpha=reward.efficiency_alpha, eos_required=reward.eos_required)
+        return cls(alpha=reward.efficiency.alpha, eos_required=reward.efficiency.eos_required)

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from rewards.fields import INF, bounded
 from rewards.schemes.base import RewardBatch, Stateless, register
-
-
-@dataclass
-class LengthPenaltyParams:
-    length_weight: float = bounded(1.0, 0, INF)  # kimi_lp / correct_lp: weight w of the length term (Kimi gives none)
-    length_warmup: int = bounded(0, 0, INF)  # kimi_lp / correct_lp: first steps without the length term (Kimi's phase)
 
 
 def kimi_lambda(lengths: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -25,7 +16,7 @@ def kimi_lambda(lengths: torch.Tensor, group_size: int) -> torch.Tensor:
     return torch.where(span > 0, lam, torch.zeros_like(lam)).view(-1)
 
 
-@register("kimi_lp", LengthPenaltyParams)
+@register("kimi_lp", section="length_penalty")
 class KimiLengthPenalty(Stateless):
     """Kimi k1.5 length penalty (arXiv 2501.12599, §2.3.3), on *all* answers:
 
@@ -42,7 +33,7 @@ class KimiLengthPenalty(Stateless):
 
     @classmethod
     def from_config(cls, reward) -> KimiLengthPenalty:
-        return cls(weight=reward.length_weight, warmup=reward.length_warmup)
+        return cls(weight=reward.length_penalty.weight, warmup=reward.length_penalty.warmup)
 
     def length_term(self, b: RewardBatch) -> torch.Tensor:
         c = b.correct.double()
@@ -63,7 +54,7 @@ class KimiLengthPenalty(Stateless):
         self.steps = state.get("steps", 0)
 
 
-@register("correct_lp", LengthPenaltyParams)
+@register("correct_lp", section="length_penalty")
 class CorrectLengthPenalty(KimiLengthPenalty):
     """Kimi's lam_i applied to correct answers only (arXiv 2501.12599 §2.3.3, restricted as in the ACOER
     ablation): r_i = c_i * (1 + w * lam_i); incorrect answers get exactly 0. Same ``warmup`` as Kimi's."""

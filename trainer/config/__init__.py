@@ -1,14 +1,20 @@
-"""Typed configuration: dataclasses are the single source of fields, defaults, docs and bounds.
+"""Typed configuration: pydantic models, one declaration per option (type, default, bounds or choices, doc).
 
-``fields`` holds the sections (each field's default, doc comment and range together), ``load`` reads YAML
-files and dotted overrides into them, ``checks`` validates values and resolves objective defaults.
+``sections`` and ``reward`` hold the sections, ``root`` the whole ``Config``, ``load`` reads YAML files and
+dotted overrides into it, ``errors`` words pydantic's errors as ``ConfigError`` (dotted key, value, fix),
+``checks`` holds what depends on the ranks and resolves objective defaults, ``describe`` lists every key
+(``groupwise config``, docs/config.md). Loading a config imports no torch.
 """
 
-from trainer.config.checks import RANGES, _get, resolve, server_urls, validate
-from trainer.config.fields import (
+from trainer.config.base import ConfigError
+from trainer.config.checks import resolve, server_urls, validate
+from trainer.config.describe import FieldRow, as_markdown, as_text, describe_fields
+from trainer.config.errors import RENAMED
+from trainer.config.load import load_config, parse_overrides, save_config, to_dict
+from trainer.config.reward import ACOERParams, BinaryParams, EfficiencyParams, LengthPenaltyParams, RewardConfig
+from trainer.config.root import Config
+from trainer.config.sections import (
     CheckpointConfig,
-    Config,
-    ConfigError,
     DataConfig,
     DeepSpeedConfig,
     EvalConfig,
@@ -17,27 +23,35 @@ from trainer.config.fields import (
     LossConfig,
     ModelConfig,
     OptimConfig,
-    RewardConfig,
     RolloutConfig,
+    ServerConfig,
+    VllmConfig,
 )
-from trainer.config.load import describe_fields, load_config, parse_overrides, save_config, to_dict
 
 __all__ = [
-    "RANGES",
+    "RENAMED",
+    "ACOERParams",
+    "BinaryParams",
     "CheckpointConfig",
     "Config",
     "ConfigError",
     "DataConfig",
     "DeepSpeedConfig",
+    "EfficiencyParams",
     "EvalConfig",
+    "FieldRow",
     "GuardConfig",
+    "LengthPenaltyParams",
     "LogConfig",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
     "RewardConfig",
     "RolloutConfig",
-    "_get",
+    "ServerConfig",
+    "VllmConfig",
+    "as_markdown",
+    "as_text",
     "describe_fields",
     "load_config",
     "parse_overrides",

@@ -1,126 +1,37 @@
-"""Value checks that types cannot express, with the fix in each message: every number against the range
-declared on its field (``rewards.fields.bounded``), a section's own ``check()`` (ACOER's relations between
-knobs), relations between sections, and what depends on the ranks. Then ``resolve`` fills the fields whose
-None means "the objective's default". Nothing here imports a rollout backend: what needs one is checked where
-the backend is built (``trainer.components.check_backend``), still before any model is built."""
+"""What the models cannot check alone: the relations that depend on the number of ranks and on the file
+system, run on a whole ``Config`` (at load time, and again at start-up once the ranks are known). Then
+``resolve`` fills the fields whose None means "the objective's default". Nothing here imports a rollout
+backend: what needs one is checked where the backend is built (``trainer.components.check_backend``), still
+before any model is built."""
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from rewards.fields import field_range
-from trainer.config.fields import Config, ConfigError
-
-
-def bounded_fields(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any, dataclasses.Field]]:
-    """(dotted key, section, field) for every field of ``obj``'s sections that declares a range."""
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            yield from bounded_fields(value, f"{prefix}{f.name}.")
-        elif field_range(f) is not None:
-            yield f"{prefix}{f.name}", obj, f
-
-
-# Every numeric key and its meaningful range: (low, high, brackets), read from the fields (tests walk it).
-RANGES: dict[str, tuple[float, float, str]] = {key: field_range(f) for key, _, f in bounded_fields(Config())}
-
-
-def _get(cfg: Config, dotted: str) -> Any:
-    obj: Any = cfg
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _check_ranges(cfg: Config) -> None:
-    for key, section, f in bounded_fields(cfg):
-        lo, hi, brackets = field_range(f)
-        v = getattr(section, f.name)
-        if v is None:
-            continue
-        below = v < lo if brackets[0] == "[" else v <= lo
-        above = v > hi if brackets[1] == "]" else v >= hi
-        if v != v or below or above or (isinstance(v, float) and math.isinf(v)):
-            interval = f"{brackets[0]}{lo:g}, {hi:g}{brackets[1]}".replace("inf", "∞")
-            why = f" ({f.metadata['why']})" if "why" in f.metadata else ""
-            raise ConfigError(f"{key}={v!r} is out of range: it must be a finite number in {interval}{why}")
-    _check_finite(cfg)
-    _check_sections(cfg)
-
-
-def _check_finite(obj: Any) -> None:
-    """Any float the ranges leave out: NaN and infinities are never valid."""
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        if dataclasses.is_dataclass(v):
-            _check_finite(v)
-        elif isinstance(v, float) and not math.isfinite(v):
-            raise ConfigError(f"{f.name}={v!r}: NaN and infinity are not valid values")
-
-
-def _check_sections(cfg: Config) -> None:
-    """Relations between fields: a section's own ``check()`` (a scheme's knobs), then across sections."""
-    for section in _sections(cfg):
-        if hasattr(section, "check"):
-            try:
-                section.check()
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
-    if cfg.guard.min_history > cfg.guard.window:
-        raise ConfigError(
-            f"guard.min_history={cfg.guard.min_history} exceeds guard.window={cfg.guard.window}: the baseline "
-            "needs the history it is taken over"
-        )
-    if cfg.loss.tis_cap is not None and 0 < cfg.loss.tis_cap < 1:
-        raise ConfigError(f"loss.tis_cap={cfg.loss.tis_cap}: use 0 (off) or a cap >= 1 (2.0 is common)")
-    if cfg.loss.max_tokens is not None and cfg.loss.max_tokens < cfg.rollout.max_new_tokens:
-        raise ConfigError(
-            f"loss.max_tokens={cfg.loss.max_tokens} is below rollout.max_new_tokens={cfg.rollout.max_new_tokens}: "
-            "Dr. GRPO's constant must be at least the longest completion"
-        )
-
-
-def _sections(obj: Any) -> Iterator[Any]:
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            yield value
-            yield from _sections(value)
+from trainer.config.base import ConfigError
+from trainer.config.errors import validated
+from trainer.config.root import Config
+from trainer.config.sections import split_urls
 
 
 def validate(cfg: Config, world_size: int | None = None) -> None:
-    """Value checks that types cannot express, with the fix in each message. ``world_size`` defaults to
-    torchrun's WORLD_SIZE, so checks that depend on the ranks run at load time too."""
+    """Every check, with the fix in each message: the models' own (again: fields may have been set after
+    loading), then ``check_ranks``."""
+    validated(cfg.model_dump())
+    check_ranks(cfg, world_size)
+
+
+def check_ranks(cfg: Config, world_size: int | None = None) -> None:
+    """What depends on the number of ranks (``world_size``, default torchrun's WORLD_SIZE, so these run at load
+    time too) and on the file system (a local model path)."""
     world_size = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
-    _check_ranges(cfg)
-    if cfg.rollout.backend == "vllm":
-        if cfg.rollout.top_p < 1:
-            raise ConfigError(
-                f"rollout.top_p={cfg.rollout.top_p} with rollout.backend=vllm: vLLM renormalizes the sampler's "
-                "log-probs over the nucleus while the learner's cover the whole vocabulary, so ratios and "
-                "logprob_gap would be biased; train with rollout.top_p=1 (eval.top_p may be < 1)"
-            )
-        if world_size % cfg.rollout.tensor_parallel_size:
-            raise ConfigError(
-                f"rollout.tensor_parallel_size={cfg.rollout.tensor_parallel_size} must divide the {world_size} ranks"
-            )
-    _check_server(cfg)
-    model = cfg.model.path
-    if not model.startswith("builtin:") and (model.startswith((".", "/", "~")) or Path(model).exists()):
-        if not (Path(model).expanduser() / "config.json").is_file():
-            raise ConfigError(
-                f"model.path {model!r} is a local path without a config.json; point it at a save_pretrained "
-                "directory, a hub id (org/name), or builtin:toy-reasoner"
-            )
-    cache = cfg.reward.overlong_cache
-    if cache is not None and not 0 < cache <= cfg.rollout.max_new_tokens:
-        raise ConfigError(f"reward.overlong_cache={cache} must be in (0, rollout.max_new_tokens]")
+    if cfg.rollout.backend == "vllm" and world_size % cfg.rollout.vllm.tensor_parallel_size:
+        raise ConfigError(
+            f"rollout.vllm.tensor_parallel_size={cfg.rollout.vllm.tensor_parallel_size} must divide the "
+            f"{world_size} ranks"
+        )
+    _check_model_path(cfg.model.path)
     if cfg.data.prompts_per_step % world_size:
         raise ConfigError(
             f"data.prompts_per_step={cfg.data.prompts_per_step} is not divisible by the {world_size} ranks; "
@@ -138,38 +49,22 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
 
 
 def server_urls(cfg: Config) -> list[str]:
-    """``rollout.servers`` as a list of base URLs."""
-    return [u.strip().rstrip("/") for u in cfg.rollout.servers.split(",") if u.strip()]
+    """``rollout.server.urls`` as a list of base URLs."""
+    return split_urls(cfg.rollout.server.urls)
 
 
-def _check_server(cfg: Config) -> None:
-    """The server backend and bounded asynchrony: combinations that cannot work fail here, with the fix."""
-    r = cfg.rollout
-    if r.backend == "server":
-        for url in server_urls(cfg):
-            if not url.startswith(("http://", "https://")):
-                raise ConfigError(f"rollout.servers: {url!r} is not a base URL; write http://HOST:PORT")
-        if r.top_p < 1:
+def _check_model_path(model: str) -> None:
+    if not model.startswith("builtin:") and (model.startswith((".", "/", "~")) or Path(model).exists()):
+        if not (Path(model).expanduser() / "config.json").is_file():
             raise ConfigError(
-                f"rollout.top_p={r.top_p} with rollout.backend=server: vLLM renormalizes the sampler's log-probs "
-                "over the nucleus while the learner's cover the whole vocabulary; train with rollout.top_p=1"
-            )
-    if r.max_staleness > 0:
-        if r.backend != "server":
-            raise ConfigError(
-                f"rollout.max_staleness={r.max_staleness} needs rollout.backend=server: the {r.backend} backend "
-                "samples on the learner's own weights or device, so generation cannot overlap the update"
-            )
-        if r.dynamic_sampling:
-            raise ConfigError(
-                "rollout.dynamic_sampling decides after grading how many more prompts to draw, which a generation "
-                "started steps ahead cannot know; use rollout.max_staleness=0 with it"
+                f"model.path {model!r} is a local path without a config.json; point it at a save_pretrained "
+                "directory, a hub id (org/name), or builtin:toy-reasoner"
             )
 
 
 def resolve(cfg: Config) -> Config:
     """Fill the 'None means the objective's default' fields so the saved config shows what ran."""
-    from losses import get_objective
+    from losses import get_objective  # imports torch: only once a run starts, never to load a config
 
     obj = get_objective(cfg.loss.name)
     if cfg.loss.clip_low is None:
