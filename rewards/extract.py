@@ -200,5 +200,5 @@ def extract_answer(text: str) -> str | None:
     ans = _anchored_answer(text)
     if ans is not None:
         return ans
-    ans = one_span(text) or (_strip_math(text) if tagged else None) or _final_block(text)
+    ans = one_span(text) or (sentence_value(_strip_math(text)) if tagged else None) or _final_block(text)
     return ans if ans and _HAS_CONTENT.search(ans) else None
