@@ -11,7 +11,8 @@
 * **A tagged answer is the answer.** ``<answer>X</answer>`` (the GRPO tutorial format) and
   ``<|begin_of_solution|>...<|end_of_solution|>`` narrow the text to the last such block.
 * **A response that is one math span** (``$k = \\frac{1}{3}$``) is its own answer; when it is one equation
-  with a name on the left, the value on the right.
+  with a name on the left and a value on the right, the value (an equation between names, the line
+  ``y = 2x + 1``, stays whole: its names are the answer).
 * **A final-answer sentence gives its value**: "The volume of $ABCDEFGH$ is 120." gives 120, the text after
   the last "is" / "are" / "equals" / "=" outside math, when words come before it.
 
@@ -67,6 +68,7 @@ _ONE_SPAN = re.compile(
     r"\s*(?:\$\$(?P<dd>[^$]+)\$\$|\$(?P<d>[^$]+)\$|\\\[(?P<b>.+?)\\\]|\\\((?P<p>.+?)\\\))\s*\.?\s*", re.S
 )
 _NAMED_EQUATION = re.compile(r"\s*\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*=(?P<rhs>[^=]+)")
+_COMMAND, _LETTER = re.compile(r"\\[a-zA-Z]+"), re.compile(r"[a-zA-Z]")
 MAX_ONE_SPAN = 2_000  # characters: a response that is a single math span is short
 
 
@@ -75,8 +77,8 @@ def one_span(text: str) -> str | None:
     if len(text) > MAX_ONE_SPAN or not (m := _ONE_SPAN.fullmatch(text)):
         return None
     body = next(g for g in m.groupdict().values() if g is not None).strip()
-    if eq := _NAMED_EQUATION.fullmatch(body):
-        body = eq.group("rhs").strip()
+    if (eq := _NAMED_EQUATION.fullmatch(body)) and not _LETTER.search(_COMMAND.sub("", eq.group("rhs"))):
+        body = eq.group("rhs").strip()  # a value; 'y = -\\frac{1}{2}x + 3' is a line and stays whole
     return body if _HAS_CONTENT.search(body) else None
 
 

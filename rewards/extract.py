@@ -4,7 +4,8 @@
    it, inside the last ``<answer>`` tag or solution block.
 1. The last ``\\boxed{}`` / ``\\fbox{}`` (nested braces, ``\\boxed 5``). Boxes that end the response together,
    separated only by commas, "and", ``\\quad`` or math delimiters (``\\boxed{1}, \\boxed{2}``), are one list
-   answer; an unclosed or empty last box is no answer.
+   answer; an unclosed or empty last box is no answer. An answer statement after the last box wins over it
+   (below: two final answers).
 2. The last answer anchor that holds an answer: "final answer is X" (the MATH few-shot ending "Final Answer:
    The final answer is $X$. I hope it is correct." gives X), "the answer is", "Answer: X" / "answer:" lines
    (markdown ``**Answer:** 12``, ``**Final Answer:**`` and a "Final Answer" heading with the answer on the
@@ -12,8 +13,8 @@
    filler words are skipped ("the answer is indeed $5$"), the first math span is the answer when one opens
    it, and plain text ends at its sentence or at a reason ("12 since 3 times 4 is 12" gives 12). An anchor
    that holds a verdict instead of an answer ("Yes, the answer is correct.") is passed over for the one
-   before it.
-   A final-answer sentence gives its value ("Final Answer: The volume of $V$ is 120." gives 120).
+   before it. A final-answer sentence gives its value ("Final Answer: The volume of $V$ is 120." gives 120),
+   and math spans joined by "and" or commas are one answer ("is $12$ and $13$").
 3. A response that is one math span (``$k = \\frac{1}{3}$`` gives ``\\frac{1}{3}``), the content of an
    ``<answer>`` tag, a bold final answer ``**73**`` on the last line, or a display-math block that ends it.
 
@@ -78,6 +79,9 @@ _VERDICT = re.compile(
     re.I,
 )
 _HAS_CONTENT = re.compile(r"[0-9A-Za-z\u00c0-\U0010ffff]|\\[a-zA-Z]")
+_MORE_MATH = re.compile(r"[ \t]{0,5}(?:,|and|or)[ \t]{0,5}(?:\$|\\\()")  # '$12$ and $13$': one answer
+_INLINE = re.compile(_MATH)
+_QUOTE_OPEN, _QUOTE_CLOSE = re.compile(r'^\\?["“][ \t]*'), re.compile(r'[ \t]*\\?["”]$')  # 'is "$12$"'
 _COPULA_NEXT = re.compile(r"[ \t]{1,5}(?:is|are|equals)\s", re.I)
 _VALUE = re.compile(r"\d|\\[a-zA-Z]|\$")
 _TRAILER = re.compile(r"\.?\s*(?:I hope it is correct\.?)?\s*$", re.I)
@@ -145,14 +149,15 @@ def _strip_math(ans: str) -> str:
 def _after_anchor(window: str, next_line: bool) -> str | None:
     """The answer that follows an anchor, read from a bounded window of text; None when there is none."""
     rest = window.lstrip(" \t*:：") if not next_line else window.lstrip()
-    rest = _FILLER.sub("", rest).lstrip(" \t*")
+    rest = _QUOTE_OPEN.sub("", _FILLER.sub("", rest).lstrip(" \t*"))
     math = _MATH_START.match(rest) if rest.startswith(("$", "\\(", "\\[")) else None
-    if math and not _COPULA_NEXT.match(rest, math.end()):
+    if math and not _COPULA_NEXT.match(rest, math.end()) and not _MORE_MATH.match(rest, math.end()):
         ans = _math_content(math)  # the first math span after the anchor
-    else:  # plain text, or a sentence that opens with math ('$AB$ is $5$'): its value
+    else:  # plain text, a sentence that opens with math ('$AB$ is $5$'): its value; '$12$ and $13$': both
         line = rest.split("\n", 1)[0]
         ans = sentence_value(_SENTENCE_END.split(line, maxsplit=1)[0])
-    ans = _strip_math(ans.strip().strip("*"))
+        ans = _INLINE.sub(lambda m: _math_content(m), ans) if math else ans
+    ans = _strip_math(_QUOTE_CLOSE.sub("", ans.strip()).strip("*"))
     if not ans or not _HAS_CONTENT.search(ans) or _VERDICT.match(ans):
         return None  # "The answer is:", "the answer is correct"
     return ans

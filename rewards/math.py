@@ -3,10 +3,14 @@
 The decision, in order (each step is ours unless it says otherwise):
 1. ``hostile`` (``rewards.guards``): size guards on the raw text (length, nesting, giant literals, power
    towers, huge exponents and factorials). Such text is never parsed: False, unless it is the gold verbatim.
+   Units (``rewards.units``): when both sides carry a unit and the units differ, False (``2 m``, ``2 cm``).
 2. ``normalize`` (``rewards.normalize``): presentation removed (delimiters, spacing, ``\\dfrac``/``\\cfrac``,
    ``\\text``/``\\mbox`` units, thousands separators incl. ``11,\\! 111``, percent spellings, degrees, relation
    spellings, mixed numbers ``1\\frac{4}{5}``, base subscripts, ``array`` matrices, a ``\\boxed{}`` left inside,
    ``;``/``and``/``or`` lists and ``p=5,q=2`` solution tuples). Equal strings are equal.
+   Then the forms normalization would blur: times of day compare as times (``rewards.units``: ``12:00`` is
+   not ``1:00``); choice letters however wrapped (``\\text{(b)}``, ``(B)``, ``b``); lists of assignments
+   name by name in any order (``a = 5, b = -2`` is not ``a = -2, b = 5``; ``a = 5`` is not ``b = 5``).
 3. Candidates (``rewards.normalize.chain_values``): an answer written as a chain (``x = 5+5+1 = 11``,
    ``x \\approx 11``, ``S_{MBCN}:S=7:32``) is also compared by its last value.
 4. Math-Verify (``rewards.verify``) on the normalized strings: sets, intervals, relations, matrices,
@@ -32,7 +36,7 @@ from rewards.guards import MAX_ANSWER, hostile
 from rewards.normalize import chain_values, n_values, normalize, split_top
 from rewards.numbers import expr_equal, numbers_equal, numeric_value
 from rewards.parse import ParseError, parse_math
-from rewards.units import clock_seconds, units_differ
+from rewards.units import same_time, units_differ
 from rewards.verify import GradingTimeout, cpu_deadline, verify
 
 __all__ = ["MAX_ANSWER", "check", "extract_answer", "grade", "hostile", "is_equivalent", "normalize", "numbers_equal"]
@@ -244,8 +248,8 @@ def _equivalent(pred: str, gold: str) -> bool:
         return p == g and bool(p)
     if p == g or p.lower() == g.lower():
         return True
-    if (clock := clock_seconds(p, g)) is not None:  # times of day: 12:00 is not 1:00 (not ratios 12:0, 1:0)
-        return clock[0] == clock[1]
+    if (clock := same_time(p, g)) is not None:  # times of day: 12:00 is not 1:00 (not the ratios 12:0, 1:0)
+        return clock
     cg, cp = _choice(g), _choice(p)
     if (cg is None) != (cp is None) and _BARE_LETTER.fullmatch(g if cg is None else p):
         cg, cp = cg or (g.upper(), None), cp or (p.upper(), None)  # 'b' against '\text{(b)}': a choice letter

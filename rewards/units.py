@@ -7,10 +7,13 @@
   here; the gold's unit is the one asked for). A unit on one side only is dropped (``12 cm`` is ``12``): a
   problem that asks "in centimeters" gets answers with and without the unit. Words that name no dimension
   (``units``, ``square units``, counted nouns such as ``apples``) are no unit.
-* **Times of day** (``clock_seconds``): ``12:00`` is not the ratio 12:0. Two answers that are both shaped
-  ``h:mm`` (optionally ``:ss`` and am/pm) compare as times when either is unmistakably a clock reading (an
-  am/pm, seconds, or minutes ``00``-``09``, which no ratio writes); ``1:20`` against ``2:40`` stays a ratio.
-  With am/pm on one side only, the other side's hour is read on a 12-hour clock (``1:00`` is ``1:00 pm``).
+* **Times of day** (``same_time``): ``12:00`` is not the ratio 12:0. An answer shaped ``h:mm`` (two-digit
+  minutes below 60, hours up to 24; optionally ``:ss`` and am/pm) is a time: ``9:24``, a MATH gold, is one,
+  and no gold ratio in our data sets is written that way (``1:4``, ``3:5``, ``19:60``). Two times compare as
+  times; with am/pm on one side only, the other side's hour is read on a 12-hour clock (``1:00`` is
+  ``1:00 pm``). A time against another colon form (``9:24`` against the ratio ``3:8``) is wrong, so an
+  unreduced ratio written like a time (``6:10`` for ``3:5``) is refused: the rare false negative is the price
+  of never paying a ratio that happens to equal a time.
 """
 
 from __future__ import annotations
@@ -61,17 +64,17 @@ def units_differ(pred: str, gold: str) -> bool:
     return up is not None and ug is not None and up != ug
 
 
+_RATIO = re.compile(r"\d{1,30}\s*:\s*\d{1,30}")
 _CLOCK = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:([ap])\.?\s*m\.?)?", re.I)
 
 
-def clock_seconds(p: str, g: str) -> tuple[int, int] | None:
-    """Both normalized answers as seconds on a common clock when they are times of day (module docstring),
-    else None. With am/pm on one side only, both are read modulo 12 hours."""
-    mp, mg = _CLOCK.fullmatch(p.strip()), _CLOCK.fullmatch(g.strip())
-    if not mp or not mg or not all(_valid(m) for m in (mp, mg)):
-        return None
-    if not any(m.group(4) or m.group(3) or m.group(2).startswith("0") for m in (mp, mg)):
-        return None  # '1:20' against '2:40': ratios
+def same_time(p: str, g: str) -> bool | None:
+    """Whether two normalized answers are the same time of day; None when they are not times (module
+    docstring). With am/pm on one side only, both are read modulo 12 hours."""
+    mp, mg = (m if (m := _CLOCK.fullmatch(x.strip())) and _valid(m) else None for x in (p, g))
+    if mp is None or mg is None:
+        other = g if mp else p
+        return False if (mp or mg) and _RATIO.fullmatch(other.strip()) else None  # a time against the ratio 3:8
     one_sided = bool(mp.group(4)) != bool(mg.group(4))
     values = []
     for m in (mp, mg):
@@ -80,7 +83,7 @@ def clock_seconds(p: str, g: str) -> tuple[int, int] | None:
             hour = hour % 12 + (12 if m.group(4).lower() == "p" else 0)
         day = 12 if one_sided else 24
         values.append(((hour % day) * 60 + minute) * 60 + second)
-    return values[0], values[1]
+    return values[0] == values[1]
 
 
 def _valid(m: re.Match) -> bool:

@@ -37,6 +37,8 @@ REFUSED = {
         ("12:00 \\text{ am}", "12:00 \\text{ pm}"),  # midnight is not noon
         ("10:30:05", "10:30:00"),
         ("13:00", "1:00"),  # a 24-hour clock without am/pm: 1 pm is not 1 am
+        ("9:24", "3:8"),  # a time (a MATH gold) is not a ratio that happens to equal it
+        ("1:20", "2:40"),  # h:mm is a time: an unreduced ratio written like one is refused (docs/grading.md)
     ],
     "choices": [
         ("\\text{(b)}", "c"),
@@ -70,7 +72,8 @@ ACCEPTED = {
         ("1:00 \\text{ PM}", "13:00"),
         ("01:00", "1:00"),
         ("9:05 \\text{ a.m.}", "9:05"),  # am/pm on one side: the other read on a 12-hour clock
-        ("1:20", "2:40"),  # no clock reading on either side: ratios, as before
+        ("7:32", "S_{MBCN}:S=7:32"),  # a labelled ratio: its value, as before
+        ("1:4", "2:8"),  # ratios that are not shaped like times stay ratios
     ],
     "choices": [
         ("\\text{(b)}", "b"),
@@ -199,12 +202,15 @@ EXTRACTION = [
     ("\\( x = -2 \\).", "-2"),
     ("$\\frac{1}{3}$", "\\frac{1}{3}"),
     ("$k = 1$ and $m = 2$", None),  # two spans: not one equation, and no anchor
+    ("$y = -\\frac{1}{2}x + \\frac{3}{4}$", "y = -\\frac{1}{2}x + \\frac{3}{4}"),  # a line: its names are the answer
     # a final-answer sentence gives its value
     ("Final Answer: The volume of $ABCDEFGH$ is 120.", "120"),
     ("Final Answer: $AB$ is $5$.", "5"),
     ("**Final Answer:** The number of students who passed equals 37.", "37"),
     ("Final Answer: It is not 5.", "It is not 5"),  # 'is not' states no value: the sentence stays whole
     ("Answer: $x = 3$", "x = 3"),  # math after the anchor stays as written
+    ('Final Answer: The final answer is "$12$ and $13$". I hope it is correct.', "12 and 13"),  # spans joined
+    ("\\boxed{12 $ and $13}. Final Answer: The final answer is $12$ and $13$.", "12 and 13"),
 ]
 
 
