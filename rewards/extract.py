@@ -21,9 +21,9 @@
 Two final answers: **the last one stated wins**. An answer statement (step 2) written after the last box
 replaces the box ("... = \\boxed{255} ... Final Answer: The final answer is $10,455$." gives 10,455):
 Minerva-style solutions box intermediate results, and a model that revises itself states its revision last.
-A statement after the box that is not a value (four words or more without a digit or math: "the answer is
-the number of ways") does not replace it. Within one answer, two values are a hedge and graded wrong
-(``rewards.math``).
+A statement after the box that is not a value (words without a digit, math or a choice letter: "the answer
+is the number of ways", "checking the answer is necessary") does not replace it. Within one answer, two
+values are a hedge and graded wrong (``rewards.math``).
 
 It never guesses the last number of free text: a response without an answer gets no reward, and an empty
 answer (``\\boxed{}``, "The answer is:") is no answer.
@@ -84,6 +84,7 @@ _INLINE = re.compile(_MATH)
 _QUOTE_OPEN, _QUOTE_CLOSE = re.compile(r'^\\?["“][ \t]*'), re.compile(r'[ \t]*\\?["”]$')  # 'is "$12$"'
 _COPULA_NEXT = re.compile(r"[ \t]{1,5}(?:is|are|equals)\s", re.I)
 _VALUE = re.compile(r"\d|\\[a-zA-Z]|\$")
+_LETTER_CHOICE = re.compile(r"\(?[A-Ea-e]\)?")
 _TRAILER = re.compile(r"\.?\s*(?:I hope it is correct\.?)?\s*$", re.I)
 
 
@@ -191,8 +192,9 @@ def _final_block(text: str) -> str | None:
 
 
 def _is_value(ans: str) -> bool:
-    """An answer that can replace a box: it has a digit or math, or is at most three words ('B', 'Monday')."""
-    return bool(_VALUE.search(ans)) or len(ans.split()) <= 3
+    """An answer that can replace a box: it has a digit or math, or is a choice letter ('B', '(b)'). Words
+    alone do not: 'checking the answer is necessary' follows a box and names no answer."""
+    return bool(_VALUE.search(ans) or _LETTER_CHOICE.fullmatch(ans))
 
 
 def extract_answer(text: str) -> str | None:

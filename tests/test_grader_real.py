@@ -197,6 +197,8 @@ EXTRACTION = [
     ("The answer is \\boxed{9}.", "9"),  # the statement holds the box
     ("\\boxed{9}. So the answer is correct.", "9"),  # a verdict, not an answer
     ("\\boxed{12}. The answer is the number of ways to pick them.", "12"),  # not a value: the box stays
+    ("$x = \\boxed{49}$. (Checking the answer is necessary: squaring adds roots.)", "49"),  # MATH train/algebra/642
+    ("\\boxed{A}\n\nWait, (A) fails. The answer is B.", "B"),  # a choice letter is a value
     # one equation, one span
     ("$k = \\frac{1}{3}$", "\\frac{1}{3}"),
     ("\\( x = -2 \\).", "-2"),
