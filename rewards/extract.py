@@ -1,8 +1,11 @@
 """Final-answer extraction from a whole response: our policy, in order.
 
+0. The text the author meant as the answer (``rewards.answers``): after the thinking block when text follows
+   it, inside the last ``<answer>`` tag or solution block.
 1. The last ``\\boxed{}`` / ``\\fbox{}`` (nested braces, ``\\boxed 5``). Boxes that end the response together,
    separated only by commas, "and", ``\\quad`` or math delimiters (``\\boxed{1}, \\boxed{2}``), are one list
-   answer; an unclosed or empty last box is no answer.
+   answer; an unclosed or empty last box is no answer. An answer statement after the last box wins over it
+   (below: two final answers).
 2. The last answer anchor that holds an answer: "final answer is X" (the MATH few-shot ending "Final Answer:
    The final answer is $X$. I hope it is correct." gives X), "the answer is", "Answer: X" / "answer:" lines
    (markdown ``**Answer:** 12``, ``**Final Answer:**`` and a "Final Answer" heading with the answer on the
@@ -10,8 +13,17 @@
    filler words are skipped ("the answer is indeed $5$"), the first math span is the answer when one opens
    it, and plain text ends at its sentence or at a reason ("12 since 3 times 4 is 12" gives 12). An anchor
    that holds a verdict instead of an answer ("Yes, the answer is correct.") is passed over for the one
-   before it.
-3. A bold final answer ``**73**`` on the last line, or a display-math block that ends the response.
+   before it. A final-answer sentence gives its value ("Final Answer: The volume of $V$ is 120." gives 120),
+   and math spans joined by "and" or commas are one answer ("is $12$ and $13$").
+3. A response that is one math span (``$k = \\frac{1}{3}$`` gives ``\\frac{1}{3}``), the content of an
+   ``<answer>`` tag, a bold final answer ``**73**`` on the last line, or a display-math block that ends it.
+
+Two final answers: **the last one stated wins**. An answer statement (step 2) written after the last box
+replaces the box ("... = \\boxed{255} ... Final Answer: The final answer is $10,455$." gives 10,455):
+Minerva-style solutions box intermediate results, and a model that revises itself states its revision last.
+A statement after the box that is not a value (words without a digit, math or a choice letter: "the answer
+is the number of ways", "checking the answer is necessary") does not replace it. Within one answer, two
+values are a hedge and graded wrong (``rewards.math``).
 
 It never guesses the last number of free text: a response without an answer gets no reward, and an empty
 answer (``\\boxed{}``, "The answer is:") is no answer.
@@ -24,6 +36,8 @@ linear time; a response stuck in a repetition loop (``\\boxed{`` x 100,000) cost
 from __future__ import annotations
 
 import re
+
+from rewards.answers import after_thinking, one_span, sentence_value, tagged_answer
 
 MAX_TEXT = 200_000  # characters of a response looked at (its tail: answers come last)
 WINDOW = 2_000  # characters read after an anchor
@@ -65,6 +79,12 @@ _VERDICT = re.compile(
     re.I,
 )
 _HAS_CONTENT = re.compile(r"[0-9A-Za-z\u00c0-\U0010ffff]|\\[a-zA-Z]")
+_MORE_MATH = re.compile(r"[ \t]{0,5}(?:,|and|or)[ \t]{0,5}(?:\$|\\\()")  # '$12$ and $13$': one answer
+_INLINE = re.compile(_MATH)
+_QUOTE_OPEN, _QUOTE_CLOSE = re.compile(r'^\\?["“][ \t]*'), re.compile(r'[ \t]*\\?["”]$')  # 'is "$12$"'
+_COPULA_NEXT = re.compile(r"[ \t]{1,5}(?:is|are|equals)\s", re.I)
+_VALUE = re.compile(r"\d|\\[a-zA-Z]|\$")
+_LETTER_CHOICE = re.compile(r"\(?[A-Ea-e]\)?")
 _TRAILER = re.compile(r"\.?\s*(?:I hope it is correct\.?)?\s*$", re.I)
 
 
@@ -99,8 +119,7 @@ def _box_spans(text: str) -> list[tuple[int, int, int, int]]:
     return outer
 
 
-def _boxed_answer(text: str) -> str | None:
-    spans = _box_spans(text)
+def _boxed_answer(text: str, spans: list[tuple[int, int, int, int]]) -> str | None:
     if not spans or spans[-1][2] < 0:
         return None  # unclosed last box: no answer
     group = [spans[-1]]
@@ -131,13 +150,15 @@ def _strip_math(ans: str) -> str:
 def _after_anchor(window: str, next_line: bool) -> str | None:
     """The answer that follows an anchor, read from a bounded window of text; None when there is none."""
     rest = window.lstrip(" \t*:：") if not next_line else window.lstrip()
-    rest = _FILLER.sub("", rest).lstrip(" \t*")
-    if rest.startswith(("$", "\\(", "\\[")) and (m := _MATH_START.match(rest)):
-        ans = _math_content(m)  # the first math span after the anchor
-    else:
+    rest = _QUOTE_OPEN.sub("", _FILLER.sub("", rest).lstrip(" \t*"))
+    math = _MATH_START.match(rest) if rest.startswith(("$", "\\(", "\\[")) else None
+    if math and not _COPULA_NEXT.match(rest, math.end()) and not _MORE_MATH.match(rest, math.end()):
+        ans = _math_content(math)  # the first math span after the anchor
+    else:  # plain text, a sentence that opens with math ('$AB$ is $5$'): its value; '$12$ and $13$': both
         line = rest.split("\n", 1)[0]
-        ans = _SENTENCE_END.split(line, maxsplit=1)[0]
-    ans = _strip_math(ans.strip().strip("*"))
+        ans = sentence_value(_SENTENCE_END.split(line, maxsplit=1)[0])
+        ans = _INLINE.sub(lambda m: _math_content(m), ans) if math else ans
+    ans = _strip_math(_QUOTE_CLOSE.sub("", ans.strip()).strip("*"))
     if not ans or not _HAS_CONTENT.search(ans) or _VERDICT.match(ans):
         return None  # "The answer is:", "the answer is correct"
     return ans
@@ -170,13 +191,21 @@ def _final_block(text: str) -> str | None:
     return None
 
 
+def _is_value(ans: str) -> bool:
+    """An answer that can replace a box: it has a digit or math, or is a choice letter ('B', '(b)'). Words
+    alone do not: 'checking the answer is necessary' follows a box and names no answer."""
+    return bool(_VALUE.search(ans) or _LETTER_CHOICE.fullmatch(ans))
+
+
 def extract_answer(text: str) -> str | None:
     """The final answer of a response by the policy above, or None. Linear in the length of the text."""
-    text = text[-MAX_TEXT:].replace("\x00", "")
+    text, tagged = tagged_answer(after_thinking(text[-MAX_TEXT:].replace("\x00", "")))
     if _BOX_COMMAND.search(text):
-        return _boxed_answer(text)
+        spans = _box_spans(text)
+        later = _anchored_answer(text[spans[-1][1] :]) if spans else None
+        return later if later is not None and _is_value(later) else _boxed_answer(text, spans)
     ans = _anchored_answer(text)
     if ans is not None:
         return ans
-    ans = _final_block(text)
+    ans = one_span(text) or (sentence_value(_strip_math(text)) if tagged else None) or _final_block(text)
     return ans if ans and _HAS_CONTENT.search(ans) else None

@@ -3,10 +3,14 @@
 The decision, in order (each step is ours unless it says otherwise):
 1. ``hostile`` (``rewards.guards``): size guards on the raw text (length, nesting, giant literals, power
    towers, huge exponents and factorials). Such text is never parsed: False, unless it is the gold verbatim.
+   Units (``rewards.units``): when both sides carry a unit and the units differ, False (``2 m``, ``2 cm``).
 2. ``normalize`` (``rewards.normalize``): presentation removed (delimiters, spacing, ``\\dfrac``/``\\cfrac``,
    ``\\text``/``\\mbox`` units, thousands separators incl. ``11,\\! 111``, percent spellings, degrees, relation
    spellings, mixed numbers ``1\\frac{4}{5}``, base subscripts, ``array`` matrices, a ``\\boxed{}`` left inside,
    ``;``/``and``/``or`` lists and ``p=5,q=2`` solution tuples). Equal strings are equal.
+   Then the forms normalization would blur: times of day compare as times (``rewards.units``: ``12:00`` is
+   not ``1:00``); choice letters however wrapped (``\\text{(b)}``, ``(B)``, ``b``); lists of assignments
+   name by name in any order (``a = 5, b = -2`` is not ``a = -2, b = 5``; ``a = 5`` is not ``b = 5``).
 3. Candidates (``rewards.normalize.chain_values``): an answer written as a chain (``x = 5+5+1 = 11``,
    ``x \\approx 11``, ``S_{MBCN}:S=7:32``) is also compared by its last value.
 4. Math-Verify (``rewards.verify``) on the normalized strings: sets, intervals, relations, matrices,
@@ -32,6 +36,7 @@ from rewards.guards import MAX_ANSWER, hostile
 from rewards.normalize import chain_values, n_values, normalize, split_top
 from rewards.numbers import expr_equal, numbers_equal, numeric_value
 from rewards.parse import ParseError, parse_math
+from rewards.units import same_time, units_differ
 from rewards.verify import GradingTimeout, cpu_deadline, verify
 
 __all__ = ["MAX_ANSWER", "check", "extract_answer", "grade", "hostile", "is_equivalent", "normalize", "numbers_equal"]
@@ -80,6 +85,40 @@ def _choice(s: str) -> tuple[str, str | None] | None:
     if m := _LABELLED_CHOICE.match(s):
         return (m.group(1) or m.group(2)), m.group(3).strip()
     return None
+
+
+_BARE_LETTER = re.compile(r"[A-Ea-e]")  # a bare letter is a choice when the other side is one: 'b' is (B)
+_ASSIGNMENT = re.compile(r"\s*(\\?[a-zA-Z]+(?:_\{?\w+\}?)?)\s*=\s*([^=]+?)\s*")
+
+
+def _assignments(s: str) -> list[tuple[str, str]] | None:
+    """'a = 5, b = -2' -> [('a', '5'), ('b', '-2')] when every item of the list binds a name; else None."""
+    pairs = []
+    for item in split_top(s):
+        if (m := _ASSIGNMENT.fullmatch(item)) is None:
+            return None
+        pairs.append((re.sub(r"[\s{}\\]", "", m.group(1)), m.group(2)))
+    return pairs
+
+
+def _named_equal(p: str, g: str) -> bool | None:
+    """Two lists of assignments compare name by name, in any order: 'b=-2, a=5' is 'a=5, b=-2', but 'a = 5,
+    b = -2' is not 'a = -2, b = 5' and 'a = 5' is not 'b = 5'. None when either side is not assignments (a
+    tuple '(5, -2)' against 'a = 5, b = -2' compares in written order, elsewhere)."""
+    ap, ag = _assignments(p), _assignments(g)
+    if ap is None or ag is None:
+        return None
+    if len(ap) == 1 == len(ag) and _equation_equal(p, g):
+        return True  # one equation solved for either name: y = 2x + 1 is x = (y - 1)/2
+    if len(ap) != len(ag):
+        return False
+    left = list(ap)
+    for name, value in ag:
+        hit = next((i for i, (n, v) in enumerate(left) if n == name and _equivalent(v, value)), None)
+        if hit is None:
+            return False
+        left.pop(hit)
+    return True
 
 
 _MATRIX = re.compile(r"\\begin\{[pbvB]?matrix\}(.*)\\end\{[pbvB]?matrix\}", re.S)
@@ -202,20 +241,26 @@ def _equivalent(pred: str, gold: str) -> bool:
         return False  # an empty answer is no answer, even against an empty gold
     if pred.strip() == gold.strip():
         return True
-    if hostile(pred) or hostile(gold):
-        return False
+    if hostile(pred) or hostile(gold) or units_differ(pred, gold):
+        return False  # units differ: '2 \text{ m}' is not '2 \text{ cm}' (rewards.units)
     p, g = normalize(pred), normalize(gold)
     if not p or not g or hostile(p) or hostile(g):  # normalizing can reveal a power (1e999999999)
         return p == g and bool(p)
     if p == g or p.lower() == g.lower():
         return True
+    if (clock := same_time(p, g)) is not None:  # times of day: 12:00 is not 1:00 (not the ratios 12:0, 1:0)
+        return clock
     cg, cp = _choice(g), _choice(p)
+    if (cg is None) != (cp is None) and _BARE_LETTER.fullmatch(g if cg is None else p):
+        cg, cp = cg or (g.upper(), None), cp or (p.upper(), None)  # 'b' against '\text{(b)}': a choice letter
     if cg and cp:  # multiple choice: letters compare, (B) == B == '(B) 12'; two label texts must agree too
         return cg[0] == cp[0] and (cg[1] is None or cp[1] is None or _equivalent(cp[1], cg[1]))
     if cp and cp[1] is not None:  # '(B) 12' against a gold value: the value given
         return _equivalent(cp[1], g)
     if cg or cp:
         return False
+    if (named := _named_equal(p, g)) is not None:
+        return named
     if n_values(p) > 1 and n_values(g) == 1 and not g.startswith(("(", "[", "{")) and _matrix(g) is None:
         return False  # '3 or 4', '3, 4', '\\pm 3' against one value: a hedge, wrong whichever value is gold
     chains = chain_values(p, g)

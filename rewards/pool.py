@@ -25,6 +25,7 @@ from multiprocessing.connection import wait
 
 from rewards.guards import MAX_ANSWER
 from rewards.math import check, extract_answer, normalize
+from rewards.units import units_differ
 from rewards.verify import GradingTimeout, cpu_deadline
 
 _PLAIN_NUMBER = re.compile(r"-?\d{1,30}(\.\d{1,30})?")
@@ -46,6 +47,8 @@ def _fast_path(pred: str, gold: str) -> bool | None:
     """Decide without symbolic work when both sides are plain numbers or identical; None: undecided."""
     if not pred.strip() or not gold.strip() or len(pred) > MAX_ANSWER or len(gold) > MAX_ANSWER:
         return None  # empty or oversized: the full check decides (False)
+    if units_differ(pred, gold):
+        return False  # 2 m against 2 cm: equal once normalization drops the units, and wrong
     p, g = normalize(pred), normalize(gold)
     if p == g:
         return True

@@ -187,6 +187,9 @@ def extraction_worst() -> None:
         "{ repeated": "{" * n, "the answer is repeated": "the answer is " * (n // 14), "#### repeated": "#" * n,
         "$ repeated": "$" * n, "Answer: lines": "\nAnswer:" * (n // 8), "\\[ repeated": "\\[" * (n // 2),
         "** repeated": "*" * n, "boxes joined": "\\boxed{1}, " * (n // 11), "spaces": "the answer" + " " * n,
+        "</think> repeated": "</think>" * (n // 8), "<answer> repeated": "<answer>" * (n // 8),
+        "box, then anchors": "\\boxed{1}" + " the answer is" * (n // 14),
+        "copulas": "Final Answer: " + "it is " * (n // 6),
     }  # fmt: skip
     worst = 0.0
     for label, text in texts.items():
