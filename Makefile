@@ -122,7 +122,7 @@ bench:  ## groupwise vs TRL GRPOTrainer, same work on CPU (installs the bench ex
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) scripts/bench_vs_trl.py $(ARGS)
 
-train:  ## torchrun on this node: make train CONFIG=configs/x.yaml NGPUS=8
+train:  ## torchrun on this node: make train CONFIG=configs/smoke.yaml NGPUS=2
 	PATH=$(VENV)/bin:$$PATH scripts/train_node.sh $(NGPUS) -c $(CONFIG)
 
 clean:

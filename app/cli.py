@@ -53,7 +53,10 @@ def _add_eval(sub) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--instruction", default=None, help="appended to each problem (default: reason + \\boxed{})")
     p.add_argument(
-        "--data-dir", default=None, help="benchmark JSONL directory (default $GROUPWISE_DATA or ../shared/data)"
+        "--data-dir",
+        default=None,
+        help="directory of benchmark files (gsm8k_test.jsonl, math500.jsonl, ...); default $GROUPWISE_DATA, else "
+        "gsm8k and math500 come from the hub",
     )
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     p.add_argument(

@@ -34,6 +34,9 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     source: str = "toy"  # toy (toy-reasoner task), arith (plain sums), a {problem, answer} JSONL, or hub:NAME
+    # directory of data files: named benchmarks (gsm8k_test.jsonl, ...) and relative JSONL paths are looked up
+    # there; "": $GROUPWISE_DATA, else benchmarks come from the hub
+    dir: str = ""
     prompts_per_step: int = bounded(16, 1, INF)  # B: prompts per optimizer step, over all ranks
     instruction: str = ""  # appended to each problem in the user message (e.g. 'put the answer in \\boxed{}')
     max_prompt_tokens: int = bounded(256, 1, INF)  # longer prompts are an error naming the row
