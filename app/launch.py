@@ -211,6 +211,7 @@ def launch(args) -> int:
     from trainer.config import load_config
 
     cfg = load_config(args.config, [*args.overrides, "rollout.backend=server"])
+    check_host(args.host)  # before a builtin model is built
     serve_only = args.cmd == "serve"
     model_path = resolve_model_path(cfg.model.path)  # builds a builtin toy model once, shared with the trainer
     gpus = args.server_gpus.split(";") if getattr(args, "server_gpus", None) else None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import logging
 import re
 import signal
 import threading
@@ -88,6 +89,10 @@ def _library():
             f"math-verify / latex2sympy2_extended changed: {missing} no longer exist, so groupwise's grader cannot "
             "close the paths that would execute model text; pin math-verify==0.9.0 or update rewards/verify.py"
         )
+    # we pass no timeout on purpose (cpu_deadline and the pool's kill are ours); its warning saying so would
+    # land in the middle of progress bars, once per grading process
+    for name in ("math_verify.parser", "math_verify.grader"):
+        logging.getLogger(name).addFilter(lambda record: not record.getMessage().startswith("Timeout is disabled"))
     config = [LatexExtractionConfig(boxed_match_priority=0)]
     return math_verify, config
 

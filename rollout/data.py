@@ -1,7 +1,7 @@
 """Prompt datasets behind one interface: a list of ``Example`` rows, sampled per step without replacement.
 
 Sources: ``arith`` (built-in synthetic sums, seeded), a JSONL file of ``{problem, answer}`` rows (the schema
-of ../shared/data), or ``hub:NAME`` through ``datasets`` for users with internet.
+of the benchmark files), or ``hub:NAME`` through ``datasets`` for users with internet.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@
 #   MASTER_PORT  free TCP port on node 0              (default 29500)
 #   GPUS_PER_NODE                                      (default: all visible GPUs)
 #   RDZV_ID      job id shared by the nodes            (default $SLURM_JOB_ID or "groupwise")
-# e.g. NNODES=2 NODE_RANK=0 MASTER_ADDR=node0 scripts/train_multinode.sh -c configs/gspo_qwen25_math_1p5b.yaml
+# e.g. NNODES=2 NODE_RANK=0 MASTER_ADDR=node0 scripts/train_multinode.sh -c configs/base_gpu.yaml -c configs/gspo.yaml
 set -euo pipefail
+source "$(dirname "$0")/_venv.sh"
 nnodes=${NNODES:-1}
 node_rank=${NODE_RANK:-${SLURM_NODEID:-0}}
 port=${MASTER_PORT:-29500}

@@ -6,6 +6,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The product reads benchmark files only from a directory the user names; this repository's tests and CI name
+# the data folder kept beside the checkout (unless GROUPWISE_DATA already names one).
+SHARED_DATA = ROOT.parent / "shared" / "data"
+if SHARED_DATA.is_dir():
+    os.environ.setdefault("GROUPWISE_DATA", str(SHARED_DATA))
+
+
+@pytest.fixture
+def benchmark_dir() -> Path:
+    """The directory of real benchmark files (gsm8k_test.jsonl, math500.jsonl, ...); skips when absent."""
+    named = os.environ.get("GROUPWISE_DATA")
+    if not named or not Path(named).is_dir():
+        pytest.skip(f"no benchmark files: set GROUPWISE_DATA (none at {SHARED_DATA})")
+    return Path(named)
 
 
 @pytest.fixture(scope="session")

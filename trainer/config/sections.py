@@ -27,6 +27,11 @@ class DataConfig(Section):
     source: str = Field(
         "toy", description="toy (toy-reasoner task), arith (plain sums), a {problem, answer} JSONL, or hub:NAME"
     )
+    dir: str = Field(
+        "",
+        description="directory of data files: named benchmarks (gsm8k_test.jsonl, ...) and relative JSONL paths are "
+        "looked up there; '': $GROUPWISE_DATA, else benchmarks come from the hub",
+    )
     prompts_per_step: int = Field(16, ge=1, description="B: prompts per optimizer step, over all ranks")
     instruction: str = Field(
         "", description="appended to each problem in the user message (e.g. 'put the answer in \\boxed{}')"
