@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.fields import field_range
+from rewards.schemes.budget import budget_range
 from trainer.config.fields import Config, ConfigError
 
 
@@ -111,6 +112,7 @@ def validate(cfg: Config, world_size: int | None = None) -> None:
                 f"rollout.tensor_parallel_size={cfg.rollout.tensor_parallel_size} must divide the {world_size} ranks"
             )
     _check_server(cfg)
+    _check_length_methods(cfg)
     model = cfg.model.path
     if not model.startswith("builtin:") and (model.startswith((".", "/", "~")) or Path(model).exists()):
         if not (Path(model).expanduser() / "config.json").is_file():
@@ -165,6 +167,33 @@ def _check_server(cfg: Config) -> None:
                 "rollout.dynamic_sampling decides after grading how many more prompts to draw, which a generation "
                 "started steps ahead cannot know; use rollout.max_staleness=0 with it"
             )
+
+
+def _check_length_methods(cfg: Config) -> None:
+    """L1's budgets, ThinkPrune's cap and GFPO's filter against the rollout they live in."""
+    r, lo, G = cfg.reward, cfg.loss, cfg.rollout.group_size
+    if r.name in ("l1_exact", "l1_max"):
+        low, high = budget_range(r.l1.budget_min, r.l1.budget_max, cfg.rollout.max_new_tokens)
+        if low > high:
+            raise ConfigError(f"reward.l1: budget_min={low} > budget_max={high}; the budgets' range is empty")
+        if high > cfg.rollout.max_new_tokens:
+            raise ConfigError(
+                f"reward.l1.budget_max={high} > rollout.max_new_tokens={cfg.rollout.max_new_tokens}: "
+                "a budget the rollout cannot reach; lower reward.l1.budget_max or raise rollout.max_new_tokens"
+            )
+    cap = r.thinkprune.cap
+    if r.name == "thinkprune" and cap is not None and cap > cfg.rollout.max_new_tokens:
+        raise ConfigError(
+            f"reward.thinkprune.cap={cap} > rollout.max_new_tokens={cfg.rollout.max_new_tokens}; the first limit is "
+            "at most what the rollout samples (leave it unset for rollout.max_new_tokens)"
+        )
+    if lo.gfpo_keep and not 2 <= lo.gfpo_keep < G:
+        raise ConfigError(
+            f"loss.gfpo_keep={lo.gfpo_keep} must be in [2, rollout.group_size={G}): GFPO samples more than it "
+            "keeps, and a kept set of one has no advantage; raise rollout.group_size or lower loss.gfpo_keep"
+        )
+    if lo.gfpo_keep and lo.adv_norm == "batch":
+        raise ConfigError("loss.gfpo_keep (GFPO) normalizes over each group's kept set; set loss.adv_norm=group")
 
 
 def resolve(cfg: Config) -> Config:

@@ -123,6 +123,9 @@ class LossConfig:
     tis_cap: float | None = bounded(None, 0, INF, "[)", "0 disables; a cap C applies min(ratio, C)")
     # optimizer steps per rollout batch (mini-batches); 1: ratios are exactly 1
     updates_per_batch: int = bounded(1, 1, INF)
+    adv_norm: Literal["group", "batch"] = "group"  # batch: DLER's group mean then batch-wide std (all ranks)
+    gfpo_keep: int = bounded(0, 0, INF)  # GFPO: responses of each group trained on (k < rollout.group_size); 0: off
+    gfpo_metric: Literal["length", "token_efficiency"] = "length"  # GFPO: keep the shortest, or top reward/token
 
 
 @dataclass
@@ -157,6 +160,7 @@ class EvalConfig:
     temperature: float = bounded(1.0, 0, INF, "()")  # sampling temperature of evaluation
     top_p: float = bounded(1.0, 0, 1, "(]")  # nucleus mass of evaluation
     max_new_tokens: int = bounded(0, 0, INF)  # 0: rollout.max_new_tokens
+    budget: int = bounded(0, 0, INF)  # L1: the token budget in every eval prompt (reward.name l1_*); 0: none
 
 
 @dataclass
