@@ -55,6 +55,8 @@ def _add_eval(sub) -> None:
     p.add_argument(
         "--data-dir", default=None, help="benchmark JSONL directory (default $GROUPWISE_DATA or ../shared/data)"
     )
+    p.add_argument("--budget", type=int, nargs="+", default=None, help="L1: evaluate at these token budgets")
+    p.add_argument("--budget-phrase", choices=["exact", "max"], default="exact", help="L1: the budget phrase")
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     p.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default="auto", help="pick a GPU with CUDA_VISIBLE_DEVICES"

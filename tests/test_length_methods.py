@@ -80,6 +80,18 @@ def test_budgets_are_drawn_once_per_row_in_range_and_written_into_the_prompt():
     assert [r.budget for r in fixed] == [32] * 3 and fixed[2].problem.endswith("Think for maximum 32 tokens.")
 
 
+def test_groupwise_eval_evaluates_each_benchmark_at_each_fixed_budget():
+    from app.eval_cli import budget_variants
+
+    rows = [Example("a", "1 + 2 = ?", "3")]
+    assert budget_variants("toy", rows, None, "exact") == [("toy", rows)]
+    (l1, r1), (l2, r2) = budget_variants("toy", rows, [16, 64], "max")
+    assert r1[0].budget == 16
+    assert (l1, l2) == ("toy@16", "toy@64") and r2[0].problem == "1 + 2 = ? Think for maximum 64 tokens."
+    with pytest.raises(ValueError, match="--budget 0"):
+        budget_variants("toy", rows, [0], "exact")
+
+
 # --- ShorterBetter (arXiv 2504.21370, Eqs. 2-3; no public code) -------------------------------------------------
 
 
