@@ -105,6 +105,8 @@ def _add_eval(sub) -> None:
         help="directory of benchmark files (gsm8k_test.jsonl, math500.jsonl, ...); default $GROUPWISE_DATA, else "
         "gsm8k and math500 come from the hub",
     )
+    p.add_argument("--budget", type=int, nargs="+", default=None, help="L1: evaluate at these token budgets")
+    p.add_argument("--budget-phrase", choices=["exact", "max"], default="exact", help="L1: the budget phrase")
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     p.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default="auto", help="pick a GPU with CUDA_VISIBLE_DEVICES"
@@ -196,6 +198,8 @@ def _eval(args) -> int:
         # both samplers divide by it, as does the config's eval.temperature (0, inf)
         _check(args.temperature > 0, f"--temperature must be > 0, got {args.temperature}: greedy is not supported")
         _check(0 < args.top_p <= 1, f"--top-p {args.top_p}: must be in (0, 1]")
+        for n in args.budget or []:
+            _check(n >= 1, f"--budget {n}: a token budget must be a positive number of tokens")
     _quiet_libraries()
     from app.eval_cli import compare, run_eval
 

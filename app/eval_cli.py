@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 
 from app.benchmarks import DEFAULT_INSTRUCTION, load_benchmark
+from rewards.schemes import SCHEMES
+from rollout.data import with_budgets
 from trainer.evaluate import compare_table, evaluate, markdown_table
 
 
@@ -20,6 +22,17 @@ def model_path(name: str) -> str:
     if not name.startswith("builtin:") and local and not Path(name).expanduser().exists():
         raise FileNotFoundError(f"model {name!r} does not exist: give a model directory, a hub id or builtin:NAME")
     return resolve_model_path(name)
+
+
+def budget_variants(name: str, rows: list, budgets: list[int] | None, phrase: str) -> list[tuple[str, list]]:
+    """The benchmark's rows as they are, or, with ``--budget``, once per budget n with L1's phrase and n in
+    every prompt (L1's evaluation at fixed budgets, arXiv 2503.04697 §4), labelled ``NAME@n``."""
+    if not budgets:
+        return [(name, rows)]
+    if min(budgets) < 1:
+        raise ValueError(f"--budget {min(budgets)}: a token budget must be a positive number of tokens")
+    text = SCHEMES["l1_max" if phrase == "max" else "l1_exact"].phrase
+    return [(f"{name}@{n}", with_budgets(rows, text, n, n, seed=0)) for n in budgets]
 
 
 def run_eval(args) -> str:
@@ -35,6 +48,9 @@ def run_eval(args) -> str:
         name: load_benchmark("toy:" + args.model if name == "toy" and toy_model else name, args.data_dir, args.limit)
         for name in args.benchmarks
     }
+    variants = [
+        v for name, rows in benches.items() for v in budget_variants(name, rows, args.budget, args.budget_phrase)
+    ]
     path = model_path(args.model)
     try:
         tok = AutoTokenizer.from_pretrained(path)
@@ -61,13 +77,11 @@ def run_eval(args) -> str:
     grader = GraderPool()
     results, problems = {}, {}
     try:
-        for name, rows in benches.items():
+        for label, rows in variants:
             res = evaluate(backend, tok, rows, args.samples, grader, instruction, seed=args.seed)
-            results[name], problems[name] = res["summary"], res["problems"]
-            print(
-                f"{name}: acc {100 * res['summary']['accuracy']:.1f}%  tokens {res['summary']['tokens']:.0f}",
-                flush=True,
-            )
+            results[label], problems[label] = res["summary"], res["problems"]
+            s = res["summary"]
+            print(f"{label}: acc {100 * s['accuracy']:.1f}%  tokens {s['tokens']:.0f}", flush=True)
     finally:
         grader.close()
     settings = {k: v for k, v in vars(args).items() if k not in ("compare", "func")}

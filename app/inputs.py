@@ -4,12 +4,26 @@ trainer never imports it; every file is read and checked before any model is bui
 
 from __future__ import annotations
 
-from rollout.data import load_source
+from rewards.schemes import SCHEMES
+from rollout.data import Example, load_source, with_budgets
 from toylab import reasoner
 from trainer.config import Config
+from trainer.config.reward import budget_range
 from trainer.loop import RunInputs
 
 TINY_RANDOM_POSITIONS = 1024  # builtin:tiny-random: toylab.models.build_model's default
+
+
+def budgeted(cfg: Config, rows: list[Example], eval_rows: list[Example]) -> tuple[list, list]:
+    """L1's budgets in the prompts: every training row under ``reward.name`` l1_exact / l1_max (its own
+    phrase), and every eval row at the fixed ``eval.budget`` when set (L1's evaluation at fixed budgets)."""
+    phrase = getattr(SCHEMES[cfg.reward.name], "phrase", SCHEMES["l1_exact"].phrase)
+    if cfg.reward.name in ("l1_exact", "l1_max"):
+        low, high = budget_range(cfg.reward.l1.budget_min, cfg.reward.l1.budget_max, cfg.rollout.max_new_tokens)
+        rows = with_budgets(rows, phrase, low, high, cfg.seed)
+    if cfg.eval.budget:
+        eval_rows = with_budgets(eval_rows, phrase, cfg.eval.budget, cfg.eval.budget, cfg.seed)
+    return rows, eval_rows
 
 
 def run_inputs(cfg: Config) -> RunInputs:
@@ -24,6 +38,7 @@ def run_inputs(cfg: Config) -> RunInputs:
             source, cfg.seed, d.arith_operands, d.arith_max_value, d.arith_size, d.skip_bad_rows, skipped
         )
     eval_rows = periodic_eval_rows(cfg) if cfg.eval.every else []
+    rows, eval_rows = budgeted(cfg, rows, eval_rows)
     path = cfg.model.path
     positions = None
     if path.startswith("builtin:"):

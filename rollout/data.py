@@ -25,6 +25,7 @@ class Example:
     id: str
     problem: str
     answer: str
+    budget: int | None = None  # L1: the token budget stated in ``problem`` (None: no budget)
 
 
 def sum_operands(
@@ -45,6 +46,20 @@ def arithmetic_task(n: int, operands: int = 2, max_value: int = 20, seed: int = 
         Example(f"arith/{seed}/{i}", " + ".join(map(str, nums)) + " = ?", str(sum(nums)))
         for i, nums in zip(range(n), draws)
     ]
+
+
+def with_budgets(rows: list[Example], phrase: str, low: int, high: int, seed: int) -> list[Example]:
+    """L1's prompts (arXiv 2503.04697 §3; ``cmu-l3/l1`` ``scripts/data/deepscaler_dataset.py``): each row gets
+    a budget n drawn once, uniformly from the integers [low, high] (fixed for the whole run, as the authors
+    draw it when they build the data set), and ``phrase`` with n ("Think for {n} tokens.") appended to its
+    problem after a space. ``low == high`` gives every row the same budget (evaluation at a fixed budget).
+    Seeded, so every rank and a resumed run see the same budgets."""
+    rng = random.Random(seed * 1_000_003 + 36)
+    out = []
+    for r in rows:
+        n = rng.randint(low, high)
+        out.append(Example(r.id, f"{r.problem} {phrase.format(n=n)}", r.answer, n))
+    return out
 
 
 def _row(line: str, where: str, default_id: str) -> Example:

@@ -43,11 +43,13 @@ class Experiment:
     model: str = "builtin:toy-shortcut5"
 
 
+NEW_METHODS = ("l1_exact", "l1_max", "shorterbetter", "thinkprune", "gfpo", "dler")
 EXPERIMENTS = {
     "offpolicy": Experiment(
         ("offpolicy.yaml",), "gspo", ("gspo", "luspo"), ("grpo", "dr_grpo", "dapo"), "builtin:toy-lengthpays"
     ),
-    "length": Experiment((), "grpo", ("grpo", "correct_lp", "grpo_lambda", "acoer", "kimi_lp")),
+    # fourth round (issue 36; predictions committed before its runs): the newer methods in `length` and `reasoner`
+    "length": Experiment((), "grpo", ("grpo", "correct_lp", "grpo_lambda", "acoer", "kimi_lp", *NEW_METHODS)),
     # added before its first run, once the shipped toy-shortcut5 measured 81.8% (worked answers 96-100% right):
     # Kimi's penalty needs groups of mostly wrong worked answers to start its loop; toy-lengthpays has them
     # kimi_lp_x2 added after the second edition (its predictions committed before its runs): Kimi's penalty at
@@ -59,12 +61,14 @@ EXPERIMENTS = {
     "reasoner": Experiment(
         ("reasoner.yaml",),
         "grpo",
-        ("grpo", "correct_lp", "grpo_lambda", "acoer", "kimi_lp_x2"),
+        ("grpo", "correct_lp", "grpo_lambda", "acoer", "kimi_lp_x2", *NEW_METHODS),
         model="builtin:toy-reasoner",
     ),
 }
 CONTROL_SEEDS = 3
 COLORS = {"kimi_lp": "C3", "kimi_lp_x2": "C5", "correct_lp": "C1", "grpo_lambda": "C2", "acoer": "C0"}
+COLORS.update({"l1_exact": "C8", "l1_max": "C9", "shorterbetter": "C6", "thinkprune": "tab:olive"})
+COLORS.update({"gfpo": "tab:brown", "dler": "tab:pink"})
 COLORS.update({"gspo": "C3", "luspo": "C0", "grpo": "C7", "dr_grpo": "C2", "dapo": "C4"})
 # Decided before the second edition's first run (docs/toy-lab.md): a run has collapsed when its final held-out
 # accuracy is below COLLAPSE_RATIO x its start; its length has collapsed when its final mean tokens are below

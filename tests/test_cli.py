@@ -59,6 +59,7 @@ BAD_INPUTS = [
     (["eval", "builtin:toy-reasoner", "-b", "nosuchbench"], ["nosuchbench"]),
     (["eval", "builtin:toy-reasoner", "-b", "missing.jsonl"], ["missing.jsonl"]),
     (["eval", "builtin:toy-reasoner", "--temperature", "0"], ["--temperature"]),
+    (["eval", "builtin:toy-reasoner", "--budget", "64", "0"], ["--budget 0"]),
     (["eval"], ["MODEL"]),
     (["report", "/nonexistent"], ["/nonexistent", "metrics.jsonl"]),
     (["plot", "/nonexistent", "-o", "c.png"], ["/nonexistent"]),

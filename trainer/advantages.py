@@ -31,3 +31,58 @@ def zero_variance_share(rewards: torch.Tensor, group_size: int) -> float:
     """Share of groups whose rewards all tie (they carry no learning signal)."""
     r = rewards.view(-1, group_size)  # [B, G]
     return (r.max(dim=1).values == r.min(dim=1).values).float().mean().item()
+
+
+def batch_std_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:
+    """DLER's batch-wise normalization (arXiv 2510.15110, §3.1, the REINFORCE++-baseline form): centre each
+    reward on its group's mean, then standardize over the whole batch,
+
+        A_i = (a_i - mean_batch(a)) / (std_batch(a) + eps),   a_i = r_i - mean_group(r).
+
+    ``rewards [N]`` is the whole step's batch (all ranks), so the std is global. A batch whose groups all tie
+    gets exactly 0. [N] float64."""
+    r = rewards.to(torch.float64).view(-1, group_size)  # [B, G]
+    a = (r - r.mean(dim=1, keepdim=True)).view(-1)  # [N]
+    tied = (r.max(dim=1).values == r.min(dim=1).values)[:, None].expand_as(r).reshape(-1)  # [N]
+    a = torch.where(tied, torch.zeros_like(a), a)  # no float dust from a tied group's mean
+    if a.numel() < 2 or bool((a == 0).all()):
+        return torch.zeros_like(a)
+    return (a - a.mean()) / (a.std() + eps)
+
+
+def gfpo_keep_mask(
+    rewards: torch.Tensor, lengths: torch.Tensor, group_size: int, keep: int, metric: str
+) -> torch.Tensor:
+    """GFPO's filter (arXiv 2508.09726, §3): in each group the ``keep`` responses with the smallest length
+    (``metric="length"``) or the largest reward per token r_i / L_i (``"token_efficiency"``); ties go to the
+    lower index. [N] bool."""
+    r, L = rewards.to(torch.float64).view(-1, group_size), lengths.to(torch.float64).view(-1, group_size)  # [B, G]
+    if metric == "length":
+        score = -L
+    elif metric == "token_efficiency":
+        score = r / L.clamp(min=1.0)
+    else:
+        raise ValueError(f"loss.gfpo_metric {metric!r}: choose from ['length', 'token_efficiency']")
+    order = torch.sort(-score, dim=1, stable=True).indices[:, :keep]  # [B, k] best first, ties by index
+    mask = torch.zeros_like(r, dtype=torch.bool).scatter_(1, order, True)  # [B, G]
+    return mask.view(-1)
+
+
+def gfpo_advantages(
+    rewards: torch.Tensor, kept: torch.Tensor, group_size: int, scale_std: bool = True, eps: float = 1e-6
+) -> torch.Tensor:
+    """GFPO's advantages (arXiv 2508.09726, Eq. 2): mean and std over each group's kept set S only,
+    A_i = (r_i - mean_S(r)) / (std_S(r) + eps) for i in S, and 0 for the filtered-out rows (which also leave
+    the loss). The std is the unbiased one over |S|, as ``group_advantages``. [N] float64."""
+    r = rewards.to(torch.float64).view(-1, group_size)  # [B, G]
+    m = kept.view(-1, group_size).to(torch.float64)  # [B, G]
+    n = m.sum(dim=1, keepdim=True)  # [B, 1]
+    mean = (r * m).sum(dim=1, keepdim=True) / n
+    centered = (r - mean) * m  # [B, G]
+    if scale_std:
+        std = torch.sqrt((centered**2).sum(dim=1, keepdim=True) / (n - 1).clamp(min=1))
+        centered = centered / (std + eps)
+    big = torch.finfo(torch.float64).max
+    hi = torch.where(m > 0, r, torch.full_like(r, -big)).max(dim=1, keepdim=True).values
+    lo = torch.where(m > 0, r, torch.full_like(r, big)).min(dim=1, keepdim=True).values
+    return torch.where(hi == lo, torch.zeros_like(centered), centered).view(-1)

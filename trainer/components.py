@@ -134,10 +134,13 @@ class Outcomes:
     grade_errors: torch.Tensor  # 1.0 when grading raised
     degenerate: torch.Tensor  # 1.0 for an empty or repetitive completion
     abnormal: torch.Tensor  # 1.0 for a finish reason other than stop / length (vllm: abort, error)
+    budgets: torch.Tensor | None = None  # the token budget in the prompt (L1), 0.0 without one
 
     @classmethod
-    def gather(cls, completions: list[Completion], grades: list) -> Outcomes:
-        """This rank's completions and grades, gathered from every rank (a collective)."""
+    def gather(cls, completions: list[Completion], grades: list, budgets: list[float] | None = None) -> Outcomes:
+        """This rank's completions and grades (and each one's prompt budget), gathered from every rank (a
+        collective)."""
+        budgets = budgets if budgets is not None else [0.0] * len(completions)
         local = [
             (
                 float(gr.correct),
@@ -148,15 +151,19 @@ class Outcomes:
                 float(gr.error),
                 float(is_degenerate(c.text)),
                 float(c.finish_reason not in FINISH_REASONS),
+                float(n),
             )
-            for c, gr in zip(completions, grades, strict=True)
+            for c, gr, n in zip(completions, grades, budgets, strict=True)
         ]
         rows = [row for part in dist.gather_objects(local) for row in part]
         columns = torch.tensor(rows, dtype=torch.float32).reshape(len(rows), len(dataclasses.fields(cls))).T
         return cls(*(c.contiguous() for c in columns))
 
     def reward_batch(self, group_size: int, max_new_tokens: int) -> RewardBatch:
-        return RewardBatch(self.correct, self.has_answer, self.lengths, self.truncated, group_size, max_new_tokens)
+        budgets = self.budgets if self.budgets is not None and bool((self.budgets > 0).any()) else None
+        return RewardBatch(
+            self.correct, self.has_answer, self.lengths, self.truncated, group_size, max_new_tokens, budgets
+        )
 
 
 def batch_metrics(out: Outcomes, rewards: torch.Tensor, group_size: int) -> dict[str, float]:

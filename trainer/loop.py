@@ -23,12 +23,12 @@ from rollout.base import FINISH_REASONS, collate
 from rollout.data import Example
 from rollout.server import RolloutUnavailable
 from trainer import checkpoint, dist, faults
-from trainer.advantages import group_advantages
 from trainer.components import Outcomes, batch_metrics, on_collapse, sample_step
 from trainer.config import Config, to_dict
 from trainer.lifecycle import Preempted, Preemption, TrainingHalted, truncate_history, write_event, write_groups
 from trainer.metrics import MetricsLogger
 from trainer.session import Session, open_session
+from trainer.step_advantages import step_advantages
 
 
 @dataclass
@@ -106,13 +106,12 @@ def run_step(s: Session, step: int) -> dict[str, float]:
     t1 = time.perf_counter()
 
     # 2. score the whole batch (all ranks) with the reward scheme; group advantages on this rank's rows
-    out = Outcomes.gather(completions, grades)
+    out = Outcomes.gather(completions, grades, [float(ex.budget or 0) for ex in examples for _ in range(G)])
     rewards_all, reward_metrics = s.scheme(out.reward_batch(G, cfg.rollout.max_new_tokens))
     if dist.is_main():
         write_groups(s.run_dir, step, out, G)
     n_local = len(completions)
-    rewards = rewards_all[rank * n_local : (rank + 1) * n_local]  # [N]
-    adv = group_advantages(rewards, G, cfg.loss.scale_std, cfg.loss.adv_eps)  # [N]
+    adv, kept, adv_metrics = step_advantages(cfg, rewards_all, out.lengths, rank, n_local)  # GRPO / DLER / GFPO
     t2 = time.perf_counter()
 
     # 3. learner update, then make the sampler use the new weights
@@ -121,6 +120,7 @@ def run_step(s: Session, step: int) -> dict[str, float]:
     # truncated one leaves the loss too
     leave = ("length",) if cfg.reward.overlong_filter else ()
     keep = torch.tensor([c.finish_reason in FINISH_REASONS and c.finish_reason not in leave for c in completions])
+    keep &= kept  # GFPO: the filtered-out rows leave the loss (and its token count)
     batch.completion_mask *= keep[:, None].float()
     learner_metrics = s.learner.update(batch, adv, step)
     t_update = time.perf_counter()
@@ -135,7 +135,7 @@ def run_step(s: Session, step: int) -> dict[str, float]:
     # 4. metrics (global: the outcomes were gathered; learner metrics are reduced over ranks)
     gen_tokens = dist.all_sum(torch.tensor(float(batch.completion_mask.sum()))).item()
     gen_seconds = s.ahead.generation_seconds if s.ahead is not None else t1 - t0  # its own time, not waited
-    metrics = {**batch_metrics(out, rewards_all, G), **reward_metrics, **learner_metrics}
+    metrics = {**batch_metrics(out, rewards_all, G), **reward_metrics, **adv_metrics, **learner_metrics}
     metrics.update(
         {
             "sampling_rounds": float(rounds),

@@ -1,9 +1,10 @@
 """Reward schemes: small picklable objects that turn the step's grades and lengths into rewards.
 
-One module per scheme family (``binary``, ``length_penalty``, ``efficiency``, ``acoer``); each registers its
-schemes and how they are built from the config (``base.register``). Every module of this package is imported
-here, so a new scheme file registers itself; its knobs are declared torch-free with the config
-(``trainer/config/reward.py``: a section, and its name among ``reward.name``'s choices).
+One module per scheme family (``binary``, ``length_penalty``, ``efficiency``, ``acoer``, ``l1``, ``shorterbetter``,
+``thinkprune``, ``dler``); each registers its schemes and how they are built from the config
+(``base.register``). Every module of this package is imported here, so a new scheme file registers itself;
+its knobs are declared torch-free with the config (``trainer/config/reward.py``: a section, and its name among
+``reward.name``'s choices).
 """
 
 from __future__ import annotations

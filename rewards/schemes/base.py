@@ -28,6 +28,7 @@ class RewardBatch:
     truncated: torch.Tensor  # [N] 1.0 if the completion hit max_new_tokens
     group_size: int
     max_new_tokens: int
+    budgets: torch.Tensor | None = None  # [N] the token budget n in each prompt (L1); None without budgets
 
 
 class Stateless:

@@ -11,7 +11,16 @@ from trainer.config.checks import resolve, server_urls, validate
 from trainer.config.describe import FieldRow, as_markdown, as_text, describe_fields
 from trainer.config.errors import RENAMED
 from trainer.config.load import load_config, parse_overrides, save_config, to_dict
-from trainer.config.reward import ACOERParams, BinaryParams, EfficiencyParams, LengthPenaltyParams, RewardConfig
+from trainer.config.reward import (
+    ACOERParams,
+    BinaryParams,
+    EfficiencyParams,
+    L1Params,
+    LengthPenaltyParams,
+    RewardConfig,
+    ShorterBetterParams,
+    ThinkPruneParams,
+)
 from trainer.config.root import Config
 from trainer.config.sections import (
     CheckpointConfig,
@@ -41,6 +50,7 @@ __all__ = [
     "EvalConfig",
     "FieldRow",
     "GuardConfig",
+    "L1Params",
     "LengthPenaltyParams",
     "LogConfig",
     "LossConfig",
@@ -49,6 +59,8 @@ __all__ = [
     "RewardConfig",
     "RolloutConfig",
     "ServerConfig",
+    "ShorterBetterParams",
+    "ThinkPruneParams",
     "VllmConfig",
     "as_markdown",
     "as_text",

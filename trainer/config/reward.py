@@ -21,7 +21,19 @@ from pydantic import Field, model_validator
 from trainer.config.base import Section, why
 
 # The registered schemes' names, sorted (``rewards.schemes.SCHEMES``; tests/test_schemes.py checks they agree).
-SchemeName = Literal["acoer", "arora_zanette", "binary", "correct_lp", "grpo_lambda", "kimi_lp"]
+SchemeName = Literal[
+    "acoer",
+    "arora_zanette",
+    "binary",
+    "correct_lp",
+    "dler",
+    "grpo_lambda",
+    "kimi_lp",
+    "l1_exact",
+    "l1_max",
+    "shorterbetter",
+    "thinkprune",
+]
 
 
 class BinaryParams(Section):
@@ -110,6 +122,51 @@ class ACOERParams(Section):
         return self
 
 
+class L1Params(Section):
+    """l1_exact and l1_max (rewards/schemes/l1.py): the budget term and the budgets put in the prompts."""
+
+    alpha: float = Field(0.0003, gt=0, description="alpha, reward per token of budget gap (authors: 0.0003)")
+    budget_min: int | None = Field(
+        None,
+        ge=1,
+        description="budgets n are drawn uniformly from [budget_min, budget_max]; None: 100/4096 of "
+        "rollout.max_new_tokens",
+    )
+    budget_max: int | None = Field(None, ge=1, description="top of the budgets; None: 4000/4096 of max_new_tokens")
+
+
+def budget_range(budget_min: int | None, budget_max: int | None, max_new_tokens: int) -> tuple[int, int]:
+    """The budgets' range: as given, or the authors' [100, 4000] of a 4096-token limit (``cmu-l3/l1``
+    ``scripts/data/deepscaler_dataset.py``, ``run_l1_exact.sh``) scaled to ``max_new_tokens``. Here, torch-free,
+    because the config checks it against ``rollout.max_new_tokens`` and the trainer draws the prompts' budgets
+    from it."""
+    lo = budget_min if budget_min is not None else max(1, round(max_new_tokens * 100 / 4096))
+    hi = budget_max if budget_max is not None else max(lo, round(max_new_tokens * 4000 / 4096))
+    return lo, hi
+
+
+class ShorterBetterParams(Section):
+    """shorterbetter (rewards/schemes/shorterbetter.py)."""
+
+    alpha: float = Field(2.0, gt=0, description="reward of a correct answer (paper: 2.0)")
+    beta: float = Field(0.001, ge=0, description="reward per token of distance from the SOL (paper: 0.001)")
+
+
+class ThinkPruneParams(Section):
+    """thinkprune (rewards/schemes/thinkprune.py): the first limit and its schedule."""
+
+    cap: int | None = Field(None, ge=1, description="first round's token limit; None: rollout.max_new_tokens")
+    shrink: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="each round lowers the limit by this share of the first (authors: 4k, 3k, 2k -> 0.25)",
+        json_schema_extra=why("a share of the first limit; 1 would leave no tokens"),
+    )
+    rounds: int = Field(3, ge=1, description="rounds in the schedule (the last limit is kept after them)")
+    round_steps: int = Field(0, ge=0, description="steps per round; 0: one round, the first limit throughout")
+
+
 class RewardConfig(Section):
     name: SchemeName = Field("correct_lp", description="scheme (rewards/schemes/: one module per scheme family)")
     format_weight: float = Field(
@@ -134,3 +191,10 @@ class RewardConfig(Section):
         default_factory=EfficiencyParams, description="grpo_lambda, arora_zanette: z-scored length among correct"
     )
     acoer: ACOERParams = Field(default_factory=ACOERParams, description="acoer: adaptive brevity bonus")
+    l1: L1Params = Field(default_factory=L1Params, description="l1_exact, l1_max: L1's token budget in the prompt")
+    shorterbetter: ShorterBetterParams = Field(
+        default_factory=ShorterBetterParams, description="shorterbetter: a pull towards the shortest correct length"
+    )
+    thinkprune: ThinkPruneParams = Field(
+        default_factory=ThinkPruneParams, description="thinkprune: a token limit tightened over rounds"
+    )

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from trainer.config.base import Section
-from trainer.config.reward import RewardConfig
+from trainer.config.reward import RewardConfig, budget_range
 from trainer.config.sections import (
     CheckpointConfig,
     DataConfig,
@@ -57,4 +57,31 @@ class Config(Section):
         cache = self.reward.overlong_cache
         if cache is not None and cache > max_new:
             raise ValueError(f"reward.overlong_cache={cache} must be in (0, rollout.max_new_tokens={max_new}]")
+        return self
+
+    @model_validator(mode="after")
+    def _length_methods_fit_the_rollout(self) -> Config:
+        """L1's budgets, ThinkPrune's cap and GFPO's filter against the rollout they live in."""
+        r, max_new, G = self.reward, self.rollout.max_new_tokens, self.rollout.group_size
+        if r.name in ("l1_exact", "l1_max"):
+            low, high = budget_range(r.l1.budget_min, r.l1.budget_max, max_new)
+            if low > high:
+                raise ValueError(f"reward.l1: budget_min={low} > budget_max={high}; the budgets' range is empty")
+            if high > max_new:
+                raise ValueError(
+                    f"reward.l1.budget_max={high} > rollout.max_new_tokens={max_new}: a budget the rollout cannot "
+                    "reach; lower reward.l1.budget_max or raise rollout.max_new_tokens"
+                )
+        cap = r.thinkprune.cap
+        if r.name == "thinkprune" and cap is not None and cap > max_new:
+            raise ValueError(
+                f"reward.thinkprune.cap={cap} > rollout.max_new_tokens={max_new}; the first limit is at most what "
+                "the rollout samples (leave it unset for rollout.max_new_tokens)"
+            )
+        keep = self.loss.gfpo_keep
+        if keep and not 2 <= keep < G:
+            raise ValueError(
+                f"loss.gfpo_keep={keep} must be in [2, rollout.group_size={G}): GFPO samples more than it keeps, "
+                "and a kept set of one has no advantage; raise rollout.group_size or lower loss.gfpo_keep"
+            )
         return self

@@ -152,11 +152,26 @@ class LossConfig(Section):
     updates_per_batch: int = Field(
         1, ge=1, description="optimizer steps per rollout batch (mini-batches); 1: ratios are exactly 1"
     )
+    adv_norm: Literal["group", "batch"] = Field(
+        "group", description="batch: DLER's group mean then batch-wide std (all ranks)"
+    )
+    gfpo_keep: int = Field(
+        0, ge=0, description="GFPO: responses of each group trained on (k < rollout.group_size); 0: off"
+    )
+    gfpo_metric: Literal["length", "token_efficiency"] = Field(
+        "length", description="GFPO: keep the shortest, or top reward/token"
+    )
 
     @model_validator(mode="after")
     def _cap_is_off_or_at_least_one(self) -> LossConfig:
         if self.tis_cap is not None and 0 < self.tis_cap < 1:
             raise ValueError(f"loss.tis_cap={self.tis_cap}: use 0 (off) or a cap >= 1 (2.0 is common)")
+        return self
+
+    @model_validator(mode="after")
+    def _gfpo_normalizes_per_group(self) -> LossConfig:
+        if self.gfpo_keep and self.adv_norm == "batch":
+            raise ValueError("loss.gfpo_keep (GFPO) normalizes over each group's kept set; set loss.adv_norm=group")
         return self
 
 
@@ -194,6 +209,7 @@ class EvalConfig(Section):
     temperature: float = Field(1.0, gt=0, description="sampling temperature of evaluation")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus mass of evaluation")
     max_new_tokens: int = Field(0, ge=0, description="0: rollout.max_new_tokens")
+    budget: int = Field(0, ge=0, description="L1: the token budget in every eval prompt (reward.name l1_*); 0: none")
 
 
 class LogConfig(Section):
