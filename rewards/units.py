@@ -21,10 +21,12 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_SPELLINGS = {  # one unit, its spellings (lower case)
+_SPELLINGS = {  # one unit, its spellings (lower case; '_' is a space)
     "mm": "mm millimeter millimeters millimetre millimetres", "cm": "cm centimeter centimeters centimetre centimetres",
     "m": "m meter meters metre metres", "km": "km kilometer kilometers kilometre kilometres",
-    "in": "in inch inches", "ft": "ft foot feet", "yd": "yd yard yards", "mi": "mi mile miles", "mph": "mph",
+    "in": "in inch inches", "ft": "ft foot feet", "yd": "yd yard yards", "mi": "mi mile miles",
+    "mph": "mph miles_per_hour",
+    "km/h": "km/h kph kmph kilometers_per_hour kilometres_per_hour", "m/s": "m/s meters_per_second metres_per_second",
     "s": "s sec secs second seconds", "min": "min mins minute minutes", "h": "h hr hrs hour hours",
     "day": "day days", "week": "week weeks", "month": "month months", "year": "year years yr yrs",
     "deg": "° degree degrees", "rad": "rad radian radians", "mg": "mg milligram milligrams",
@@ -32,7 +34,7 @@ _SPELLINGS = {  # one unit, its spellings (lower case)
     "oz": "oz ounce ounces", "l": "l liter liters litre litres", "ml": "ml milliliter milliliters millilitre",
     "gal": "gal gallon gallons", "dollar": "dollar dollars", "cent": "cent cents",
 }  # fmt: skip
-_CANONICAL = {word: unit for unit, words in _SPELLINGS.items() for word in words.split()}
+_CANONICAL = {word.replace("_", " "): unit for unit, words in _SPELLINGS.items() for word in words.split()}
 _WORDS = "|".join(sorted((re.escape(w) for w in _CANONICAL), key=len, reverse=True))
 _TEXT = re.compile(r"\\(?:text|textbf|textnormal|textrm|mathrm|mbox|textit|operatorname)\s*\{([^{}]*)\}")
 _UNIT = re.compile(
