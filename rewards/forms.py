@@ -6,10 +6,11 @@
   letters and no LaTeX command; a final plural ``s`` on a word of four letters or more is dropped.
   Math-Verify reads every name in lower case; where the two sides' names differ in case only
   (``case_clash``), its verdict is not used and our case-keeping parser decides.
-* **Sets are not tuples** (``brackets_differ``): ``\\{1, 2\\}`` is neither the ordered pair ``(1, 2)`` nor the
-  interval ``[1, 2]`` (Math-Verify compares their elements as sets).
+* **Sets are not tuples** (``brackets_differ``): ``\\{1, 2\\}`` is neither the ordered pair ``(1, 2)`` nor
+  the interval ``[1, 2]`` (Math-Verify compares their elements as sets). Only escaped braces make a set: a
+  bare ``{1, 2}`` is LaTeX grouping, the list 1, 2.
 * **Numerals with a base subscript** (``base_numeral_equal``): Math-Verify drops the subscript, so ``4210_6``
-  equalled ``4210_5`` and ``10_2`` equalled ``10``. Two subscripted numerals are equal when they are the same
+  equalled ``4210_5``. Two subscripted numerals are equal when they are the same
   digits in the same base (the gold's base is the one asked for; base 10 is the same as none). A numeral
   against bare digits: the same digits (``2516`` is ``2516_8``, and a bare gold ``110111`` for "express in base
   2" is ``110111_2``): the bare side is read as the digits in the base asked, never as a decimal value.
@@ -45,17 +46,18 @@ def case_clash(p: str, g: str) -> bool:
     return names_p != names_g and {n.lower() for n in names_p} == {n.lower() for n in names_g}
 
 
-def _braced_set(s: str) -> bool:
-    return s.startswith("{") and s.endswith("}") and "," in s
+def _braced_set(s: str, raw: str) -> bool:
+    """A set written with escaped braces: a bare '{1,3}' is LaTeX grouping, the list 1, 3."""
+    return s.startswith("{") and s.endswith("}") and "," in s and ("\\{" in raw or "\\lbrace" in raw)
 
 
 def _bracketed(s: str) -> bool:
     return s[:1] in "([" and s[-1:] in ")]" and "," in s
 
 
-def brackets_differ(p: str, g: str) -> bool:
-    """A set on one side and a tuple or an interval on the other (normalized answers)."""
-    return (_braced_set(p) and _bracketed(g)) or (_braced_set(g) and _bracketed(p))
+def brackets_differ(p: str, g: str, raw_p: str, raw_g: str) -> bool:
+    """A set on one side and a tuple or an interval on the other (normalized answers and the raw ones)."""
+    return (_braced_set(p, raw_p) and _bracketed(g)) or (_braced_set(g, raw_g) and _bracketed(p))
 
 
 _NUMERAL = re.compile(r"([0-9A-Za-z]{1,64})_\{(\d{1,2})\}")

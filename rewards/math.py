@@ -199,11 +199,11 @@ def _structural_equal(p: str, g: str) -> bool:
     return _scalar_equal(p, g)
 
 
-def form_verdict(p: str, g: str) -> bool | None:
+def form_verdict(p: str, g: str, pred: str, gold: str) -> bool | None:
     """Our verdict on the forms Math-Verify misreads (``rewards.forms``); None when neither side is one."""
     if is_words(p) and is_words(g) and same_words(p, g):
         return True  # 'East' is 'east'; '3R^2' is not '3r^2' (case ignored between words only)
-    if brackets_differ(p, g):
+    if brackets_differ(p, g, pred, gold):
         return False
     return base_numeral_equal(p, g)
 
@@ -254,7 +254,7 @@ def _equivalent(pred: str, gold: str) -> bool:
     p, g = normalize(pred), normalize(gold)
     if not p or not g or hostile(p) or hostile(g):  # normalizing can reveal a power (1e999999999)
         return p == g and bool(p)
-    if p == g or (verdict := form_verdict(p, g)) is True:
+    if p == g or (verdict := form_verdict(p, g, pred, gold)) is True:
         return True
     if verdict is False:  # a set against a tuple, numerals in another base (rewards.forms)
         return False

@@ -93,6 +93,7 @@ POLICY = [
     (box("AB_{12}"), "ab_{12}", True),
     (box("x_1"), "x_{1}", True),
     (box("\\{2,1\\}"), "\\{1,2\\}", True),
+    (box("{1,3}"), "(1,3)", True),  # bare braces are LaTeX grouping, not a set (Math-Verify's suite agrees)
     (box("1000\\%"), "10", True),  # 1000% is 10
     (box("y=-2, x=1"), "(1,-2)", False),  # named values against a tuple: in written order
 ]
