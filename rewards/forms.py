@@ -60,7 +60,7 @@ def brackets_differ(p: str, g: str, raw_p: str, raw_g: str) -> bool:
     return (_braced_set(p, raw_p) and _bracketed(g)) or (_braced_set(g, raw_g) and _bracketed(p))
 
 
-_NUMERAL = re.compile(r"([0-9A-Za-z]{1,64})_\{(\d{1,2})\}")
+_NUMERAL = re.compile(r"([0-9A-Za-z]{0,63}\d[0-9A-Za-z]{0,63})_\{(\d{1,2})\}")  # a digit: 'a_{12}' is a name
 _DIGITS = re.compile(r"[0-9A-Za-z]{1,64}")
 
 

@@ -145,8 +145,9 @@ def _either(s: str) -> str:
 
 _NOT_A_NOUN = (
     "plus|minus|halves|thirds|fourths|fifths|sixths|sevenths|eighths|ninths|tenths|hundredths|thousandths|"
-    "quarters|dozens|hundreds|thousands|millions|billions|trillions|squares|cubes|roots|factorials|digits|zeros"
-)
+    "quarters|dozens|hundreds|thousands|millions|billions|trillions|squares|cubes|roots|factorials|digits|zeros|"
+    "ones|tens|twos|threes|fours|fives|sixes|sevens|eights|nines|twelves|scores|grosses|pairs|[a-z]+ths"
+)  # multipliers and place values: '5 tens' is 50, '3 fifths' is 3/5
 _COUNTED = re.compile(rf"(-?[\d.,]*\d)\s+(?!(?:{_NOT_A_NOUN})$)[a-z]{{3,20}}s")
 
 

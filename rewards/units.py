@@ -6,7 +6,8 @@
   unit and the units differ, the answers differ: no conversion is attempted (``100 cm`` is not ``1 m``
   here; the gold's unit is the one asked for). A unit on one side only is dropped (``12 cm`` is ``12``): a
   problem that asks "in centimeters" gets answers with and without the unit. Words that name no dimension
-  (``units``, ``square units``, counted nouns such as ``apples``) are no unit.
+  (``units``, ``square units``, ``ways``) are no unit; a plural noun after a number counts as one against
+  another unit or noun (``2 cups`` is not ``2 liters``, ``5 apples`` not ``5 oranges``).
 * **Times of day** (``same_time``): ``12:00`` is not the ratio 12:0. An answer shaped ``h:mm`` (two-digit
   minutes below 60, hours up to 24; optionally ``:ss`` and am/pm) is a time: ``9:24``, a MATH gold, is one,
   and no gold ratio in our data sets is written that way (``1:4``, ``3:5``, ``19:60``). Two times compare as
@@ -43,6 +44,9 @@ _UNIT = re.compile(
     re.I,
 )
 
+_NOUN = re.compile(r"-?[\d.,]*\d\s*([a-zA-Z]{3,20}s)\s*\.?")  # one plural noun after a number
+_NO_DIMENSION = {"units", "times", "ways", "points"}  # words that name no dimension: never differ
+
 
 def unit_of(answer: str) -> str | None:
     """The unit an answer ends with, spelled one way (``cm^2``), or None when it names no dimension."""
@@ -50,8 +54,9 @@ def unit_of(answer: str) -> str | None:
     s = re.sub(r"\\[,;:! ]|~|\$|\\\)|\\\]", " ", s).strip()
     s = re.sub(r"\^\s*\{?\\circ\}?", " °", s)
     m = _UNIT.search(s)
-    if m is None:
-        return None
+    if m is None:  # '12 cookies': a counted noun is a unit too ('2 cups' is not '2 liters')
+        noun = _NOUN.fullmatch(s)
+        return f"noun:{noun.group(1).lower()}" if noun and noun.group(1).lower() not in _NO_DIMENSION else None
     unit = _CANONICAL[m.group("unit").lower()]
     power = m.group("pow") or {"²": "2", "³": "3"}.get(m.group("sup") or "", "")
     dim = (m.group("dim") or "").lower()

@@ -68,7 +68,11 @@ STILL_WRONG = [
     (box("x \\le 2 \\text{ or } x>3"), "(-\\infty,2)\\cup(3,\\infty)"),  # an endpoint included
     ("The answer is 5 thousands.", "5"),  # a multiplier is no counted noun
     ("The answer is 3 halves.", "3"),
+    ("The answer is 5 tens.", "5"),  # 50
+    ("The answer is 3 fifths.", "3"),
     ("The answer is 7 eggs.", "8"),
+    ("The answer is 2 cups.", "2 \\text{ liters}"),  # a counted noun against another unit
+    (box("5 \\text{ apples}"), "5 \\text{ oranges}"),
     (box("0.\\overline{14}"), "\\frac17"),
     (box("0.333"), "\\frac13"),
     ("The answer is \\boxed{1½}.", "\\frac{11}{2}"),
@@ -90,10 +94,13 @@ POLICY = [
     (box("4210"), "4210_{5}", True),  # a numeral against bare digits: the same digits
     (box("110111_2"), "110111", True),  # a bare gold is the digits in the base asked ("express in base 2")
     (box("10_2"), "2", False),  # ... never a decimal value
-    (box("AB_{12}"), "ab_{12}", True),
+    (box("A2_{12}"), "a2_{12}", True),
+    (box("a"), "a_{12}", False),  # a term of a sequence, not the numeral A in base 12
     (box("x_1"), "x_{1}", True),
     (box("\\{2,1\\}"), "\\{1,2\\}", True),
     (box("{1,3}"), "(1,3)", True),  # bare braces are LaTeX grouping, not a set (Math-Verify's suite agrees)
+    ("The answer is 2 cups.", "2 \\text{ cups}", True),
+    (box("24 \\text{ square units}"), "24 \\text{ cm}^2", True),  # 'units' names no dimension
     (box("1000\\%"), "10", True),  # 1000% is 10
     (box("y=-2, x=1"), "(1,-2)", False),  # named values against a tuple: in written order
 ]
