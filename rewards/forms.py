@@ -55,8 +55,12 @@ def _bracketed(s: str) -> bool:
     return s[:1] in "([" and s[-1:] in ")]" and "," in s
 
 
+_MEMBER = re.compile(r"^\s*[a-zA-Z]\s*\\in\s*")
+
+
 def brackets_differ(p: str, g: str, raw_p: str, raw_g: str) -> bool:
     """A set on one side and a tuple or an interval on the other (normalized answers and the raw ones)."""
+    p, g = _MEMBER.sub("", p), _MEMBER.sub("", g)  # 'x \in \{2, 5\}' is the set
     return (_braced_set(p, raw_p) and _bracketed(g)) or (_braced_set(g, raw_g) and _bracketed(p))
 
 

@@ -29,6 +29,7 @@ FALSE_POSITIVES = [
     # a set is not an ordered pair or an interval (Math-Verify compares their elements as sets)
     ("\\{1,2\\}", "(1,2)", "a set against an ordered pair"),
     ("(1,2)", "\\{1,2\\}", "an ordered pair (or open interval) against a set"),
+    ("x \\in \\{2, 5\\}", "(2,5)", "the set of two solutions against an open interval"),
     # base subscripts: Math-Verify drops them, so any base equalled any other
     ("4210_6", "4210_{5}", "the same digits in another base"),
     ("10_{2}", "10_{3}", "2 is not 3"),
