@@ -106,9 +106,11 @@ def _assignments(s: str) -> list[tuple[str, str]] | None:
 
 def _named_equal(p: str, g: str) -> bool | None:
     """Two lists of assignments compare name by name, in any order: 'b=-2, a=5' is 'a=5, b=-2', but 'a = 5,
-    b = -2' is not 'a = -2, b = 5' and 'a = 5' is not 'b = 5'. None when either side is not assignments (a
-    tuple '(5, -2)' against 'a = 5, b = -2' compares in written order, elsewhere)."""
+    b = -2' is not 'a = -2, b = 5' and 'a = 5' is not 'b = 5'. Against a tuple: ``_named_values``. None when
+    neither side is assignments."""
     ap, ag = _assignments(p), _assignments(g)
+    if (ap is None) != (ag is None):
+        return _named_values(ap, g) if ap is not None else _named_values(ag, p, gold_named=True)
     if ap is None or ag is None:
         return None
     if len(ap) == 1 == len(ag) and _equation_equal(p, g):
@@ -122,6 +124,23 @@ def _named_equal(p: str, g: str) -> bool | None:
             return False
         left.pop(hit)
     return True
+
+
+def _named_values(named: list[tuple[str, str]], other: str, gold_named: bool = False) -> bool | None:
+    """Assignments against a tuple of values: compared in written order ('a = 5, b = -2' is '(5, -2)', not
+    '(-2, 5)'; Math-Verify compares them as sets). The same name each time ('x = 2, x = 3') lists solutions,
+    and a bare list ('2, 3') is order free: any order. None for one assignment ('x = 5' against '5')."""
+    if len(named) < 2:
+        return None
+    ordered = other[:1] in "([" and other[-1:] in ")]"
+    items = split_top(other[1:-1] if ordered else other)
+    if len(items) != len(named):
+        return False
+    values = [v for _, v in named]
+    if len({n for n, _ in named}) == 1 or not ordered:  # a bare list '2, 3' is order free, as everywhere
+        return _unordered_equal(items, values) if gold_named else _unordered_equal(values, items)
+    pairs = zip(items, values) if gold_named else zip(values, items)
+    return all(_equivalent(a, b) for a, b in pairs)
 
 
 _MATRIX = re.compile(r"\\begin\{[pbvB]?matrix\}(.*)\\end\{[pbvB]?matrix\}", re.S)

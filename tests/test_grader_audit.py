@@ -30,6 +30,9 @@ FALSE_POSITIVES = [
     ("\\{1,2\\}", "(1,2)", "a set against an ordered pair"),
     ("(1,2)", "\\{1,2\\}", "an ordered pair (or open interval) against a set"),
     ("x \\in \\{2, 5\\}", "(2,5)", "the set of two solutions against an open interval"),
+    # named values against a tuple: Math-Verify compares them as sets, the written order was lost
+    ("(-2, 5)", "a = 5, b = -2", "the values bound to the wrong names"),
+    ("(1,3,2)", "a=1, b=2, c=3", "b and c swapped"),
     # base subscripts: Math-Verify drops them, so any base equalled any other
     ("4210_6", "4210_{5}", "the same digits in another base"),
     ("10_{2}", "10_{3}", "2 is not 3"),
@@ -104,6 +107,9 @@ POLICY = [
     (box("24 \\text{ square units}"), "24 \\text{ cm}^2", True),  # 'units' names no dimension
     (box("1000\\%"), "10", True),  # 1000% is 10
     (box("y=-2, x=1"), "(1,-2)", False),  # named values against a tuple: in written order
+    (box("a = 5, b = -2"), "(5, -2)", True),
+    (box("x_1 = 3, x_2 = 2"), "2, 3", True),  # a bare list of solutions is order free
+    (box("x = 3, x = 2"), "(2, 3)", True),  # one name each time: solutions, any order
 ]
 
 
