@@ -131,6 +131,8 @@ def _boxed_answer(text: str, spans: list[tuple[int, int, int, int]]) -> str | No
     contents = [text[s[2] : s[3]].strip() for s in group]
     if not all(contents):
         return None  # an empty box is no answer
+    if len(set(contents)) == 1:
+        return contents[0]  # the answer boxed twice ('\\boxed{5}, \\boxed{5}') is one answer, not a list
     return ", ".join(contents)
 
 

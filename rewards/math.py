@@ -7,7 +7,9 @@ The decision, in order (each step is ours unless it says otherwise):
 2. ``normalize`` (``rewards.normalize``): presentation removed (delimiters, spacing, ``\\dfrac``/``\\cfrac``,
    ``\\text``/``\\mbox`` units, thousands separators incl. ``11,\\! 111``, percent spellings, degrees, relation
    spellings, mixed numbers ``1\\frac{4}{5}``, base subscripts, ``array`` matrices, a ``\\boxed{}`` left inside,
-   ``;``/``and``/``or`` lists and ``p=5,q=2`` solution tuples). Equal strings are equal.
+   ``;``/``and``/``or`` lists and ``p=5,q=2`` solution tuples, ``x<2 or x>3`` as a union, repeating decimals,
+   ``√``/``½``, ``12 cookies``). Equal strings are equal. Then the forms Math-Verify misreads
+   (``rewards.forms``): letter case only between words, a set is no tuple, numerals in another base differ.
    Then the forms normalization would blur: times of day compare as times (``rewards.units``: ``12:00`` is
    not ``1:00``); choice letters however wrapped (``\\text{(b)}``, ``(B)``, ``b``); lists of assignments
    name by name in any order (``a = 5, b = -2`` is not ``a = -2, b = 5``; ``a = 5`` is not ``b = 5``).
@@ -32,6 +34,7 @@ import re
 import sympy as sp
 
 from rewards.extract import extract_answer
+from rewards.forms import base_numeral_equal, brackets_differ, case_clash, is_words, same_words
 from rewards.guards import MAX_ANSWER, hostile
 from rewards.normalize import chain_values, n_values, normalize, split_top
 from rewards.numbers import expr_equal, numbers_equal, numeric_value
@@ -103,9 +106,11 @@ def _assignments(s: str) -> list[tuple[str, str]] | None:
 
 def _named_equal(p: str, g: str) -> bool | None:
     """Two lists of assignments compare name by name, in any order: 'b=-2, a=5' is 'a=5, b=-2', but 'a = 5,
-    b = -2' is not 'a = -2, b = 5' and 'a = 5' is not 'b = 5'. None when either side is not assignments (a
-    tuple '(5, -2)' against 'a = 5, b = -2' compares in written order, elsewhere)."""
+    b = -2' is not 'a = -2, b = 5' and 'a = 5' is not 'b = 5'. Against a tuple: ``_named_values``. None when
+    neither side is assignments."""
     ap, ag = _assignments(p), _assignments(g)
+    if (ap is None) != (ag is None):
+        return _named_values(ap, g) if ap is not None else _named_values(ag, p, gold_named=True)
     if ap is None or ag is None:
         return None
     if len(ap) == 1 == len(ag) and _equation_equal(p, g):
@@ -119,6 +124,23 @@ def _named_equal(p: str, g: str) -> bool | None:
             return False
         left.pop(hit)
     return True
+
+
+def _named_values(named: list[tuple[str, str]], other: str, gold_named: bool = False) -> bool | None:
+    """Assignments against a tuple of values: compared in written order ('a = 5, b = -2' is '(5, -2)', not
+    '(-2, 5)'; Math-Verify compares them as sets). The same name each time ('x = 2, x = 3') lists solutions,
+    and a bare list ('2, 3') is order free: any order. None for one assignment ('x = 5' against '5')."""
+    if len(named) < 2:
+        return None
+    ordered = other[:1] in "([" and other[-1:] in ")]"
+    items = split_top(other[1:-1] if ordered else other)
+    if len(items) != len(named):
+        return False
+    values = [v for _, v in named]
+    if len({n for n, _ in named}) == 1 or not ordered:  # a bare list '2, 3' is order free, as everywhere
+        return _unordered_equal(items, values) if gold_named else _unordered_equal(values, items)
+    pairs = zip(items, values) if gold_named else zip(values, items)
+    return all(_equivalent(a, b) for a, b in pairs)
 
 
 _MATRIX = re.compile(r"\\begin\{[pbvB]?matrix\}(.*)\\end\{[pbvB]?matrix\}", re.S)
@@ -173,7 +195,7 @@ def _structural_equal(p: str, g: str) -> bool:
         return _unordered_equal(pm, split_top(g))
     if "∪" in g or "∪" in p:  # unions of intervals
         gs, ps = g.split("∪"), p.split("∪")
-        return len(gs) > 1 and len(gs) == len(ps) and all(_equivalent(a, b) for a, b in zip(ps, gs))
+        return len(gs) > 1 and _unordered_equal(ps, gs)  # a union in any order
     if _INTERVAL.match(g) and _INTERVAL.match(p):
         inner_g, inner_p = split_top(g[1:-1]), split_top(p[1:-1])
         if (g[0], g[-1]) != (p[0], p[-1]) or len(inner_g) != len(inner_p):
@@ -192,12 +214,17 @@ def _structural_equal(p: str, g: str) -> bool:
             return _equivalent(rp if rp is not None else p, rg if rg is not None else g)
         return False
     if re.search(r"[a-zA-Z]{3,}", g.replace("\\", "")) and not re.search(r"\\[a-z]+|\d", g):  # plain text
-        return _text(p) == _text(g)
+        return same_words(p, g)
     return _scalar_equal(p, g)
 
 
-def _text(s: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", s.lower())
+def form_verdict(p: str, g: str, pred: str, gold: str) -> bool | None:
+    """Our verdict on the forms Math-Verify misreads (``rewards.forms``); None when neither side is one."""
+    if is_words(p) and is_words(g) and same_words(p, g):
+        return True  # 'East' is 'east'; '3R^2' is not '3r^2' (case ignored between words only)
+    if brackets_differ(p, g, pred, gold):
+        return False
+    return base_numeral_equal(p, g)
 
 
 def grade(text: str, gold: str, time_limit: float | None = 1.0) -> tuple[bool, str | None]:
@@ -246,8 +273,10 @@ def _equivalent(pred: str, gold: str) -> bool:
     p, g = normalize(pred), normalize(gold)
     if not p or not g or hostile(p) or hostile(g):  # normalizing can reveal a power (1e999999999)
         return p == g and bool(p)
-    if p == g or p.lower() == g.lower():
+    if p == g or (verdict := form_verdict(p, g, pred, gold)) is True:
         return True
+    if verdict is False:  # a set against a tuple, numerals in another base (rewards.forms)
+        return False
     if (clock := same_time(p, g)) is not None:  # times of day: 12:00 is not 1:00 (not the ratios 12:0, 1:0)
         return clock
     cg, cp = _choice(g), _choice(p)
@@ -279,6 +308,8 @@ def _equivalent(pred: str, gold: str) -> bool:
 
 
 def _compare(p: str, g: str) -> bool:
+    if case_clash(p, g):  # Math-Verify reads R as r: our parser keeps case
+        return _structural_equal(p, g)
     verdict, final = _math_verify_equal(p, g)
     return verdict if final else _structural_equal(p, g)
 

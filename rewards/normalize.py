@@ -14,7 +14,8 @@ from rewards.verify import parse as parse_answer
 
 UNITS = (
     "units?|square units|sq units|cm|m|mm|km|meters?|metres?|centimeters?|kilometers?|inches|inch|in|feet|foot|"
-    "ft|yards?|miles?|mph|seconds?|sec|s|minutes?|min|hours?|hrs?|days?|weeks?|months?|years?|degrees?|"
+    "ft|yards?|miles?|mph|km/h|kph|miles per hour|kilometers per hour|meters per second|m/s|seconds?|sec|s|"
+    "minutes?|min|hours?|hrs?|days?|weeks?|months?|years?|degrees?|"
     "dollars?|cents?|pounds?|lbs?|ounces?|oz|grams?|g|kg|liters?|litres?|ml|gallons?|people|students|apples|"
     "books|marbles|points?|ways?|times|cubic\\s+\\w+|square\\s+\\w+"
 )
@@ -58,7 +59,7 @@ def _solutions(s: str) -> str:
 _SUPER = dict(zip("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁽⁾ⁿⁱ", "0123456789+-()ni"))
 _SUB = dict(zip("₀₁₂₃₄₅₆₇₈₉₊₋₍₎", "0123456789+-()"))
 _SCRIPT_RUN = re.compile(f"[{''.join(_SUPER)}]+|[{''.join(_SUB)}]+")
-_CURRENCY = re.compile(r"\\\$|\\(?:euro|pounds|yen)\b|[$€£¥₹]|\b(?:USD|EUR|GBP|Rs\.?)(?=\s*\d|\s*$)")
+_CURRENCY = re.compile(r"\\\$|\\(?:euro|pounds|yen|textdollar)\b|[$€£¥₹]|\b(?:USD|EUR|GBP|Rs\.?)(?=\s*\d|\s*$)")
 
 
 def _scripts(s: str) -> str:
@@ -75,7 +76,8 @@ def _scripts(s: str) -> str:
 
 def normalize(s: str) -> str:
     """Presentation-only differences removed (see the module docstring)."""
-    s = unicodedata.normalize("NFKC", _scripts(s)).replace("\x00", "").strip()
+    s = unicodedata.normalize("NFKC", _vulgar(_scripts(s))).replace("\x00", "").strip()
+    s = re.sub(r"√\s*(\d+|[a-zA-Z]|\{[^{}]*\}|\([^()]*\))", lambda m: f"\\sqrt{{{m.group(1).strip('{}()')}}}", s)
     s = re.sub(r"(?<!\\)(?:\\\\)*\\\s*$", "", s).strip()  # a stray trailing backslash (not a \\ row break)
     s = _CURRENCY.sub("", s).strip()  # currency glued to a number: \\$5, 5€, USD 5
     s = _unbox(s.strip("$").strip())
@@ -86,7 +88,8 @@ def normalize(s: str) -> str:
                  ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\cfrac", "\\frac"), ("{,}", ","),
                  ("\\{", "{"), ("\\}", "}"), ("\\$", ""), ("°", "^\\circ"), ("\\degree", "^\\circ"),
                  ("\\cup", "∪"), ("∞", "\\infty"), ("−", "-"), ("\\dots", "\\ldots"), ("\\cdots", "\\ldots"),
-                 ("...", "\\ldots"), ("bmatrix", "pmatrix"), ("vmatrix", "pmatrix")):  # fmt: skip
+                 ("...", "\\ldots"), ("\\varnothing", "\\emptyset"), ("bmatrix", "pmatrix"),
+                 ("vmatrix", "pmatrix")):  # fmt: skip
         s = s.replace(a, b)
     s = re.sub(
         r"\[?\\begin\{array\}\{[^{}]*\}(.*?)\\end\{array\}\]?", r"\\begin{pmatrix}\1\\end{pmatrix}", s, flags=re.S
@@ -98,6 +101,8 @@ def normalize(s: str) -> str:
     s = _TEXT_CMD.sub(lambda m: m.group(1), s)
     if (m := _UNIT_TAIL.match(s.strip())) and not re.fullmatch(r"[a-zA-Z]", s.strip()):
         s = m.group(1)
+    s = _counted(s)
+    s = re.sub(r"(?<![\d.])(\d*)\.(\d*)\\overline\{(\d{1,20})\}", _repeating, s)  # 0.\overline{3} is 1/3
     s = re.sub(r"(?<![\d.}])(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}", _mixed, s)  # 1\frac{4}{5} -> (1+\frac{4}{5})
     s = re.sub(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\w.])", r"\1\\times 10^{\2}", s)  # 1.5e3
     s = re.sub(r"([\da-zA-Z])_([\da-zA-Z])(?![\w{])", r"\1_{\2}", s)  # subscripts: 52_8 -> 52_{8}, a_3 -> a_{3}
@@ -106,8 +111,49 @@ def normalize(s: str) -> str:
         s = s.replace(",", "")
     if re.fullmatch(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?(?:\\%)?", s):  # thousands written with spaces: 1 000 000
         s = s.replace(" ", "")
+    s = _either(s)
     s = _solutions(s)
     return re.sub(r"\s+", " ", s).strip()
+
+
+_VULGAR = re.compile("[\u00bc-\u00be\u2150-\u215e]")  # ½, ¾, ⅓...: NFKC makes 1½ the '11⁄2' of 11/2
+
+
+def _vulgar(s: str) -> str:
+    def frac(m: re.Match) -> str:
+        num, den = unicodedata.normalize("NFKC", m.group()).split("\u2044")
+        return f"\\frac{{{num}}}{{{den}}}"
+
+    return _VULGAR.sub(frac, s)
+
+
+def _repeating(m: re.Match) -> str:
+    """'1.2\\overline{34}' -> the fraction it spells: (1234 - 12) / (10^1 * (10^2 - 1))."""
+    whole, fixed, rep = m.group(1) or "0", m.group(2), m.group(3)
+    num = int(whole + fixed + rep) - int(whole + fixed)
+    return f"\\frac{{{num}}}{{{10 ** len(fixed) * (10 ** len(rep) - 1)}}}"
+
+
+_RELATION = r"[^,]*?(?:<|>|\\leq|\\geq|\\neq)[^,]*?"
+_EITHER = re.compile(rf"({_RELATION})\s+(?:or|\\lor|\\vee)\s+({_RELATION})")
+
+
+def _either(s: str) -> str:
+    """'x < 2 or x > 3' is the union of the two sets, not the list '(x < 2, x > 3)' that 'and' would make."""
+    return f"{m.group(1)} ∪ {m.group(2)}" if (m := _EITHER.fullmatch(s)) else s
+
+
+_NOT_A_NOUN = (
+    "plus|minus|halves|thirds|fourths|fifths|sixths|sevenths|eighths|ninths|tenths|hundredths|thousandths|"
+    "quarters|dozens|hundreds|thousands|millions|billions|trillions|squares|cubes|roots|factorials|digits|zeros|"
+    "ones|tens|twos|threes|fours|fives|sixes|sevens|eights|nines|twelves|scores|grosses|pairs|[a-z]+ths"
+)  # multipliers and place values: '5 tens' is 50, '3 fifths' is 3/5
+_COUNTED = re.compile(rf"(-?[\d.,]*\d)\s+(?!(?:{_NOT_A_NOUN})$)[a-z]{{3,20}}s")
+
+
+def _counted(s: str) -> str:
+    """'12 cookies' -> '12': a number and one plural noun (not a multiplier: '5 thousands', '3 halves')."""
+    return m.group(1) if (m := _COUNTED.fullmatch(s)) else s
 
 
 def _mixed(m: re.Match) -> str:

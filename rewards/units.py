@@ -6,7 +6,8 @@
   unit and the units differ, the answers differ: no conversion is attempted (``100 cm`` is not ``1 m``
   here; the gold's unit is the one asked for). A unit on one side only is dropped (``12 cm`` is ``12``): a
   problem that asks "in centimeters" gets answers with and without the unit. Words that name no dimension
-  (``units``, ``square units``, counted nouns such as ``apples``) are no unit.
+  (``units``, ``square units``, ``ways``) are no unit; a plural noun after a number counts as one against
+  another unit or noun (``2 cups`` is not ``2 liters``, ``5 apples`` not ``5 oranges``).
 * **Times of day** (``same_time``): ``12:00`` is not the ratio 12:0. An answer shaped ``h:mm`` (two-digit
   minutes below 60, hours up to 24; optionally ``:ss`` and am/pm) is a time: ``9:24``, a MATH gold, is one,
   and no gold ratio in our data sets is written that way (``1:4``, ``3:5``, ``19:60``). Two times compare as
@@ -21,10 +22,12 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_SPELLINGS = {  # one unit, its spellings (lower case)
+_SPELLINGS = {  # one unit, its spellings (lower case; '_' is a space)
     "mm": "mm millimeter millimeters millimetre millimetres", "cm": "cm centimeter centimeters centimetre centimetres",
     "m": "m meter meters metre metres", "km": "km kilometer kilometers kilometre kilometres",
-    "in": "in inch inches", "ft": "ft foot feet", "yd": "yd yard yards", "mi": "mi mile miles", "mph": "mph",
+    "in": "in inch inches", "ft": "ft foot feet", "yd": "yd yard yards", "mi": "mi mile miles",
+    "mph": "mph miles_per_hour",
+    "km/h": "km/h kph kmph kilometers_per_hour kilometres_per_hour", "m/s": "m/s meters_per_second metres_per_second",
     "s": "s sec secs second seconds", "min": "min mins minute minutes", "h": "h hr hrs hour hours",
     "day": "day days", "week": "week weeks", "month": "month months", "year": "year years yr yrs",
     "deg": "° degree degrees", "rad": "rad radian radians", "mg": "mg milligram milligrams",
@@ -32,7 +35,7 @@ _SPELLINGS = {  # one unit, its spellings (lower case)
     "oz": "oz ounce ounces", "l": "l liter liters litre litres", "ml": "ml milliliter milliliters millilitre",
     "gal": "gal gallon gallons", "dollar": "dollar dollars", "cent": "cent cents",
 }  # fmt: skip
-_CANONICAL = {word: unit for unit, words in _SPELLINGS.items() for word in words.split()}
+_CANONICAL = {word.replace("_", " "): unit for unit, words in _SPELLINGS.items() for word in words.split()}
 _WORDS = "|".join(sorted((re.escape(w) for w in _CANONICAL), key=len, reverse=True))
 _TEXT = re.compile(r"\\(?:text|textbf|textnormal|textrm|mathrm|mbox|textit|operatorname)\s*\{([^{}]*)\}")
 _UNIT = re.compile(
@@ -41,6 +44,9 @@ _UNIT = re.compile(
     re.I,
 )
 
+_NOUN = re.compile(r"-?[\d.,]*\d\s*([a-zA-Z]{3,20}s)\s*\.?")  # one plural noun after a number
+_NO_DIMENSION = {"units", "times", "ways", "points"}  # words that name no dimension: never differ
+
 
 def unit_of(answer: str) -> str | None:
     """The unit an answer ends with, spelled one way (``cm^2``), or None when it names no dimension."""
@@ -48,8 +54,9 @@ def unit_of(answer: str) -> str | None:
     s = re.sub(r"\\[,;:! ]|~|\$|\\\)|\\\]", " ", s).strip()
     s = re.sub(r"\^\s*\{?\\circ\}?", " °", s)
     m = _UNIT.search(s)
-    if m is None:
-        return None
+    if m is None:  # '12 cookies': a counted noun is a unit too ('2 cups' is not '2 liters')
+        noun = _NOUN.fullmatch(s)
+        return f"noun:{noun.group(1).lower()}" if noun and noun.group(1).lower() not in _NO_DIMENSION else None
     unit = _CANONICAL[m.group("unit").lower()]
     power = m.group("pow") or {"²": "2", "³": "3"}.get(m.group("sup") or "", "")
     dim = (m.group("dim") or "").lower()
