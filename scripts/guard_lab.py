@@ -6,7 +6,7 @@
 Reads the lab's run directories (``<runs>/<method>-s<seed>/``: ``groups.jsonl``, the per-prompt outcomes of each
 step written by ``trainer.lifecycle.write_groups``, from which the step's accuracy and its per-prompt spread are
 computed; ``events.jsonl`` for rollbacks; ``lab.json``, written when a run finished) and
-replays accuracy rules offline, step by step, through ``trainer.guards.CollapseGuard`` itself (the code the trainer
+replays accuracy rules offline, step by step, through ``trainer.collapse.CollapseGuard`` itself (the code the trainer
 runs; in ``warn`` mode, so a run goes on after an alarm):
 
 - ``relative p2``: the rule before issue #26 with the config's defaults (accuracy below max(median - 0.3, median x
@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from trainer.config import GuardConfig  # noqa: E402
-from trainer.guards import CollapseGuard, cusum_arl0  # noqa: E402
+from trainer.collapse import CollapseGuard, cusum_arl0  # noqa: E402
 
 # ----------------------------------------------------------------------------- definitions (fixed in advance)
 # the lab's collapsing settings (kimi_lp_x2 added after the second edition); every other method is healthy (unless its

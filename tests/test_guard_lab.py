@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from guard_synth import write_run
 
-from trainer.guards import CollapseGuard
+from trainer.collapse import CollapseGuard
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ from rollout.server import RolloutUnavailable
 from trainer import checkpoint, dist
 from trainer.advantages import zero_variance_share
 from trainer.config import Config, ConfigError, server_urls
-from trainer.guards import is_degenerate
+from trainer.collapse import is_degenerate
 from trainer.learner import Learner
 from trainer.lifecycle import TrainingHalted, write_event
 

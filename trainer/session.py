@@ -30,7 +30,7 @@ from trainer.components import (
 )
 from trainer.config import Config, ConfigError, GuardConfig, resolve, save_config, validate
 from trainer.evaluate import PeriodicEval
-from trainer.guards import CollapseGuard
+from trainer.collapse import CollapseGuard
 from trainer.learner import Learner
 from trainer.lifecycle import truncate_history
 
