@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from trainer.config import GuardConfig  # noqa: E402
 from trainer.collapse import CollapseGuard, cusum_arl0  # noqa: E402
+from trainer.config import GuardConfig  # noqa: E402
 
 # ----------------------------------------------------------------------------- definitions (fixed in advance)
 # the lab's collapsing settings (kimi_lp_x2 added after the second edition); every other method is healthy (unless its

@@ -8,8 +8,8 @@ import torch
 
 from rewards.schemes import RewardBatch, build_scheme
 from rollout.data import DataError, PromptSampler, arithmetic_task, load_jsonl
-from trainer.config import ConfigError, load_config
 from trainer.collapse import CollapseGuard, is_degenerate
+from trainer.config import ConfigError, load_config
 from trainer.lifecycle import truncate_metrics
 
 
@@ -178,8 +178,8 @@ def test_the_guards_constructor_and_the_config_agree_on_every_default():
     import dataclasses
     import inspect
 
-    from trainer.config import GuardConfig
     from trainer.collapse import CollapseGuard
+    from trainer.config import GuardConfig
 
     config = {f.name: f.default for f in dataclasses.fields(GuardConfig)}
     for name, p in inspect.signature(CollapseGuard.__init__).parameters.items():
