@@ -5,7 +5,7 @@ The toy task and its models (what ``builtin:*`` models resolve to at the applica
 - ``toylab.task``: the toy task (multi-operand sums), its worked solutions and its tempting shortcut;
 - ``toylab.models``: tiny tokenizers and Qwen2 models made locally (no hub);
 - ``toylab.reasoner``: the toy reasoners (``builtin:*``): their specs, supervised fine-tuning and cache;
-- ``toylab.probe``: a starting model's held-out profile (accuracy and length by kind of answer).
+- ``toylab.probe``: what a toy reasoner does by problem size (shortcut taken, each kind of answer right);
 
 The lab (``scripts/collapse_lab.py``, ``make collapse-lab``; ``scripts/guard_lab.py``, ``make guard-lab``):
 
