@@ -12,7 +12,9 @@ The lab (``scripts/collapse_lab.py``, ``make collapse-lab``; ``scripts/guard_lab
 - ``toylab.experiments``: each experiment's configs (``configs/lab/``), starting model, baseline and methods;
 - ``toylab.runner``: every (experiment, method, seed) as a ``groupwise train`` process, then the report;
 - ``toylab.results``, ``toylab.stats``, ``toylab.figures``: the tables (paired two-stage bootstrap), the figures;
-- ``toylab.guard_lab``: the collapse guard's accuracy rule calibrated and validated on the lab's runs.
+- ``toylab.guard_lab``: the collapse guard's accuracy rule calibrated and validated on the lab's runs;
+- ``toylab.ship`` (``make reasoners``): the starting models built, measured and shipped in ``checkpoints/``;
+- ``toylab.kernel_diff``: whether AVX2 kernels round differently here (the check behind ``make lab-avx2``).
 
 Imports flow one way: the toy task and models use only ``rollout`` (``rollout.data.Example``,
 ``rollout.base.encode_prompt``); the lab reads what the trainer wrote and replays its collapse guard
