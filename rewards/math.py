@@ -1,7 +1,7 @@
 """Math equivalence: ``is_equivalent(pred, gold)`` decides whether two final answers are the same object.
 
 The decision, in order (each step is ours unless it says otherwise):
-1. ``hostile`` (``rewards.guards``): size guards on the raw text (length, nesting, giant literals, power
+1. ``hostile`` (``rewards.limits``): size guards on the raw text (length, nesting, giant literals, power
    towers, huge exponents and factorials). Such text is never parsed: False, unless it is the gold verbatim.
    Units (``rewards.units``): when both sides carry a unit and the units differ, False (``2 m``, ``2 cm``).
 2. ``normalize`` (``rewards.normalize``): presentation removed (delimiters, spacing, ``\\dfrac``/``\\cfrac``,
@@ -35,7 +35,7 @@ import sympy as sp
 
 from rewards.extract import extract_answer
 from rewards.forms import base_numeral_equal, brackets_differ, case_clash, is_words, same_words
-from rewards.guards import MAX_ANSWER, hostile
+from rewards.limits import MAX_ANSWER, hostile
 from rewards.normalize import chain_values, n_values, normalize, split_top
 from rewards.numbers import expr_equal, numbers_equal, numeric_value
 from rewards.parse import ParseError, parse_math

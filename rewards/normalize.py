@@ -8,7 +8,7 @@ import unicodedata
 
 import sympy as sp
 
-from rewards.guards import hostile
+from rewards.limits import hostile
 from rewards.numbers import decimal_exact, decimal_places, numbers_equal, numeric_value
 from rewards.verify import parse as parse_answer
 

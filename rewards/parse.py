@@ -2,7 +2,7 @@
 
 Model text is hostile. Nothing here calls ``eval``, ``exec``, ``sympify`` or ``parse_expr``: a tokenizer and
 a recursive-descent parser build ``sympy.Integer``, ``Rational``, ``Symbol``, ``Add``, ``Mul``, ``Pow`` and a
-whitelist of functions. Sizes are guarded with the limits of ``rewards.guards`` (length, nesting, digits,
+whitelist of functions. Sizes are guarded with the limits of ``rewards.limits`` (length, nesting, digits,
 exponents, factorials), and powers are built unevaluated so ``2^{10^{10}}`` costs nothing until a bounded
 numeric check looks at it.
 """
@@ -15,7 +15,7 @@ from fractions import Fraction
 
 import sympy as sp
 
-from rewards.guards import MAX_ANSWER, MAX_DIGITS, MAX_EXPONENT, MAX_FACTORIAL, MAX_PARSE_DEPTH
+from rewards.limits import MAX_ANSWER, MAX_DIGITS, MAX_EXPONENT, MAX_FACTORIAL, MAX_PARSE_DEPTH
 
 
 class ParseError(ValueError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from multiprocessing.connection import wait
 
-from rewards.guards import MAX_ANSWER
+from rewards.limits import MAX_ANSWER
 from rewards.math import check, extract_answer, normalize
 from rewards.units import units_differ
 from rewards.verify import GradingTimeout, cpu_deadline

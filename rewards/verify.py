@@ -16,7 +16,7 @@ What the shell changes, and why:
 * The library's own time limits (``signal.alarm``, wall clock, main thread only) are off; ``cpu_deadline``
   bounds the whole check by this process's CPU time instead, so a loaded machine never turns a slow but
   correct check into a timeout. Text that could hang in C code (huge powers) never gets here
-  (``rewards.guards.hostile``).
+  (``rewards.limits.hostile``).
 """
 
 from __future__ import annotations

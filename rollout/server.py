@@ -4,7 +4,7 @@ or others, sized apart from the learner.
 The servers are vLLM's own OpenAI-compatible server started with ``VLLM_SERVER_DEV_MODE=1`` (its RL routes),
 ``--logprobs-mode processed_logprobs`` (the sampler's log-probs after temperature, the learner's quantity),
 ``--worker-extension-cls rollout.vllm_backend.WeightSyncExtension`` and ``--middleware
-rollout.server_guard.SharedSecretGuard``; ``app.launch`` builds that command line from the typed config.
+rollout.server_auth.SharedSecretGuard``; ``app.launch`` builds that command line from the typed config.
 
 * **Generation**: prompt ``j`` of a call goes to live server ``(j + rank) mod n`` as one ``/v1/completions``
   request with ``n=G``, token ids in and out (``return_token_ids``), the sampled tokens' log-probs
@@ -23,7 +23,7 @@ rollout.server_guard.SharedSecretGuard``; ``app.launch`` builds that command lin
   versions). The prefix cache is reset and the servers' weight version is set to the trainer's.
 * **Security**: with dev mode on, whoever reaches the port can replace the weights. When
   ``GROUPWISE_SERVER_SECRET`` is set, every request carries it (``Authorization: Bearer``) and the servers'
-  guard refuses any request without it on every route but ``/health`` (``rollout/server_guard.py``).
+  guard refuses any request without it on every route but ``/health`` (``rollout/server_auth.py``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from rollout.base import Completion
-from rollout.server_guard import SECRET_ENV
+from rollout.server_auth import SECRET_ENV
 from rollout.vllm_backend import request_seed
 
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection; a dead host fails fast

@@ -1,7 +1,7 @@
-"""``scripts/check_gpu.py`` on CPU: the dry run, the refusal without a GPU, and the report machinery (a check
-that hangs, crashes or fails leaves the others and the report intact; figures from a run's metrics)."""
+"""``groupwise check-gpu`` (``app/check_gpu/``) on CPU: the dry run, the refusal without a GPU, and the report
+machinery (a check that hangs, crashes or fails leaves the others and the report intact;
+figures from a run's metrics)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,16 +11,20 @@ import pytest
 import torch
 from conftest import ROOT
 
-SCRIPT = ROOT / "scripts" / "check_gpu.py"
-spec = importlib.util.spec_from_file_location("check_gpu", SCRIPT)
-check_gpu = importlib.util.module_from_spec(spec)
-sys.modules["check_gpu"] = check_gpu  # dataclasses look their module up there
-spec.loader.exec_module(check_gpu)
+from app.check_gpu import plan, running, workers
+from app.check_gpu import report as gpu_report
+from app.check_gpu import results as gpu_results
 
 
 def run_script(*args, env=None) -> subprocess.CompletedProcess:
+    """The real command line: ``groupwise check-gpu`` (``python -m app.cli`` is the console script's target)."""
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env
+        [sys.executable, "-m", "app.cli", "check-gpu", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
     )
 
 
@@ -62,35 +66,35 @@ def test_a_hang_or_a_crash_fails_that_check_only(tmp_path):
     """Each check is a process with a time limit; the reason names what happened."""
     py = sys.executable
     checks = [
-        check_gpu.Check("hang", "sleeps", [py, "-c", "import time; time.sleep(60)"], timeout=1),
-        check_gpu.Check("crash", "raises", [py, "-c", "raise RuntimeError('CUDA error: out of memory')"], 30),
-        check_gpu.Check("segv", "dies", [py, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"], 30),
-        check_gpu.Check("ok", "passes", [py, "-c", "print('fine')"], 30),
-        check_gpu.Check("after", "needs crash", [py, "-c", "pass"], 30, needs=("crash",)),
+        plan.Check("hang", "sleeps", [py, "-c", "import time; time.sleep(60)"], timeout=1),
+        plan.Check("crash", "raises", [py, "-c", "raise RuntimeError('CUDA error: out of memory')"], 30),
+        plan.Check("segv", "dies", [py, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"], 30),
+        plan.Check("ok", "passes", [py, "-c", "print('fine')"], 30),
+        plan.Check("after", "needs crash", [py, "-c", "pass"], 30, needs=("crash",)),
     ]
     results = {}
     for c in checks:
-        results[c.name] = check_gpu.run_check(c, 100, tmp_path, results)
+        results[c.name] = running.run_check(c, 100, tmp_path, results)
     assert results["hang"]["status"] == "fail" and results["hang"]["reason"].startswith("timed out after 1 s")
     assert results["crash"]["reason"] == "RuntimeError: CUDA error: out of memory"
     assert results["segv"]["reason"] == "killed by SIGSEGV"
     assert results["ok"]["status"] == "pass"
     assert results["after"]["status"] == "skip" and "needs crash" in results["after"]["reason"]
-    report = check_gpu.summarize(list(results.values()), {"total_s": 3.0, "out": "r.json", "work": str(tmp_path)})
+    report = gpu_report.summarize(list(results.values()), {"total_s": 3.0, "out": "r.json", "work": str(tmp_path)})
     assert not report["ok"]
-    text = check_gpu.render(report)
+    text = gpu_report.render(report)
     assert "| 2 | crash | FAIL |" in text and "| 4 | ok | PASS |" in text and "1/5 checks passed" in text
 
 
 def test_worker_verdicts_and_the_deadline_reserve(tmp_path):
     py = sys.executable
     verdict = "import json, sys; open(sys.argv[1], 'w').write(json.dumps({'status': 'fail', 'reason': 'low memory'}))"
-    c = check_gpu.Check("w", "worker", [py, "-c", verdict, str(tmp_path / "w.json")], 30)
-    assert check_gpu.run_check(c, 100, tmp_path, {})["reason"] == "low memory"
-    checks = [check_gpu.Check(n, n, [], 100, reserve) for n, reserve in (("a", 10), ("b", 20), ("train", 150))]
-    budget = check_gpu.budgets(checks, 480)
+    c = plan.Check("w", "worker", [py, "-c", verdict, str(tmp_path / "w.json")], 30)
+    assert running.run_check(c, 100, tmp_path, {})["reason"] == "low memory"
+    checks = [plan.Check(n, n, [], 100, reserve) for n, reserve in (("a", 10), ("b", 20), ("train", 150))]
+    budget = running.budgets(checks, 480)
     assert budget(0, 0) == 480 - 170 and budget(2, 400) == 80
-    gone = check_gpu.run_check(checks[0], budget(1, 470), tmp_path, {})
+    gone = running.run_check(checks[0], budget(1, 470), tmp_path, {})
     assert gone["status"] == "skip" and "global deadline" in gone["reason"]
 
 
@@ -103,13 +107,13 @@ def test_pytest_results_per_test_from_junit_or_from_a_killed_run(tmp_path):
         "</testsuite></testsuites>"
     )
     res = {"name": "tests-vllm", "status": "fail", "reason": "", "log": str(tmp_path / "none.log")}
-    out = check_gpu.pytest_result(res, xml)
+    out = gpu_results.pytest_result(res, xml)
     assert [t["status"] for t in out["tests"]] == ["pass", "skip", "fail"]
     assert out["status"] == "fail" and out["reason"] == "1 failed; first: test_c: AssertionError: gap 0.3"
     log = tmp_path / "killed.log"
     log.write_text("tests/test_gpu.py::test_a PASSED [ 33%]\ntests/test_gpu.py::test_b ")
     killed = {"name": "t", "status": "fail", "reason": "timed out after 240 s", "log": str(log)}
-    tests = check_gpu.pytest_result(killed, tmp_path / "absent.xml")["tests"]
+    tests = gpu_results.pytest_result(killed, tmp_path / "absent.xml")["tests"]
     assert tests == [
         {"test": "test_a", "status": "pass", "reason": "", "seconds": 0.0},
         {"test": "test_b", "status": "fail", "reason": "still running when the check timed out"},
@@ -127,7 +131,7 @@ def test_training_figures_from_metrics(tmp_path):
     args = SimpleNamespace(work=str(tmp_path), train_gpus=1, train_steps=3, peak_tflops=None, keep_work=False)
     results = {"build-model": {"details": {"params": 494_032_768, "device": "NVIDIA H200"}}}
     res = {"status": "pass", "reason": "", "figures": {}}
-    out = check_gpu.train_result(res, results, args)
+    out = gpu_results.train_result(res, results, args)
     f = out["figures"]
     assert out["status"] == "pass", out["reason"]
     assert f["learner_tokens_per_s"] == 500 * 64 / 4.0  # 8 prompts x 8 samples x 500 tokens in 4 s
@@ -135,20 +139,20 @@ def test_training_figures_from_metrics(tmp_path):
     assert f["weight_sync_s"] == 0.5 and f["vllm_tokens_per_s"] == 9000.0 and "H200" in f["mfu_peak"]
     bad = {**row, "logprob_gap": 0.9}
     (run / "metrics.jsonl").write_text(json.dumps(bad) + "\n")
-    out = check_gpu.train_result({"status": "pass", "reason": "", "figures": {}}, results, args)
+    out = gpu_results.train_result({"status": "pass", "reason": "", "figures": {}}, results, args)
     assert out["status"] == "fail" and "1 of 3 steps logged" in out["reason"] and "logprob_gap 0.9" in out["reason"]
 
 
 def test_peak_table_and_the_model_shape():
-    assert check_gpu.peak_tflops("NVIDIA H100 PCIe", None)[0] == 756.0
-    assert check_gpu.peak_tflops("NVIDIA H200", None)[0] == 989.4
-    assert check_gpu.peak_tflops("NVIDIA H20", None)[0] == 148.0
-    assert check_gpu.peak_tflops("Some GPU", None)[0] is None
-    assert check_gpu.peak_tflops("Some GPU", 100.0) == (100.0, "--peak-tflops 100")
+    assert gpu_results.peak_tflops("NVIDIA H100 PCIe", None)[0] == 756.0
+    assert gpu_results.peak_tflops("NVIDIA H200", None)[0] == 989.4
+    assert gpu_results.peak_tflops("NVIDIA H20", None)[0] == 148.0
+    assert gpu_results.peak_tflops("Some GPU", None)[0] is None
+    assert gpu_results.peak_tflops("Some GPU", 100.0) == (100.0, "--peak-tflops 100")
     from transformers import AutoModelForCausalLM
 
     from toylab.models import build_tokenizer
 
     with torch.device("meta"):  # Qwen2.5-0.5B's parameter count, without allocating it
-        model = AutoModelForCausalLM.from_config(check_gpu.qwen05b_config(build_tokenizer()))
+        model = AutoModelForCausalLM.from_config(workers.qwen05b_config(build_tokenizer()))
     assert sum(p.numel() for p in model.parameters()) == 494_032_768

@@ -155,7 +155,7 @@ def test_normalization_of_the_new_forms(raw, normalized):
 def test_the_new_forms_stay_fast_on_long_answers():
     """Each new pattern is one bounded regex pass over an answer of at most MAX_ANSWER characters: 2 s of CPU
     is far above that and far below a backtracking blow-up."""
-    from rewards.guards import MAX_ANSWER
+    from rewards.limits import MAX_ANSWER
 
     for text in ("x<1 or " * (MAX_ANSWER // 7), "<" * MAX_ANSWER, "1 " + "a" * (MAX_ANSWER - 3), "√" * MAX_ANSWER):
         t = time.process_time()

@@ -8,8 +8,8 @@ import torch
 
 from rewards.schemes import RewardBatch, build_scheme
 from rollout.data import DataError, PromptSampler, arithmetic_task, load_jsonl
+from trainer.collapse import CollapseGuard, is_degenerate
 from trainer.config import ConfigError, load_config
-from trainer.guards import CollapseGuard, is_degenerate
 from trainer.lifecycle import truncate_metrics
 
 
@@ -177,8 +177,8 @@ def test_at_a_low_baseline_only_the_relative_accuracy_rule_can_fire():
 def test_the_guards_constructor_and_the_config_agree_on_every_default():
     import inspect
 
+    from trainer.collapse import CollapseGuard
     from trainer.config import GuardConfig
-    from trainer.guards import CollapseGuard
 
     config = {name: f.default for name, f in GuardConfig.model_fields.items()}
     for name, p in inspect.signature(CollapseGuard.__init__).parameters.items():
@@ -203,7 +203,7 @@ def test_a_long_stationary_stream_at_the_labs_batch_raises_no_more_alarms_than_t
     import numpy as np
     from guard_synth import stream
 
-    from trainer.guards import cusum_arl0
+    from trainer.collapse import cusum_arl0
 
     rows = stream(np.full(20_000, 0.3), seed=1, B=8)
     expected = 20_000 / cusum_arl0(1.0, 4.0)

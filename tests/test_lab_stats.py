@@ -1,9 +1,9 @@
-"""The lab's paired statistics (app/lab_stats.py) on hand-computed cases."""
+"""The lab's paired statistics (toylab/stats.py) on hand-computed cases."""
 
 import pytest
 import torch
 
-from app.lab_stats import Arm, mean_ci, paired
+from toylab.stats import Arm, mean_ci, paired
 
 
 def arm(acc, tok):

@@ -63,14 +63,18 @@ def test_no_module_imports_itself_through_a_circle():
 
 
 def test_packages_import_one_way():
-    """Between rooms too: e.g. the trainer uses the toy lab, the toy lab never uses the trainer."""
+    """Between rooms too: the toy lab's experiments replay and read what the trainer wrote (``toylab.guard_lab``
+    runs the trainer's own collapse guard), the trainer never uses the toy lab; the toy task, its tokenizers,
+    models and reasoners (what ``builtin:`` models resolve to at the entry point) use no trainer either."""
     pkg_graph: dict[str, set[str]] = {}
     for mod, deps in _imports().items():
         pkg_graph.setdefault(mod.split(".")[0], set()).update(d.split(".")[0] for d in deps)
     for p, deps in pkg_graph.items():
         deps.discard(p)
     assert _cycle(pkg_graph) is None, " -> ".join(_cycle(pkg_graph) or [])
-    assert "trainer" not in pkg_graph["toylab"] and "toylab" not in pkg_graph["rollout"]
+    assert "toylab" not in pkg_graph["trainer"] and "toylab" not in pkg_graph["rollout"]
+    for mod in ("toylab.task", "toylab.models", "toylab.reasoner", "toylab.probe"):
+        assert not any(d.split(".")[0] == "trainer" for d in _imports()[mod]), f"{mod} imports the trainer"
 
 
 def test_the_application_sits_on_top_and_the_trainer_never_loads_the_toy_lab():
@@ -105,7 +109,7 @@ def test_math_modules_import_only_torch_stdlib_sympy_and_the_grading_library():
 LIBRARY = ("trainer", "rollout", "rewards", "losses", "toylab")
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
-# scripts/ (benchmarks, the GPU self-check, the collapse lab: one-off programs run by hand) and tests/ are not
+# scripts/ (thin entry points and benchmarks) and tests/ are not
 # checked; app/ is, by the same limits as the library (``app.cli.main`` is a table of one function per command).
 
 

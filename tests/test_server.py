@@ -21,7 +21,7 @@ import torch
 from conftest import ROOT, bin_path
 from helpers import rows, run_cli
 
-from rollout.server_guard import SECRET_ENV
+from rollout.server_auth import SECRET_ENV
 from rollout.vllm_backend import vllm_available
 
 OK, WHY = vllm_available()

@@ -2,7 +2,6 @@
 every objective and every reward scheme ending with their before/after table and plot. Learning outcomes
 (accuracy up, length down) are measured in docs/toy-lab.md, not asserted here."""
 
-import importlib.util
 import json
 import random
 import sys
@@ -11,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from rewards.math import grade
+from toylab.experiments import EXPERIMENTS
+from toylab.results import against_baseline, agreement, collect, summarize, table
 from toylab.task import sft_pairs, shortcut_solution, toy_problems, worked_solution
 
 
@@ -78,24 +79,13 @@ def test_a_builtin_reasoner_trains_on_its_own_task():
     assert all(r.problem.count("+") == 1 and int(r.answer) <= 40 for r in plain)
 
 
-@pytest.fixture(scope="module")
-def lab():
-    """scripts/collapse_lab.py as a module (a script, not a package)."""
-    path = Path(__file__).parents[1] / "scripts" / "collapse_lab.py"
-    spec = importlib.util.spec_from_file_location("collapse_lab", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["collapse_lab"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_every_lab_run_has_a_config_that_loads_and_starts_from_its_experiments_model(lab):
-    """Each (experiment, method) of scripts/collapse_lab.py loads as the runner composes it (base, experiment,
+def test_every_lab_run_has_a_config_that_loads_and_starts_from_its_experiments_model():
+    """Each (experiment, method) of toylab/experiments.py loads as the runner composes it (base, experiment,
     method), with the experiment's starting model, and methods keep their objective and reward."""
     from trainer.config import load_config
 
     root = Path(__file__).parents[1]
-    for name, exp in lab.EXPERIMENTS.items():
+    for name, exp in EXPERIMENTS.items():
         for method in exp.methods + exp.controls:
             files = ["base.yaml", *exp.configs, f"{method}.yaml"]
             cfg = load_config([str(root / "configs" / "lab" / f) for f in files], [])
@@ -106,18 +96,19 @@ def test_every_lab_run_has_a_config_that_loads_and_starts_from_its_experiments_m
     assert x2.reward.length_penalty.weight == 2.0
 
 
-def test_a_replications_verdict_reads_the_two_intervals_signs(lab):
-    """scripts/collapse_lab.py --reference: an effect holds when both 95% intervals exclude 0 on the same side."""
-    assert lab.agreement((-28.0, -11.3), (-33.4, -20.0)) == "holds"
-    assert lab.agreement((-3.4, 7.5), (-1.0, 2.0)) == "no effect in either"
-    assert lab.agreement((-3.4, 7.5), (2.4, 11.0)) == "not shown here"
-    assert lab.agreement((2.4, 11.0), (-3.4, 7.5)) == "**new here**"
-    assert lab.agreement((0.5, 1.0), (-2.0, -0.1)) == "**reversed**"
-    assert lab.agreement((0.0, 1.0), (0.0, 2.0)) == "no effect in either"  # an interval touching 0 includes it
+def test_a_replications_verdict_reads_the_two_intervals_signs():
+    """The lab runner's --reference (``toylab.results.replication``): an effect holds when both 95% intervals
+    exclude 0 on the same side."""
+    assert agreement((-28.0, -11.3), (-33.4, -20.0)) == "holds"
+    assert agreement((-3.4, 7.5), (-1.0, 2.0)) == "no effect in either"
+    assert agreement((-3.4, 7.5), (2.4, 11.0)) == "not shown here"
+    assert agreement((2.4, 11.0), (-3.4, 7.5)) == "**new here**"
+    assert agreement((0.5, 1.0), (-2.0, -0.1)) == "**reversed**"
+    assert agreement((0.0, 1.0), (0.0, 2.0)) == "no effect in either"  # an interval touching 0 includes it
 
 
-def test_the_lab_summary_applies_the_stated_collapse_criteria(lab, tmp_path):
-    """scripts/collapse_lab.py: collapse = end accuracy below half the start; length collapse = end tokens
+def test_the_lab_summary_applies_the_stated_collapse_criteria(tmp_path):
+    """toylab.results: collapse = end accuracy below half the start; length collapse = end tokens
     below half the start; unfinished runs are left out; each method is paired with the baseline by seed."""
 
     def run(name, evals, finished=True):
@@ -131,7 +122,7 @@ def test_the_lab_summary_applies_the_stated_collapse_criteria(lab, tmp_path):
         (d / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         if finished:
             (d / "lab.json").write_text(json.dumps({"status": 0, "minutes": 1.0}))
-        return lab.summarize(d)
+        return summarize(d)
 
     base = run("grpo-s0", [([2, 2], [30.0, 30.0]), ([4, 2], [30.0, 30.0])])  # 50% -> 75%, 30 tokens
     assert not base["collapsed"] and base["problem_acc"] == [1.0, 0.5]
@@ -140,12 +131,12 @@ def test_the_lab_summary_applies_the_stated_collapse_criteria(lab, tmp_path):
     held = run("correct_lp-s0", [([2, 2], [30.0, 30.0]), ([2, 0], [15.0, 16.0])])  # 25% = half: not below it
     assert not held["collapsed"] and not held["length_collapsed"]
     assert run("acoer-s0", [([2, 2], [30.0, 30.0]), ([4, 4], [30.0, 30.0])], finished=False) is None
-    got = lab.collect("length", tmp_path, [0])
-    table = lab.table("length", got, lab.against_baseline("length", got))
-    assert "| grpo | 1 | 50.0% | 75.0% [50.0, 100.0] | 30.0 | 30.0 | (baseline) | (baseline) |" in table
+    got = collect("length", tmp_path, [0])
+    text = table("length", got, against_baseline("length", got))
+    assert "| grpo | 1 | 50.0% | 75.0% [50.0, 100.0] | 30.0 | 30.0 | (baseline) | (baseline) |" in text
     # kimi_lp - grpo at seed 0: accuracy 12.5% - 75% = -62.5 points; tokens 28 / 60 - 1 = -53.3%
-    assert "| kimi_lp | 1 | 50.0% |" in table and "| -62.5 [" in table and "| -53.3% [" in table
-    assert "| 1/1 / 1/1 |" in table and "| acoer | 0 |" in table
+    assert "| kimi_lp | 1 | 50.0% |" in text and "| -62.5 [" in text and "| -53.3% [" in text
+    assert "| 1/1 / 1/1 |" in text and "| acoer | 0 |" in text
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from rollout.hf import HFBackend
 from rollout.server import RolloutUnavailable
 from trainer import checkpoint, dist
 from trainer.advantages import zero_variance_share
+from trainer.collapse import is_degenerate
 from trainer.config import Config, ConfigError, server_urls
-from trainer.guards import is_degenerate
 from trainer.learner import Learner
 from trainer.lifecycle import TrainingHalted, write_event
 

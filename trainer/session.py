@@ -19,6 +19,7 @@ from rewards.pool import GraderPool
 from rollout.data import PromptSampler
 from trainer import checkpoint, dist
 from trainer.ahead import Ahead
+from trainer.collapse import CollapseGuard
 from trainer.components import (
     build_backend,
     build_reward,
@@ -30,7 +31,6 @@ from trainer.components import (
 )
 from trainer.config import Config, ConfigError, GuardConfig, resolve, save_config, validate
 from trainer.evaluate import PeriodicEval
-from trainer.guards import CollapseGuard
 from trainer.learner import Learner
 from trainer.lifecycle import truncate_history
 

@@ -229,7 +229,7 @@ class CheckpointConfig(Section):
 
 
 class GuardConfig(Section):
-    """The non-finite streak and the collapse guard (``trainer.guards.CollapseGuard``, built from this section)."""
+    """The non-finite streak and the collapse guard (``trainer.collapse.CollapseGuard``, built from this section)."""
 
     max_nonfinite_streak: int = Field(
         3, ge=1, description="stop after this many steps in a row with a skipped (non-finite) update"

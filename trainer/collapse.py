@@ -1,4 +1,4 @@
-"""Guards: degenerate-output detection and the collapse guard.
+"""The collapse guard: degenerate-output detection and the guard that watches a run for a collapse.
 
 A collapse (accuracy falling off a cliff, lengths shrinking to nothing, entropy vanishing, outputs turning
 into empty strings or "!!!!") shows in the step metrics long before anyone looks at a curve. Length, entropy
