@@ -163,7 +163,7 @@ def test_file_push_round_trip_after_real_optimizer_steps(servers, learner, model
             fresh = backend_for([s.url], model_dir).generate(prompts_of(model_dir), 4, seed=100 + step)
             assert max_gap(learner.module, fresh) < ATOL
             info = requests.get(f"{s.url}/weight_info", headers=backend.headers, timeout=10).json()
-            assert info["weight_version"] == str(backend.version)
+            assert info["weight_version"] == backend.version_tag(backend.version)  # this run's token: its pushes
     assert [p.name for p in (tmp_path / "push").iterdir()] == [f"v{backend.version:06d}"]  # only the newest kept
 
 
@@ -230,6 +230,55 @@ def test_a_request_the_server_refuses_is_not_retried_elsewhere(servers, model_di
     with pytest.raises(RolloutUnavailable, match=r"refused a request \(400\)"):
         backend.generate([[7] * 200], 2, seed=1)
     assert backend.live == [s.url for s in started]
+
+
+def test_samples_carry_the_version_read_back_and_other_weights_are_not_used(servers, learner, model_dir, tmp_path):
+    """A second run pushing to one of our servers (its version token is not ours): our requests read the
+    version back, leave that server and come from the other one, each sample tagged with our version; the next
+    push of ours gives it our weights and re-admits it."""
+    _, started = servers
+    ours = backend_for([s.url for s in started], model_dir, learner, tmp_path / "ours")
+    ours.sync_weights()
+    other = backend_for([started[1].url], model_dir, learner, tmp_path / "other")
+    other.sync_weights()  # another run's weights (here equal in value, but not ours by version)
+    comps = ours.generate(prompts_of(model_dir), 4, seed=5)
+    assert ours.live == [started[0].url]
+    assert {c.weight_version for c in comps} == {ours.version} == {1}
+    ours.sync_weights()
+    assert ours.live == [s.url for s in started] and ours.version == 2
+    comps = ours.generate(prompts_of(model_dir) * 2, 4, seed=5)
+    assert {c.weight_version for c in comps} == {2} and ours.live == [s.url for s in started]
+
+
+def test_a_stopped_server_leaves_and_is_readmitted_with_the_current_weights(servers, learner, model_dir, tmp_path):
+    """SIGSTOP one server longer than a request timeout: its requests go to the other server (the health probe
+    finds it unresponsive), the call completes; after SIGCONT the next push gives it the weights and it is back
+    in rotation, sampling the learner's distribution."""
+    _, started = servers
+    backend = backend_for([s.url for s in started], model_dir, learner, tmp_path / "push", request_timeout=3.0)
+    backend.sync_weights()
+    os.killpg(started[1].proc.pid, signal.SIGSTOP)
+    try:
+        comps = backend.generate(prompts_of(model_dir) * 2, 4, seed=9)  # least-loaded routing reaches both
+    finally:
+        os.killpg(started[1].proc.pid, signal.SIGCONT)
+    assert len(comps) == 16 and backend.live == [started[0].url]
+    backend.sync_weights()  # healthy again: it takes this push and rejoins
+    assert backend.live == [s.url for s in started]
+    fresh = backend_for([started[1].url], model_dir).generate(prompts_of(model_dir), 4, seed=9)
+    assert max_gap(learner.module, fresh) < ATOL
+
+
+def test_a_busy_server_is_not_evicted(servers, model_dir):
+    """Every request outlasts the read timeout (1 ms) but the server answers its health probe: it stays in
+    rotation, and the call stops with the advice to raise the timeout instead of evicting a live server."""
+    from rollout.server import RolloutUnavailable
+
+    _, started = servers
+    backend = backend_for([started[0].url], model_dir, request_timeout=1e-3)
+    with pytest.raises(RolloutUnavailable, match=r"alive but no request finished.*request_timeout"):
+        backend.generate(prompts_of(model_dir), 4, seed=1)
+    assert backend.live == [started[0].url]
 
 
 def test_start_up_errors_are_clean(model_dir, cli_env, tmp_path):

@@ -63,8 +63,10 @@ class RolloutConfig:
     max_staleness: int = bounded(0, 0, INF)
     server_push: Literal["auto", "file", "nccl"] = "auto"  # server: weight push; auto: nccl on CUDA, else file
     push_dir: str = ""  # server, file push: directory the servers can read; "": <run_dir>/weights-push
-    # server: seconds a generation request may take before its server is dropped
+    # server: seconds a generation request may take before its server is probed (alive: kept; dead: dropped)
     request_timeout: float = bounded(600.0, 0, INF, "()")
+    # server: start-up probe, mean |server - learner| log-prob per token (nats) a server may show; None: by dtype
+    server_logprob_tolerance: float | None = bounded(None, 0, INF, "()")
     dynamic_sampling: bool = False  # DAPO: drop groups whose correctness ties (all or none) and sample more
     # dynamic sampling: rollout rounds per step at most (then train on what is kept)
     max_sampling_rounds: int = bounded(3, 1, INF)
