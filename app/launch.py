@@ -35,6 +35,7 @@ from trainer.config import Config, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TRAINER_SHUTDOWN_SECONDS = 900  # torchrun's wait for the ranks' preemption checkpoint (its default is 30 s)
 
 
 class ServerStartError(RuntimeError):
@@ -304,6 +305,8 @@ def launch(args) -> int:
             "-m",
             "torch.distributed.run",
             "--standalone",
+            "--shutdown-timeout",  # after a forwarded SIGTERM the ranks finish their step and checkpoint
+            str(TRAINER_SHUTDOWN_SECONDS),
             "--nproc_per_node",
             str(args.nproc),
             "-m",

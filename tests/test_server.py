@@ -372,6 +372,33 @@ def test_a_server_killed_mid_run_leaves_the_work_to_the_other(servers, model_dir
     assert "rollout server" in proc.stderr and "--resume" in proc.stderr
 
 
+@pytest.mark.slow
+def test_sigterm_to_launch_checkpoints_the_trainer_and_stops_every_server(model_dir, cli_env, tmp_path):
+    """``kill`` of ``groupwise launch`` (no secret given: one is made, owner-only): the trainer writes its
+    preemption checkpoint and every server is gone."""
+    from trainer.checkpoint import complete_checkpoints
+
+    run, port = tmp_path / "run", _free_port_pair()
+    env = {**cli_env, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    env.pop(SECRET_ENV, None)
+    cmd = [bin_path("groupwise"), "launch", "--servers", "1", "--port", str(port)]
+    cmd += [f"model.path={model_dir}", f"run_dir={run}", *TRAIN, "steps=200", "checkpoint.every=1000"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics, deadline = run / "metrics.jsonl", time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+            break
+        time.sleep(0.05)
+    assert (run / "servers" / "secret").stat().st_mode & 0o777 == 0o600
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode != 0, out[-2000:]
+    saved = complete_checkpoints(run)
+    assert saved and len(rows(run)) < 200, err[-4000:]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=10)
+
+
 def _free_port_pair() -> int:
     """A port p with p and p + 1 free (two servers)."""
     for _ in range(100):

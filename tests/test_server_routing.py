@@ -4,7 +4,7 @@ outstanding work picks the server, and a batch with a sample older than the boun
 import pytest
 
 from rollout.base import Completion
-from rollout.server import ServerBackend
+from rollout.server import RolloutUnavailable, ServerBackend
 from trainer.ahead import Ahead
 
 
@@ -61,7 +61,7 @@ def test_samples_of_weights_this_run_never_pushed_are_not_trained_on():
     servers = Servers()
     servers.report = 99  # never pushed by this run, before and after the regeneration
     ahead = Ahead(servers.generate, 1, 2, lambda s: ([[s]], s), 10, 0, version=lambda: servers.version)
-    with pytest.raises(RuntimeError, match="weights this run did not push"):
+    with pytest.raises(RolloutUnavailable, match="weights this run did not push"):
         ahead.take(0)
     assert ahead.regenerated == 1
     ahead.close()

@@ -63,7 +63,7 @@ def test_launch_samples_the_learners_distribution_despite_the_generation_config(
     history = rows(run)
     assert len(history) == 2
     assert all(r["logprob_gap"] < FLOOR for r in history), [r["logprob_gap"] for r in history]
-    assert any(r["grad_norm"] > 0 for r in history)
+    assert (run / "servers" / "secret").stat().st_mode & 0o777 == 0o600  # no secret given: launch made one
 
 
 class FieldsLeftUnset:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from rollout.base import Completion
+from rollout.server_push import RolloutUnavailable
 
 
 class Ahead:
@@ -77,7 +78,10 @@ class Ahead:
             completions, self.generation_seconds = self._timed(prompts, seed)
             steps = [self.step_of_version.get(c.weight_version) for c in completions]
             if None in steps or step - min(steps) > self.k:
-                raise RuntimeError(f"rollout servers answered step {step} from weights this run did not push")
+                raise RolloutUnavailable(  # every rank stops together (sample_step agrees on it)
+                    f"rollout servers answered step {step} from weights this run did not push; restart them and "
+                    "resume the run from its last checkpoint with --resume"
+                )
         return completions, step - min(steps)
 
     def settle(self) -> None:
