@@ -270,15 +270,35 @@ def test_a_stopped_server_leaves_and_is_readmitted_with_the_current_weights(serv
 
 
 def test_a_busy_server_is_not_evicted(servers, model_dir):
-    """Every request outlasts the read timeout (1 ms) but the server answers its health probe: it stays in
-    rotation, and the call stops with the advice to raise the timeout instead of evicting a live server."""
-    from rollout.server import RolloutUnavailable
+    """A paused server (``/pause?mode=keep``: it queues new requests; ``/health`` answers) is busy, not dead:
+    requests outlasting the read timeout leave it in rotation. If it stays busy the call stops with the advice
+    to raise the timeout; once it moves again (resumed here when the first health probe is made) the same
+    call completes on it."""
+    from rollout.server import RolloutUnavailable, ServerBackend
 
     _, started = servers
-    backend = backend_for([started[0].url], model_dir, request_timeout=1e-3)
-    with pytest.raises(RolloutUnavailable, match=r"alive but no request finished.*request_timeout"):
-        backend.generate(prompts_of(model_dir), 4, seed=1)
-    assert backend.live == [started[0].url]
+    url = started[0].url
+    busy = backend_for([url], model_dir, request_timeout=2.0)
+    busy._control(url, "pause?mode=keep")
+    try:
+        with pytest.raises(RolloutUnavailable, match=r"alive but no request finished.*request_timeout"):
+            busy.generate(prompts_of(model_dir), 4, seed=1)
+        assert busy.live == [url]
+    finally:
+        busy._control(url, "resume")
+
+    class ResumedWhenProbed(ServerBackend):
+        def _healthy(self, u: str) -> bool:
+            self._control(u, "resume")  # the queue moves again
+            return super()._healthy(u)
+
+    busy._control(url, "pause?mode=keep")
+    try:
+        backend = ResumedWhenProbed([url], str(model_dir), busy.tok, NEW, request_timeout=2.0)
+        comps = backend.generate(prompts_of(model_dir)[:1], 4, seed=1)
+        assert len(comps) == 4 and backend.live == [url]
+    finally:
+        busy._control(url, "resume")
 
 
 def test_start_up_errors_are_clean(model_dir, cli_env, tmp_path):
