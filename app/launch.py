@@ -326,6 +326,7 @@ def launch(args) -> int:
         return 130
     finally:
         stop_servers(servers)
+        signal.signal(signal.SIGTERM, stop)
 
 
 def _interrupt(signum, frame):

@@ -43,8 +43,8 @@ import torch
 
 from rollout.base import Completion
 from rollout.server_guard import SECRET_ENV
-from rollout.server_probe import check_gap
-from rollout.server_push import PushMixin, RolloutUnavailable
+from rollout.server_probe import gap_reason, probe_completions
+from rollout.server_push import PushMixin, RolloutUnavailable, agree_any
 from rollout.vllm_backend import request_seed
 
 __all__ = ["RolloutUnavailable", "ServerBackend", "ServerMismatch"]
@@ -130,17 +130,22 @@ class ServerBackend(PushMixin):
     def verify(self) -> None:
         """The servers new to the rotation sample what the learner assumes: their log-probs of completions they
         sample for a fixed prompt equal the learner's (``rollout.server_probe``), else ``ServerMismatch`` on
-        every rank. Collective (the learner's forward): every rank calls it after the same push."""
+        every rank. Collective: every rank calls it after the same push, samples every probe first (HTTP only),
+        all agree that every probe came back, then every rank runs the learner's forward on every probe."""
         if self.score is None:
             return
         fresh = [u for u in self.urls if u in self.live and u in self.unverified]
-        error = None
+        samples, lost = {}, None
         for url in fresh:
-            error = error or check_gap(self._only(url), url, self.score, self.tolerance)
-        failed = torch.tensor(int(error is not None))
-        if torch.distributed.is_initialized():
-            torch.distributed.all_reduce(failed, op=torch.distributed.ReduceOp.MAX)
-        if failed.item():
+            try:
+                samples[url] = probe_completions(self._only(url))
+            except Exception as e:
+                lost = lost or RolloutUnavailable(f"the start-up probe of rollout server {url} failed: {e}")
+        if agree_any(lost is not None):
+            raise lost or RolloutUnavailable("another rank's start-up probe of a rollout server failed")
+        reasons = [gap_reason(url, samples[url], self.score, self.tolerance) for url in fresh]
+        error = next((r for r in reasons if r), None)
+        if agree_any(error is not None):
             raise ServerMismatch(error or "another rank's rollout server failed the log-prob probe")
         self.unverified.difference_update(fresh)
 

@@ -21,12 +21,17 @@ PROBE_TOKENS = 16
 TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2}  # mean |gap| per token, nats: rounding only (fp32 measured ~1e-7)
 
 
-def check_gap(view, url: str, score: Callable[[list], list[torch.Tensor]], tolerance: float) -> str | None:
-    """None when the server at ``url`` (``view``: the backend restricted to it) agrees with the learner
-    (``score``: the learner's log-prob per completion token), else the reason the run is refused."""
+def probe_completions(view) -> list:
+    """Completions the server of ``view`` (the backend restricted to one server) samples for the fixed prompt,
+    at the run's temperature and top-p, through the training request path. HTTP only: no collective."""
     prompt = view.tok(PROBE_PROMPT, add_special_tokens=False)["input_ids"]
     probe = view.with_sampling(min(PROBE_TOKENS, view.max_new_tokens), view.temperature, view.top_p)
-    comps = probe.generate([prompt], PROBE_SAMPLES, seed=PROBE_SEED)
+    return probe.generate([prompt], PROBE_SAMPLES, seed=PROBE_SEED)
+
+
+def gap_reason(url: str, comps: list, score: Callable[[list], list[torch.Tensor]], tolerance: float) -> str | None:
+    """None when the server's log-probs of ``comps`` equal the learner's (``score``: its log-prob per completion
+    token; collective under ZeRO-3) within ``tolerance`` nats mean per token, else why the run is refused."""
     server = torch.cat([torch.tensor(c.logprobs, dtype=torch.float64) for c in comps])  # [tokens]
     learner = torch.cat([s.double().cpu() for s in score(comps)])  # [tokens]
     gap = float((server - learner).abs().mean())

@@ -28,7 +28,7 @@ class RolloutUnavailable(RuntimeError):
     """No rollout server can answer: the run cannot go on until they are back."""
 
 
-def _agree_any(flag: bool) -> bool:
+def agree_any(flag: bool) -> bool:
     """True on every rank when it is true on any rank."""
     if not torch.distributed.is_initialized():
         return flag
@@ -77,7 +77,7 @@ class PushMixin:
                 self._push_file(rank, version)
         except Exception as e:
             error = e
-        if _agree_any(error is not None):
+        if agree_any(error is not None):
             self._set_live(_from_rank0(list(self.live)))
             if isinstance(error, RolloutUnavailable):
                 raise error
@@ -141,7 +141,7 @@ class PushMixin:
                     self._control(url, "pause?mode=wait")
             except Exception:
                 ready = False
-            if _agree_any(not ready):
+            if agree_any(not ready):
                 self._nccl_failed(url, rank)
                 continue
             sent = True
@@ -157,7 +157,7 @@ class PushMixin:
                     self._control(url, "update_weight_version", {"new_version": self.version_tag(version)})
                 except Exception:
                     sent = False
-            if _agree_any(not sent):
+            if agree_any(not sent):
                 self._nccl_failed(url, rank)
             elif rank == 0:
                 self._control_quiet(url, "resume")

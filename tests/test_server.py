@@ -3,9 +3,11 @@
 Two servers started by ``app.launch`` from a config, guarded by a shared secret, are shared by the module:
 the contract (groups of G, finish reasons, log-probs equal to a real DeepSpeed learner's), the same samples
 from either server, the file weight push after real optimizer steps, the refused push and pause without the
-secret, mismatched servers refused at start-up, retries on a dead or silent server. Through the CLI:
-``groupwise launch`` with 2 servers and ``rollout.max_staleness=1``; ``groupwise train`` against running
-servers with k=0 (importance ratios 1 up to the log-prob gap); a server killed mid-run.
+secret, mismatched servers refused at start-up, retries on a dead or silent server, weight versions read back
+(another run's push is not ours), a stopped server evicted and re-admitted by the next push, a busy server
+kept. Through the CLI: ``groupwise launch`` with 2 servers and ``rollout.max_staleness=1``; ``groupwise
+train`` against running servers with k=0 (importance ratios 1 up to the log-prob gap); a server killed
+mid-run; SIGTERM to ``launch``; ``serve`` restarting a dead server.
 """
 
 import os
@@ -417,6 +419,50 @@ def test_sigterm_to_launch_checkpoints_the_trainer_and_stops_every_server(model_
     assert saved and len(rows(run)) < 200, err[-4000:]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/health", timeout=10)
+
+
+@pytest.mark.slow
+def test_serve_restarts_a_dead_server_and_keeps_the_other(model_dir, cli_env, tmp_path):
+    """``groupwise serve --servers 2``: one server killed (its whole process group) is restarted on its port
+    while the other keeps serving, untouched; SIGTERM to ``serve`` stops both."""
+    import psutil
+
+    port = _free_port_pair()
+    env = {**cli_env, SECRET_ENV: SECRET, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    cmd = [bin_path("groupwise"), "serve", "--servers", "2", "--port", str(port)]
+    cmd += [f"model.path={model_dir}", f"run_dir={tmp_path / 'run'}", *TRAIN]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = iter(proc.stdout.readline, "")
+        assert any("serving until" in line for line in lines), "serve did not start"
+
+        def server_pid(p: int) -> int:
+            kids = psutil.Process(proc.pid).children()
+            return next(k.pid for k in kids if f"--port {p} " in " ".join(k.cmdline()) + " ")
+
+        keep, victim = server_pid(port), server_pid(port + 1)
+        os.killpg(victim, signal.SIGKILL)
+        assert any("restarting" in line for line in lines)
+        _wait_health(f"http://127.0.0.1:{port + 1}", proc)
+        assert server_pid(port + 1) != victim and server_pid(port) == keep  # the other one never stopped
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    for p in (port, port + 1):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{p}/health", timeout=10)
+
+
+def _wait_health(url: str, proc, limit: float = 600) -> None:
+    deadline = time.time() + limit  # a hang guard, not a speed check
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if requests.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not come back")
 
 
 def _free_port_pair() -> int:
