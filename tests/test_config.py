@@ -245,6 +245,7 @@ def test_servers_off_loopback_need_the_shared_secret(monkeypatch):
     flags = dict(zip(cmd[3::2], cmd[4::2]))
     assert flags["--model"] == "/m" and flags["--max-model-len"] == "80" and flags["--dtype"] == "float32"
     assert "--enforce-eager" in cmd and "processed_logprobs" in cmd
+    assert flags["--generation-config"] == "vllm"  # the model's generation_config.json is no request default
     assert "rollout.server_guard.SharedSecretGuard" in cmd and "--weight-transfer-config" not in cmd
     gpu = server_command(load_config(None, ["rollout.backend=server", "model.dtype=bf16"]), "/m", "h", 1, cuda=True)
     assert "--enforce-eager" not in gpu and '{"backend": "nccl"}' in gpu and "bfloat16" in gpu
