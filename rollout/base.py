@@ -24,6 +24,7 @@ class Completion:
     logprobs: list[float]  # sampler log-prob of each sampled token
     finish_reason: str  # "stop" (EOS), "length" (hit max_new_tokens), or the engine's word for a failure
     text: str  # decoded completion without special tokens
+    weight_version: int | None = None  # server backend: the weight version the server reported producing it
 
 
 class RolloutBackend(Protocol):

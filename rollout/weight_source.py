@@ -22,6 +22,7 @@ class GatheredSource(WeightSource):
 
     def __init__(self, module: torch.nn.Module, named_tensors: Callable[[], Iterator[tuple[str, torch.Tensor]]]):
         self.module, self.named_tensors = module, named_tensors
+        self._pass: Iterator[tuple[str, torch.Tensor]] | None = None
 
     def metadata(self) -> list[ParamMeta]:
         return [
@@ -30,7 +31,15 @@ class GatheredSource(WeightSource):
         ]
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
-        return iter(self.named_tensors())
+        self._pass = iter(self.named_tensors())
+        return self._pass
+
+    def drain(self) -> None:
+        """Walk the rest of the current pass: a send that failed half-way still owes the other ranks the
+        ZeRO-3 gathers of the parameters it did not reach (they would wait in them forever)."""
+        for _ in self._pass or ():
+            pass
+        self._pass = None
 
 
 class AuthClient:
@@ -68,13 +77,13 @@ def trainer_engine(url: str, rank: int, world_size: int, control, module: torch.
     from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
 
     host = os.environ.get("GROUPWISE_NCCL_HOST") or os.environ.get("MASTER_ADDR", "127.0.0.1")
-    port = _free_port() if rank == 0 else 0
+    port = _free_port(host) if rank == 0 else 0
     info = NCCLTrainerInitInfo(master_address=host, master_port=port, world_size=world_size, rank=rank)
     client, source = AuthClient(url, control), GatheredSource(module, named_tensors)
     return WeightTransferTrainerFactory.trainer_init(info, client=client, source=source)
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as s:
-        s.bind(("", 0))
+        s.bind((host, 0))  # a free port on the interface the servers reach
         return s.getsockname()[1]

@@ -190,6 +190,7 @@ def test_impossible_values_name_the_key_and_the_fix(override, message):
         (["rollout.backend=server", "rollout.top_p=0.9"], r"rollout.top_p=0.9 with rollout.backend=server"),
         (["rollout.max_staleness=-1"], r"rollout.max_staleness=-1 is out of range"),
         (["rollout.server.request_timeout=0"], r"rollout.server.request_timeout=0.0 is out of range"),
+        (["rollout.server.logprob_tolerance=0"], r"rollout.server.logprob_tolerance=0.0 is out of range"),
     ],
 )
 def test_server_and_staleness_combinations_that_cannot_work_fail_at_load(overrides, message):
@@ -224,6 +225,7 @@ def test_servers_off_loopback_need_the_shared_secret(monkeypatch):
     flags = dict(zip(cmd[3::2], cmd[4::2]))
     assert flags["--model"] == "/m" and flags["--max-model-len"] == "80" and flags["--dtype"] == "float32"
     assert "--enforce-eager" in cmd and "processed_logprobs" in cmd
+    assert flags["--generation-config"] == "vllm"  # the model's generation_config.json is no request default
     assert "rollout.server_auth.SharedSecretGuard" in cmd and "--weight-transfer-config" not in cmd
     gpu = server_command(load_config(None, ["rollout.backend=server", "model.dtype=bf16"]), "/m", "h", 1, cuda=True)
     assert "--enforce-eager" not in gpu and '{"backend": "nccl"}' in gpu and "bfloat16" in gpu

@@ -3,9 +3,11 @@
 Two servers started by ``app.launch`` from a config, guarded by a shared secret, are shared by the module:
 the contract (groups of G, finish reasons, log-probs equal to a real DeepSpeed learner's), the same samples
 from either server, the file weight push after real optimizer steps, the refused push and pause without the
-secret, mismatched servers refused at start-up, retries on a dead or silent server. Through the CLI:
-``groupwise launch`` with 2 servers and ``rollout.max_staleness=1``; ``groupwise train`` against running
-servers with k=0 (importance ratios 1 up to the log-prob gap); a server killed mid-run.
+secret, mismatched servers refused at start-up, retries on a dead or silent server, weight versions read back
+(another run's push is not ours), a stopped server evicted and re-admitted by the next push, a busy server
+kept. Through the CLI: ``groupwise launch`` with 2 servers and ``rollout.max_staleness=1``; ``groupwise
+train`` against running servers with k=0 (importance ratios 1 up to the log-prob gap); a server killed
+mid-run; SIGTERM to ``launch``; ``serve`` restarting a dead server.
 """
 
 import os
@@ -163,7 +165,7 @@ def test_file_push_round_trip_after_real_optimizer_steps(servers, learner, model
             fresh = backend_for([s.url], model_dir).generate(prompts_of(model_dir), 4, seed=100 + step)
             assert max_gap(learner.module, fresh) < ATOL
             info = requests.get(f"{s.url}/weight_info", headers=backend.headers, timeout=10).json()
-            assert info["weight_version"] == str(backend.version)
+            assert info["weight_version"] == backend.version_tag(backend.version)  # this run's token: its pushes
     assert [p.name for p in (tmp_path / "push").iterdir()] == [f"v{backend.version:06d}"]  # only the newest kept
 
 
@@ -230,6 +232,75 @@ def test_a_request_the_server_refuses_is_not_retried_elsewhere(servers, model_di
     with pytest.raises(RolloutUnavailable, match=r"refused a request \(400\)"):
         backend.generate([[7] * 200], 2, seed=1)
     assert backend.live == [s.url for s in started]
+
+
+def test_samples_carry_the_version_read_back_and_other_weights_are_not_used(servers, learner, model_dir, tmp_path):
+    """A second run pushing to one of our servers (its version token is not ours): our requests read the
+    version back, leave that server and come from the other one, each sample tagged with our version; the next
+    push of ours gives it our weights and re-admits it."""
+    _, started = servers
+    ours = backend_for([s.url for s in started], model_dir, learner, tmp_path / "ours")
+    ours.sync_weights()
+    other = backend_for([started[1].url], model_dir, learner, tmp_path / "other")
+    other.sync_weights()  # another run's weights (here equal in value, but not ours by version)
+    comps = ours.generate(prompts_of(model_dir), 4, seed=5)
+    assert ours.live == [started[0].url]
+    assert {c.weight_version for c in comps} == {ours.version} == {1}
+    ours.sync_weights()
+    assert ours.live == [s.url for s in started] and ours.version == 2
+    comps = ours.generate(prompts_of(model_dir) * 2, 4, seed=5)
+    assert {c.weight_version for c in comps} == {2} and ours.live == [s.url for s in started]
+
+
+def test_a_stopped_server_leaves_and_is_readmitted_with_the_current_weights(servers, learner, model_dir, tmp_path):
+    """SIGSTOP one server longer than a request timeout: its requests go to the other server (the health probe
+    finds it unresponsive), the call completes; after SIGCONT the next push gives it the weights and it is back
+    in rotation, sampling the learner's distribution."""
+    _, started = servers
+    backend = backend_for([s.url for s in started], model_dir, learner, tmp_path / "push", request_timeout=3.0)
+    backend.sync_weights()
+    os.killpg(started[1].proc.pid, signal.SIGSTOP)
+    try:
+        comps = backend.generate(prompts_of(model_dir) * 2, 4, seed=9)  # least-loaded routing reaches both
+    finally:
+        os.killpg(started[1].proc.pid, signal.SIGCONT)
+    assert len(comps) == 16 and backend.live == [started[0].url]
+    backend.sync_weights()  # healthy again: it takes this push and rejoins
+    assert backend.live == [s.url for s in started]
+    fresh = backend_for([started[1].url], model_dir).generate(prompts_of(model_dir), 4, seed=9)
+    assert max_gap(learner.module, fresh) < ATOL
+
+
+def test_a_busy_server_is_not_evicted(servers, model_dir):
+    """A paused server (``/pause?mode=keep``: it queues new requests; ``/health`` answers) is busy, not dead:
+    requests outlasting the read timeout leave it in rotation. If it stays busy the call stops with the advice
+    to raise the timeout; once it moves again (resumed here when the first health probe is made) the same
+    call completes on it."""
+    from rollout.server import RolloutUnavailable, ServerBackend
+
+    _, started = servers
+    url = started[0].url
+    busy = backend_for([url], model_dir, request_timeout=2.0)
+    busy._control(url, "pause?mode=keep")
+    try:
+        with pytest.raises(RolloutUnavailable, match=r"alive but no request finished.*request_timeout"):
+            busy.generate(prompts_of(model_dir), 4, seed=1)
+        assert busy.live == [url]
+    finally:
+        busy._control(url, "resume")
+
+    class ResumedWhenProbed(ServerBackend):
+        def _healthy(self, u: str) -> bool:
+            self._control(u, "resume")  # the queue moves again
+            return super()._healthy(u)
+
+    busy._control(url, "pause?mode=keep")
+    try:
+        backend = ResumedWhenProbed([url], str(model_dir), busy.tok, NEW, request_timeout=2.0)
+        comps = backend.generate(prompts_of(model_dir)[:1], 4, seed=1)
+        assert len(comps) == 4 and backend.live == [url]
+    finally:
+        busy._control(url, "resume")
 
 
 def test_start_up_errors_are_clean(model_dir, cli_env, tmp_path):
@@ -325,6 +396,77 @@ def test_a_server_killed_mid_run_leaves_the_work_to_the_other(servers, model_dir
     proc = subprocess.run([*cmd, "steps=8", "--resume"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "rollout server" in proc.stderr and "--resume" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_to_launch_checkpoints_the_trainer_and_stops_every_server(model_dir, cli_env, tmp_path):
+    """``kill`` of ``groupwise launch`` (no secret given: one is made, owner-only): the trainer writes its
+    preemption checkpoint and every server is gone."""
+    from trainer.checkpoint import complete_checkpoints
+
+    run, port = tmp_path / "run", _free_port_pair()
+    env = {**cli_env, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    env.pop(SECRET_ENV, None)
+    cmd = [bin_path("groupwise"), "launch", "--servers", "1", "--port", str(port)]
+    cmd += [f"model.path={model_dir}", f"run_dir={run}", *TRAIN, "steps=200", "checkpoint.every=1000"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics, deadline = run / "metrics.jsonl", time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+            break
+        time.sleep(0.05)
+    assert (run / "servers" / "secret").stat().st_mode & 0o777 == 0o600
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode != 0, out[-2000:]
+    saved = complete_checkpoints(run)
+    assert saved and len(rows(run)) < 200, err[-4000:]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=10)
+
+
+@pytest.mark.slow
+def test_serve_restarts_a_dead_server_and_keeps_the_other(model_dir, cli_env, tmp_path):
+    """``groupwise serve --servers 2``: one server killed (its whole process group) is restarted on its port
+    while the other keeps serving, untouched; SIGTERM to ``serve`` stops both."""
+    import psutil
+
+    port = _free_port_pair()
+    env = {**cli_env, SECRET_ENV: SECRET, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    cmd = [bin_path("groupwise"), "serve", "--servers", "2", "--port", str(port)]
+    cmd += [f"model.path={model_dir}", f"run_dir={tmp_path / 'run'}", *TRAIN]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = iter(proc.stdout.readline, "")
+        assert any("serving until" in line for line in lines), "serve did not start"
+
+        def server_pid(p: int) -> int:
+            kids = psutil.Process(proc.pid).children()
+            return next(k.pid for k in kids if f"--port {p} " in " ".join(k.cmdline()) + " ")
+
+        keep, victim = server_pid(port), server_pid(port + 1)
+        os.killpg(victim, signal.SIGKILL)
+        assert any("restarting" in line for line in lines)
+        _wait_health(f"http://127.0.0.1:{port + 1}", proc)
+        assert server_pid(port + 1) != victim and server_pid(port) == keep  # the other one never stopped
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    for p in (port, port + 1):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{p}/health", timeout=10)
+
+
+def _wait_health(url: str, proc, limit: float = 600) -> None:
+    deadline = time.time() + limit  # a hang guard, not a speed check
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if requests.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not come back")
 
 
 def _free_port_pair() -> int:

@@ -7,8 +7,11 @@ A fixed lag, so a run stays a pure function of its config:
              -> push the weights after step s
 
 Batch j is therefore always sampled by the weights after step j-k (the first k batches of a run, or of a
-resume, by the weights it starts from), and each batch carries that weight step, so ``staleness = s - j + k``
-is exact. A push never overlaps a generation of ours: the loop settles the batch in flight first, and the
+resume, by the weights it starts from), and each batch carries that weight step, so ``staleness = s - j + k``.
+With the server backend that is checked, not assumed: every completion carries the weight version the server
+reported producing it (``Completion.weight_version``), mapped back to the learner step that pushed it; a batch
+with a sample from unknown weights or older than ``k`` steps is regenerated on the current weights, never
+trained on. A push never overlaps a generation of ours: the loop settles the batch in flight first, and the
 servers' ``/pause?mode=wait`` covers anyone else's requests. One generation runs at a time, in one background
 thread; grading, rewards and every collective stay on the main thread.
 """
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from rollout.base import Completion
+from rollout.server_push import RolloutUnavailable
 
 
 class Ahead:
@@ -33,6 +37,7 @@ class Ahead:
         request: Callable[[int], tuple[list[list[int]], int]],
         last_step: int,
         weights_step: int,
+        version: Callable[[], int] | None = None,
     ):
         self.generate, self.k, self.group_size = generate, k, group_size
         self.request, self.last_step = request, last_step  # request(step) -> (this rank's prompts, seed)
@@ -40,6 +45,10 @@ class Ahead:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-ahead")
         self.pending: dict[int, tuple[Future, int]] = {}  # step -> (its completions, the weight step sampling it)
         self.generation_seconds = 0.0  # how long the last taken batch took to generate (its own time, not waited)
+        self.version = version  # the servers' weight version now (server backend: read back per sample)
+        self.step_of_version: dict[int, int] = {}  # weight version -> the learner step whose weights it holds
+        self.regenerated = 0  # batches regenerated because a sample was too old or of unknown weights
+        self.pushed(weights_step)
 
     def _submit(self, step: int) -> None:
         if step in self.pending or step >= self.last_step:
@@ -59,7 +68,21 @@ class Ahead:
             self._submit(s)
         future, sampled_at = self.pending.pop(step)
         completions, self.generation_seconds = future.result()
-        return completions, step - sampled_at
+        read = {c.weight_version for c in completions if c.weight_version is not None}
+        if not read:  # a backend that does not read versions back: the weight step it was submitted on
+            return completions, step - sampled_at
+        steps = [self.step_of_version.get(v) for v in read]
+        if None in steps or step - min(steps) > self.k:  # other weights, or past the bound: never trained on
+            self.regenerated += 1
+            prompts, seed = self.request(step)
+            completions, self.generation_seconds = self._timed(prompts, seed)
+            steps = [self.step_of_version.get(c.weight_version) for c in completions]
+            if None in steps or step - min(steps) > self.k:
+                raise RolloutUnavailable(  # every rank stops together (sample_step agrees on it)
+                    f"rollout servers answered step {step} from weights this run did not push; restart them and "
+                    "resume the run from its last checkpoint with --resume"
+                )
+        return completions, step - min(steps)
 
     def settle(self) -> None:
         """Wait for the generations in flight (before a push), raising their errors."""
@@ -69,6 +92,8 @@ class Ahead:
     def pushed(self, step: int) -> None:
         """The servers now hold the weights after ``step`` learner steps (a push, a resume or a rollback)."""
         self.weights_step = step
+        if self.version is not None:
+            self.step_of_version[self.version()] = step
 
     def discard(self) -> None:
         """Drop every batch in flight (a rollback replays those steps on other weights)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from rewards.schemes import RewardBatch, scheme_from_config
-from rollout.base import FINISH_REASONS, Completion, encode_prompt
+from rollout.base import FINISH_REASONS, Completion, collate, encode_prompt
 from rollout.hf import HFBackend
 from rollout.server import RolloutUnavailable
 from trainer import checkpoint, dist
@@ -93,6 +93,7 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
         )
     if r.backend == "server":
         from rollout.server import ServerBackend
+        from rollout.server_probe import TOLERANCE as PROBE_TOLERANCE
 
         push = r.server.push if r.server.push != "auto" else ("nccl" if device.type == "cuda" else "file")
         backend = ServerBackend(
@@ -109,10 +110,19 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
             max_model_len=context_tokens(cfg),
             tensor_parallel_size=r.vllm.tensor_parallel_size,
             module=learner.module,
+            # --- rollout servers: the probe of each server new to the rotation (rollout/server_probe.py)
+            score=lambda comps: learner_logprobs(learner, comps, tok.pad_token_id),
+            logprob_tolerance=r.server.logprob_tolerance or PROBE_TOLERANCE[cfg.model.dtype],
         )
         backend.check_servers(wait=60.0)  # the model and context length the config asks for, or a clear error
         return backend
     return HFBackend(lambda: learner.module, tok, r.max_new_tokens, r.temperature, r.top_p, device, lockstep)
+
+
+def learner_logprobs(learner: Learner, completions: list[Completion], pad_id: int) -> list[torch.Tensor]:
+    """The learner's log-prob of each completion token (collective under ZeRO-3: every rank calls it)."""
+    logp = learner.frozen_logprobs(learner.module, collate(completions, pad_id))  # [N, T]
+    return [logp[i, : len(c.token_ids)] for i, c in enumerate(completions)]
 
 
 def build_reward(cfg: Config):

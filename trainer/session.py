@@ -93,7 +93,10 @@ class Session:
             return step_prompts(cfg, s, self.sampler, self.tok, self.per_rank)[1], rollout_seed(cfg.seed, s, rank)
 
         G = cfg.rollout.group_size
-        self.ahead = Ahead(self.backend.generate, cfg.rollout.max_staleness, G, request, cfg.steps, start)
+        read_back = (lambda: self.backend.version) if hasattr(self.backend, "version") else None  # server backend
+        self.ahead = Ahead(
+            self.backend.generate, cfg.rollout.max_staleness, G, request, cfg.steps, start, version=read_back
+        )
 
     def close(self) -> None:
         if self.ahead is not None:

@@ -65,7 +65,15 @@ class ServerConfig(Section):
     push: Literal["auto", "file", "nccl"] = Field("auto", description="weight push; auto: nccl on CUDA, else file")
     push_dir: str = Field("", description='file push: a directory the servers can read; "": <run_dir>/weights-push')
     request_timeout: float = Field(
-        600.0, gt=0, description="seconds a generation request may take before its server is dropped"
+        600.0,
+        gt=0,
+        description="seconds a generation request may take before its server is probed (alive: kept; dead: dropped)",
+    )
+    logprob_tolerance: float | None = Field(
+        None,
+        gt=0,
+        description="start-up probe, mean |server - learner| log-prob per token (nats) a server may show; "
+        "None: by dtype",
     )
 
 

@@ -1,0 +1,67 @@
+"""The server backend's routing and the version bookkeeping of generation ahead, without servers: least
+outstanding work picks the server, and a batch with a sample older than the bound is regenerated."""
+
+import pytest
+
+from rollout.base import Completion
+from rollout.server import RolloutUnavailable, ServerBackend
+from trainer.ahead import Ahead
+
+
+def test_requests_go_to_the_server_with_the_least_outstanding_work():
+    backend = ServerBackend(["http://a:1", "http://b:2/", "http://c:3"], "m", None, 8)
+    backend.state["outstanding"] = {"http://a:1": 3, "http://b:2": 1, "http://c:3": 2}
+    assert backend._pick() == "http://b:2"
+    backend._drop("http://b:2")
+    assert backend._pick() == "http://c:3" and "http://b:2" in backend.unverified
+    backend.live.clear()
+    assert backend._pick() is None
+
+
+def test_sampling_fields_leave_nothing_to_the_servers_defaults():
+    """Every ``to_sampling_params`` default a generation config can override is sent, at its neutral value."""
+    fields = ServerBackend(["http://a:1"], "m", None, 8, temperature=0.7).sampling_fields()
+    assert fields["temperature"] == 0.7 and fields["top_p"] == 1.0
+    assert fields["top_k"] == 0 and fields["min_p"] == 0.0  # vLLM 0.32: top_k 0 is the full vocabulary
+    assert fields["repetition_penalty"] == 1.0 and fields["presence_penalty"] == fields["frequency_penalty"] == 0
+    assert fields["stop"] == [] and fields["stop_token_ids"] == [] and fields["min_tokens"] == 0
+
+
+class Servers:
+    """Sampling with a weight version that the test sets, as a server reports it."""
+
+    def __init__(self):
+        self.version, self.report, self.calls = 0, None, 0
+
+    def generate(self, prompts, group_size, seed):
+        self.calls += 1
+        v = self.version if self.report is None else self.report
+        return [Completion(p, [1], [0.0], "stop", "", weight_version=v) for p in prompts for _ in range(group_size)]
+
+
+def test_staleness_is_read_back_and_a_sample_past_the_bound_is_regenerated():
+    servers = Servers()
+    ahead = Ahead(servers.generate, 1, 2, lambda s: ([[s]], s), 10, 0, version=lambda: servers.version)
+    comps, staleness = ahead.take(0)  # batch 0 on the start weights, batch 1 submitted on them too
+    assert staleness == 0 and {c.weight_version for c in comps} == {0}
+    ahead.settle()
+    servers.version, servers.report = 1, 0  # batch 2 comes from a server still on the start weights
+    ahead.pushed(1)
+    comps, staleness = ahead.take(1)  # generated before the push: one step old, within k=1
+    assert staleness == 1 and ahead.regenerated == 0
+    ahead.settle()
+    servers.version, servers.report = 2, None
+    ahead.pushed(2)
+    comps, staleness = ahead.take(2)  # its samples are two steps old, past k=1: regenerated, never trained on
+    assert ahead.regenerated == 1 and staleness == 0 and {c.weight_version for c in comps} == {2}
+    ahead.close()
+
+
+def test_samples_of_weights_this_run_never_pushed_are_not_trained_on():
+    servers = Servers()
+    servers.report = 99  # never pushed by this run, before and after the regeneration
+    ahead = Ahead(servers.generate, 1, 2, lambda s: ([[s]], s), 10, 0, version=lambda: servers.version)
+    with pytest.raises(RolloutUnavailable, match="weights this run did not push"):
+        ahead.take(0)
+    assert ahead.regenerated == 1
+    ahead.close()
