@@ -271,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += unknown
     try:
         return COMMANDS[args.cmd](args)
+    except BrokenPipeError:  # `groupwise config | head`: the reader left early, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         kind = _user_error_kind(e)
         if kind is None:
