@@ -67,7 +67,7 @@ def fixed_padding_share(batch, rows: int) -> float:
     """Padding share of ``rows``-row micro-batches in rollout order (the learner before token budgets)."""
     import torch
 
-    from rollout.base import padded_tokens
+    from trainer.micro_batches import padded_tokens
 
     pairs = [padded_tokens(batch, idx) for idx in torch.arange(batch.input_ids.shape[0]).split(rows)]
     return 1 - sum(r for r, _ in pairs) / sum(c for _, c in pairs)

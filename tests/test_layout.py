@@ -132,7 +132,7 @@ def test_small_files_and_short_functions():
 
 
 def test_the_config_imports_no_rollout_backend():
-    """What a backend needs is checked where it is built (``trainer.components.check_backend``)."""
+    """What a backend needs is checked where it is built (``trainer.backends.check_backend``)."""
     for mod, deps in _imports().items():
         if mod == "trainer.config" or mod.startswith("trainer.config."):
             assert not any(d.split(".")[0] == "rollout" for d in deps), f"{mod} imports {deps}"

@@ -4,9 +4,10 @@ import pytest
 import torch
 from helpers import fixed_batch, make_config, step_gradients
 
-from rollout.base import Completion, collate, pack_by_tokens, padded_tokens
+from rollout.base import Completion, collate
 from trainer import dist
 from trainer.learner import Learner
+from trainer.micro_batches import pack_by_tokens, padded_tokens
 
 
 @pytest.fixture(scope="module", autouse=True)

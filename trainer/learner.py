@@ -30,10 +30,11 @@ from transformers import AutoModelForCausalLM
 
 from losses import LossParams, count_units, get_objective
 from losses.core import truncated_is_weights
-from rollout.base import RolloutBatch, pack_by_tokens, padded_tokens
+from rollout.base import RolloutBatch
 from trainer import dist, faults
 from trainer.config import Config
 from trainer.logprobs import check_head, head_logprobs
+from trainer.micro_batches import pack_by_tokens, padded_tokens
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

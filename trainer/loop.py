@@ -24,10 +24,11 @@ from rollout.data import Example
 from rollout.server import RolloutUnavailable
 from trainer import checkpoint, dist, faults
 from trainer.advantages import group_advantages
-from trainer.components import Outcomes, batch_metrics, on_collapse, sample_step
 from trainer.config import Config, to_dict
+from trainer.guards import on_collapse
 from trainer.lifecycle import Preempted, Preemption, TrainingHalted, truncate_history, write_event, write_groups
-from trainer.metrics import MetricsLogger
+from trainer.metrics import MetricsLogger, Outcomes, batch_metrics
+from trainer.sampling import sample_step
 from trainer.session import Session, open_session
 
 

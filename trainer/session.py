@@ -16,23 +16,17 @@ import torch
 from transformers import AutoTokenizer
 
 from rewards.pool import GraderPool
+from rewards.schemes import scheme_from_config
 from rollout.data import PromptSampler
 from trainer import checkpoint, dist
 from trainer.ahead import Ahead
-from trainer.components import (
-    build_backend,
-    build_reward,
-    check_backend,
-    check_context,
-    model_positions,
-    rollout_seed,
-    step_prompts,
-)
-from trainer.config import Config, ConfigError, GuardConfig, resolve, save_config, validate
+from trainer.backends import build_backend, check_backend, check_context, model_positions
+from trainer.config import Config, ConfigError, resolve, save_config, validate
 from trainer.evaluate import PeriodicEval
 from trainer.guards import CollapseGuard
 from trainer.learner import Learner
 from trainer.lifecycle import truncate_history
+from trainer.sampling import rollout_seed, step_prompts
 
 
 @dataclass
@@ -137,13 +131,20 @@ def open_session(cfg: Config, inputs) -> tuple[Session, Path | None]:
     if e.every:
         eval_backend = backend.with_sampling(e.max_new_tokens or cfg.rollout.max_new_tokens, e.temperature, e.top_p)
         evaluator = PeriodicEval(cfg, eval_backend, tok, grader, run_dir, inputs.eval_rows)
-    per_rank = cfg.data.prompts_per_step // dist.world()
-    parts = (sampler, tok, learner, backend, build_reward(cfg), grader, collapse_guard(cfg.guard), evaluator)
-    return Session(cfg, run_dir, *parts, per_rank), ckpt
-
-
-def collapse_guard(g: GuardConfig) -> CollapseGuard:
-    return CollapseGuard.from_config(g)
+    session = Session(
+        cfg=cfg,
+        run_dir=run_dir,
+        sampler=sampler,
+        tok=tok,
+        learner=learner,
+        backend=backend,
+        scheme=scheme_from_config(cfg.reward),
+        grader=grader,
+        guard=CollapseGuard.from_config(cfg.guard),
+        evaluator=evaluator,
+        per_rank=cfg.data.prompts_per_step // dist.world(),
+    )
+    return session, ckpt
 
 
 def _all_ranks_done(done: bool) -> bool:

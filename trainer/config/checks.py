@@ -2,7 +2,7 @@
 declared on its field (``rewards.fields.bounded``), a section's own ``check()`` (ACOER's relations between
 knobs), relations between sections, and what depends on the ranks. Then ``resolve`` fills the fields whose
 None means "the objective's default". Nothing here imports a rollout backend: what needs one is checked where
-the backend is built (``trainer.components.check_backend``), still before any model is built."""
+the backend is built (``trainer.backends.check_backend``), still before any model is built."""
 
 from __future__ import annotations
 
