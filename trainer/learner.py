@@ -31,7 +31,7 @@ from transformers import AutoModelForCausalLM
 from losses import LossParams, count_units, get_objective
 from losses.core import truncated_is_weights
 from rollout.base import RolloutBatch
-from trainer import dist, faults
+from trainer import dist
 from trainer.config import Config
 from trainer.logprobs import check_head, head_logprobs
 from trainer.micro_batches import pack_by_tokens, padded_tokens
@@ -298,7 +298,6 @@ class Learner:
         loss = terms.per_row.sum() / max(count, 1.0)
         if pad:
             loss = loss * 0.0
-        loss = faults.inject("nan-loss", step, loss)  # fault hook (tests only)
         return logp, entropy, terms, loss
 
     def _step_boundary(self, bad_local: bool) -> int:

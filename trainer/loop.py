@@ -22,7 +22,7 @@ import torch
 from rollout.base import FINISH_REASONS, collate
 from rollout.data import Example
 from rollout.server import RolloutUnavailable
-from trainer import checkpoint, dist, faults
+from trainer import checkpoint, dist
 from trainer.advantages import group_advantages
 from trainer.config import Config, to_dict
 from trainer.guards import on_collapse
@@ -100,10 +100,6 @@ def run_step(s: Session, step: int) -> dict[str, float]:
     completions, grades, examples, rounds, staleness = sample_step(
         cfg, step, s.sampler, s.backend, s.grader, s.tok, s.per_rank, s.ahead
     )
-    completions, grades = faults.inject(  # fault hook (tests only): a collapse
-        "collapse", step, (completions, grades), tok=s.tok, grader=s.grader, examples=examples, group_size=G,
-        state=s.state,
-    )  # fmt: skip
     t1 = time.perf_counter()
 
     # 2. score the whole batch (all ranks) with the reward scheme; group advantages on this rank's rows
