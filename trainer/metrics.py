@@ -4,6 +4,7 @@ optional sinks of the same rows."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -93,6 +94,25 @@ def batch_metrics(out: Outcomes, rewards: torch.Tensor, group_size: int) -> dict
         "degenerate_share": out.degenerate.mean().item(),
         "abnormal_finishes": out.abnormal.sum().item(),
     }
+
+
+class Stopwatch:
+    """Wall-clock seconds per named phase, summed over every time the phase runs: ``with clock("push"): ...``."""
+
+    def __init__(self, *names: str):
+        self.seconds = dict.fromkeys(names, 0.0)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    def metrics(self) -> dict[str, float]:
+        """``{"time/<phase>": seconds}``."""
+        return {f"time/{k}": v for k, v in self.seconds.items()}
 
 
 class MetricsLogger:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from rollout.base import RolloutBatch
+from trainer import dist
 
 
 def padded_tokens(batch: RolloutBatch, idx: torch.Tensor) -> tuple[int, int]:
@@ -47,3 +48,24 @@ def pack_by_tokens(batch: RolloutBatch, idx: torch.Tensor, budget: int) -> list[
         groups.append(order[cut[j] : j])
         j = cut[j]
     return [idx[torch.tensor(g, dtype=torch.long)] for g in reversed(groups)]
+
+
+def plan_micro_batches(
+    batch: RolloutBatch, rows: torch.Tensor, micro_batch_size: int, token_budget: int | None
+) -> list[torch.Tensor | None]:
+    """Row indices of each micro-batch of ``rows``, then ``None`` (a zero-weight pass) until this rank has as
+    many entries as the rank with the most: under ZeRO-2/3 every backward (ZeRO-3: every forward) is
+    collective, so every rank runs the same number of passes.
+
+    ``token_budget`` 0: ``micro_batch_size`` rows at a time in rollout order; None: packed to the fixed path's
+    largest micro-batch (``micro_batch_size`` rows as wide as the update's padded width); otherwise packed to
+    that many tokens (``pack_by_tokens``)."""
+    if token_budget == 0:
+        plan: list[torch.Tensor | None] = list(rows.split(micro_batch_size))
+    else:
+        budget = token_budget or micro_batch_size * padded_tokens(batch, rows)[1] // len(rows)
+        plan = list(pack_by_tokens(batch, rows, budget))
+    if dist.world() > 1:
+        most = int(dist.all_reduce(torch.tensor(len(plan)), "max").item())
+        plan += [None] * (most - len(plan))
+    return plan
