@@ -283,8 +283,9 @@ class CollapseGuard:
             self.cusum.load_state_dict(state["cusum"])
 
 
-def on_collapse(cfg: Config, run_dir: Path, step: int, triggers, run: dict, restore, logger) -> int:
-    """Warn, halt or roll back; returns the step to continue from."""
+def on_collapse(cfg: Config, run_dir: Path, step: int, triggers, *, run: dict, restore, logger) -> int:
+    """Warn, halt or roll back after the guard's ``triggers`` at step ``step - 1``; returns the step to continue
+    from. ``run``: the loop's checkpointed counters; ``restore``: loads a checkpoint, returns its step."""
     g = cfg.guard
     evidence = [vars(t) for t in triggers]
     text = "; ".join(f"{t.signal}={t.value:.4g} {t.rule} (baseline {t.baseline:.4g})" for t in triggers)
