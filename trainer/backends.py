@@ -99,4 +99,6 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
         )
         backend.check_servers(wait=60.0)  # the model and context length the config asks for, or a clear error
         return backend
-    return HFBackend(lambda: learner.module, tok, r.max_new_tokens, r.temperature, r.top_p, device, lockstep)
+    return HFBackend(
+        lambda: learner.module, tok, r.max_new_tokens, r.temperature, r.top_p, device, all_ranks_done=lockstep
+    )
