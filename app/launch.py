@@ -54,7 +54,7 @@ def server_command(
     cfg: Config, model_path: str, host: str, port: int, cuda: bool, dedicated: bool = False
 ) -> list[str]:
     """The ``vllm serve`` command line of one server, from the trainer's config."""
-    from trainer.components import context_tokens
+    from trainer.backends import context_tokens
 
     r = cfg.rollout
     eager = (not cuda) if r.vllm.enforce_eager is None else r.vllm.enforce_eager

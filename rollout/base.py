@@ -1,4 +1,4 @@
-"""The rollout interface: prompts in, G completions per prompt out; and the padded batch the learner uses.
+"""The rollout interface: prompts in, G completions per prompt out; and the padded batch the learner trains on.
 
 Layout of a ``RolloutBatch`` (N = B*G rows, groups contiguous):
     input_ids       [N, P+T]  prompt left-padded to width P, completion right-padded to width T
@@ -68,43 +68,6 @@ class RolloutBatch:
             sampler_logp=self.sampler_logp[idx][:, :t],
             prompt_width=self.prompt_width - first,
         )
-
-
-def padded_tokens(batch: RolloutBatch, idx: torch.Tensor) -> tuple[int, int]:
-    """(real, computed) tokens of ``batch.rows(idx)``: computed = rows x (longest prompt + longest completion)."""
-    prompt = batch.attention_mask[idx, : batch.prompt_width].sum(dim=1)  # [n]
-    comp = batch.completion_mask[idx].sum(dim=1).long()  # [n]
-    width = int(prompt.max()) + max(1, int(comp.max())) if len(idx) else 0
-    return int(prompt.sum() + comp.sum()), len(idx) * width
-
-
-def pack_by_tokens(batch: RolloutBatch, idx: torch.Tensor, budget: int) -> list[torch.Tensor]:
-    """Rows ``idx`` of ``batch`` sorted by length (prompt + completion, longest first) and cut into consecutive
-    groups whose padded size ``rows x (longest prompt + longest completion)`` stays within ``budget`` tokens (a
-    row longer than the budget alone). The cuts minimize the padded tokens computed plus a fixed cost of
-    ``budget // 8`` tokens per group (a pass has costs of its own: kernel launches, ZeRO-3 weight gathers), by
-    dynamic programming over the sorted rows; equal lengths give groups of ``budget // length`` rows. Every row
-    lands in exactly one group."""
-    prompt = batch.attention_mask[idx, : batch.prompt_width].sum(dim=1).tolist()
-    comp = batch.completion_mask[idx].sum(dim=1).long().clamp(min=1).tolist()
-    order = sorted(range(len(idx)), key=lambda i: (-(prompt[i] + comp[i]), i))
-    n, per_pass = len(order), budget // 8
-    best = [0.0] + [float("inf")] * n  # best[j]: cheapest cost of the first j sorted rows
-    cut = [0] * (n + 1)  # cut[j]: where the last group of that cheapest split starts
-    for j in range(1, n + 1):
-        max_p = max_c = 0
-        for i in range(j - 1, -1, -1):  # the last group is order[i:j]
-            max_p, max_c = max(max_p, prompt[order[i]]), max(max_c, comp[order[i]])
-            size = (j - i) * (max_p + max_c)
-            if size > budget and j - i > 1:
-                break
-            if best[i] + size + per_pass < best[j]:
-                best[j], cut[j] = best[i] + size + per_pass, i
-    groups, j = [], n
-    while j > 0:
-        groups.append(order[cut[j] : j])
-        j = cut[j]
-    return [idx[torch.tensor(g, dtype=torch.long)] for g in reversed(groups)]
 
 
 def collate(completions: list[Completion], pad_id: int) -> RolloutBatch:

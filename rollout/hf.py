@@ -66,11 +66,9 @@ class HFBackend:
         temperature: float = 1.0,
         top_p: float = 1.0,
         device: str | torch.device = "cpu",
+        *,
         all_ranks_done: Callable[[bool], bool] | None = None,
-        min_new_tokens: int = 0,
     ):
-        self.min_new_tokens = min_new_tokens
-        self.forced_lengths: list[int] | None = None  # benchmarks: output row i ends with EOS at this many tokens
         self.get_model, self.tok = get_model, tokenizer
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.device = torch.device(device)
@@ -85,7 +83,7 @@ class HFBackend:
     def with_sampling(self, max_new_tokens: int, temperature: float, top_p: float) -> HFBackend:
         """The same model with other sampling settings (evaluation)."""
         view = copy.copy(self)
-        view.max_new_tokens, view.temperature, view.top_p, view.min_new_tokens = max_new_tokens, temperature, top_p, 0
+        view.max_new_tokens, view.temperature, view.top_p = max_new_tokens, temperature, top_p
         return view
 
     @torch.no_grad()
@@ -126,7 +124,7 @@ class HFBackend:
         finished = torch.zeros(n, dtype=torch.bool, device=self.device)  # over active rows
         steps = 0
         for t in range(self.max_new_tokens):
-            logits = self._constrained(logits_last.float() / self.temperature, t, rows)  # [n_active, V]
+            logits = self.constrain(logits_last.float() / self.temperature, t, rows)  # [n_active, V]
             tok, logp = sample_tokens(logits, gen, self.top_p)  # [n_active, 1] each
             live = ~finished
             tok_mat[rows[live], t] = tok[live, 0]
@@ -172,16 +170,9 @@ class HFBackend:
         next_pos = pos[:, -1:].repeat_interleave(group_size, dim=0) + 1  # [N, 1]
         return cache, logits_last, attn, next_pos
 
-    def _constrained(self, logits: torch.Tensor, t: int, rows: torch.Tensor) -> torch.Tensor:
-        """Benchmarks only: EOS suppressed before ``min_new_tokens``, and with ``forced_lengths`` suppressed
-        before each row's length and forced at it. ``logits`` [n_active, V] of step ``t``, changed in place."""
-        if t < self.min_new_tokens:
-            logits[:, self.eos_id] = float("-inf")
-        if self.forced_lengths is not None:
-            left = torch.tensor(self.forced_lengths, device=self.device)[rows] - 1 - t  # [n_active]
-            eos_only = torch.arange(logits.shape[-1], device=self.device) == self.eos_id  # [V]
-            logits[left > 0, self.eos_id] = float("-inf")
-            logits[left == 0] = torch.where(eos_only, 0.0, float("-inf"))
+    def constrain(self, logits: torch.Tensor, t: int, rows: torch.Tensor) -> torch.Tensor:
+        """The logits token ``t`` is drawn from, ``[n_active, V]`` for output rows ``rows``: unchanged here; a
+        subclass that constrains sampling overrides it (``scripts/bench_vs_trl.py`` forces lengths)."""
         return logits
 
     def _trimmed(self, tok_mat: torch.Tensor, lp_mat: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:

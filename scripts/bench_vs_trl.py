@@ -9,8 +9,11 @@ alternately: groupwise, TRL, groupwise, TRL; each round is one warm-up step plus
 With ``--varlen`` the completions have realistic lengths instead: per-row target lengths drawn from one seeded
 log-normal (median a fifth of ``--max-new-tokens``, sigma 1, clamped to [4, max-new-tokens]: a tenfold spread
 inside a batch), the same 128 targets per step for both frameworks, EOS forced at each row's target in both
-samplers (``HFBackend.forced_lengths`` for groupwise, a logits processor on TRL's ``generate``), so both
-generate and train on the same token counts.
+samplers (``ForcedLengths``, a subclass of groupwise's hf sampler, and a logits processor on TRL's
+``generate``), so both generate and train on the same token counts.
+
+groupwise runs its real training step (``trainer.loop.run_step``) on a ``Session`` built here: the hf sampler
+subclass, the ``binary`` reward scheme, and a grader whose grade is the completion's share of digits.
 
     python scripts/bench_vs_trl.py [--steps 5] [--rounds 2] [--device cpu|cuda] [--hidden 256 --layers 4] [--varlen]
 """
@@ -63,11 +66,57 @@ def target_lengths(step: int, max_new_tokens: int, rows: int = 128) -> list[int]
     return draw.round().clamp(4, max_new_tokens).long().tolist()
 
 
+def forced_lengths_backend():
+    """``ForcedLengths``, defined on first use (torch and the hf sampler load only in the worker processes)."""
+    import torch
+
+    from rollout.hf import HFBackend
+
+    class ForcedLengths(HFBackend):
+        """The hf sampler with EOS suppressed before ``min_new_tokens``; with ``lengths`` (call number -> one
+        target length per output row) EOS is also suppressed before each row's target and forced at it. Keeps
+        the last completions it returned (``last``)."""
+
+        def __init__(self, *args, min_new_tokens: int = 0, lengths=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.min_new_tokens, self.lengths = min_new_tokens, lengths
+            self.calls, self.targets, self.last = 0, None, []  # generate() calls so far, this call's lengths
+
+        def generate(self, prompts, group_size, seed=0):
+            if self.lengths is not None:
+                self.targets = torch.tensor(self.lengths(self.calls), device=self.device)  # [N]
+            self.calls += 1
+            self.last = super().generate(prompts, group_size, seed)
+            return self.last
+
+        def constrain(self, logits, t, rows):  # [n_active, V], changed in place
+            if t < self.min_new_tokens:
+                logits[:, self.eos_id] = float("-inf")
+            if self.targets is not None:
+                left = self.targets[rows] - 1 - t  # [n_active]
+                eos_only = torch.arange(logits.shape[-1], device=self.device) == self.eos_id  # [V]
+                logits[left > 0, self.eos_id] = float("-inf")
+                logits[left == 0] = torch.where(eos_only, 0.0, float("-inf"))
+            return logits
+
+    return ForcedLengths
+
+
+class DigitShareGrader:
+    """A partial-credit grade: each completion's share of digits (``digit_reward``), which the ``binary``
+    scheme (reward = grade) passes through as the reward."""
+
+    def grade(self, texts: list[str], golds: list[str]) -> list:
+        from rewards.pool import Grade
+
+        return [Grade(correct=digit_reward(t), extracted=None) for t in texts]
+
+
 def fixed_padding_share(batch, rows: int) -> float:
     """Padding share of ``rows``-row micro-batches in rollout order (the learner before token budgets)."""
     import torch
 
-    from rollout.base import padded_tokens
+    from trainer.micro_batches import padded_tokens
 
     pairs = [padded_tokens(batch, idx) for idx in torch.arange(batch.input_ids.shape[0]).split(rows)]
     return 1 - sum(r for r, _ in pairs) / sum(c for _, c in pairs)
@@ -149,10 +198,8 @@ def run_rollout(args, model_path: str, engine: str) -> dict:
     prompts = [encode_prompt(tok, p) for p in PROMPTS]
     T, times = args.max_new_tokens, []
     if engine == "hf":
-        from rollout.hf import HFBackend
-
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-        backend = HFBackend(lambda: model, tok, T, 1.0, 1.0, torch.device("cpu"), min_new_tokens=T)
+        backend = forced_lengths_backend()(lambda: model, tok, T, 1.0, 1.0, torch.device("cpu"), min_new_tokens=T)
         for step in range(args.steps + 1):
             t0 = time.perf_counter()
             backend.generate(prompts, 16, seed=step)
@@ -176,20 +223,26 @@ def run_rollout(args, model_path: str, engine: str) -> dict:
 
 
 def run_groupwise(args, model_path: str) -> dict:
+    """groupwise's real step (``run_step``) on a session built here, timed from its own metrics."""
     import torch
     from transformers import AutoTokenizer
 
-    from rollout.base import collate, encode_prompt
-    from rollout.hf import HFBackend
+    from rewards.schemes import scheme_from_config
+    from rollout.base import collate
+    from rollout.data import Example, PromptSampler
     from trainer import dist
-    from trainer.advantages import group_advantages
+    from trainer.collapse import CollapseGuard
     from trainer.config import load_config, resolve
     from trainer.learner import Learner
+    from trainer.loop import run_step
+    from trainer.session import Session
 
+    run_dir = Path(args.workdir) / "groupwise-run"
     cfg = load_config(
         None,
         [
             f"model.path={model_path}",
+            f"run_dir={run_dir}",
             f"device={args.device}",
             "data.prompts_per_step=8",
             "rollout.group_size=16",
@@ -199,48 +252,57 @@ def run_groupwise(args, model_path: str) -> dict:
             "optim.lr=1e-5",
             "optim.grad_clip=1.0",
             "loss.name=grpo",
+            "reward.name=binary",
             *([f"optim.max_tokens_per_micro_batch={args.micro_batch_tokens}"] if args.micro_batch_tokens >= 0 else []),
         ],
     )
     resolve(cfg)
     device = torch.device(args.device)
     dist.init(device.type)
+    run_dir.mkdir(parents=True, exist_ok=True)
     tok = AutoTokenizer.from_pretrained(model_path)
     learner = Learner(cfg, model_path, device)
     T = args.max_new_tokens
-    backend = HFBackend(lambda: learner.module, tok, T, 1.0, 1.0, device, min_new_tokens=0 if args.varlen else T)
+    lengths = (lambda call: target_lengths(call, T)) if args.varlen else None
+    backend = forced_lengths_backend()(
+        lambda: learner.module, tok, T, 1.0, 1.0, device, min_new_tokens=0 if args.varlen else T, lengths=lengths
+    )
+    rows = [Example(str(i), p, "") for i, p in enumerate(PROMPTS)]
+    session = Session(
+        cfg=cfg,
+        run_dir=run_dir,
+        sampler=PromptSampler(rows, 8, cfg.seed),
+        tok=tok,
+        learner=learner,
+        backend=backend,
+        scheme=scheme_from_config(cfg.reward),
+        grader=DigitShareGrader(),
+        guard=CollapseGuard.from_config(cfg.guard),
+        evaluator=None,
+        per_rank=8,
+    )
     n_params = sum(p.numel() for p in learner.module.parameters())
-    prompts = [encode_prompt(tok, p) for p in PROMPTS]
     steps = []
     for step in range(args.steps + 1):
-        lengths = target_lengths(step, T) if args.varlen else [T] * 128
-        backend.forced_lengths = lengths if args.varlen else None
-        t0 = time.perf_counter()
-        comps = backend.generate(prompts, 16, seed=step)
-        t1 = time.perf_counter()
-        rewards = torch.tensor([digit_reward(c.text) for c in comps])
-        adv = group_advantages(rewards, 16)
-        t2 = time.perf_counter()
-        batch = collate(comps, tok.pad_token_id)
-        m = learner.update(batch, adv, step)
-        backend.sync_weights()
-        t3 = time.perf_counter()
-        assert [len(c.token_ids) for c in comps] == lengths
+        m = run_step(session, step)
+        comps = backend.last
+        assert [len(c.token_ids) for c in comps] == (target_lengths(step, T) if args.varlen else [T] * 128)
         tokens = sum(len(c.prompt_ids) + len(c.token_ids) for c in comps)  # learner tokens (prompt + completion)
+        learner_parts = m["time/fwd_bwd"] + m["time/optimizer"] + m["time/old_ref_logprobs"]
         steps.append(
             {
-                "step": t3 - t0,
-                "rollout": t1 - t0,
-                "reward": t2 - t1,
+                "step": m["time/step"],
+                "rollout": m["time/rollout"],
+                "reward": m["time/reward"],
                 "old_ref_logprobs": m["time/old_ref_logprobs"],
                 "fwd_bwd": m["time/fwd_bwd"],
                 "optimizer": m["time/optimizer"],
-                "sync": t3 - t2 - m["time/fwd_bwd"] - m["time/optimizer"] - m["time/old_ref_logprobs"],
-                "rollout_tok_s": len(comps) * T / (t1 - t0),
+                "sync": m["time/learner"] - learner_parts,
+                "rollout_tok_s": len(comps) * T / m["time/rollout"],
                 "learner_tok_s": tokens / m["time/fwd_bwd"],
-                "padding_share_fixed": fixed_padding_share(batch, args.micro_batch),
+                "padding_share_fixed": fixed_padding_share(collate(comps, tok.pad_token_id), args.micro_batch),
                 "padding_share": m["padding_share"],
-                "completion_tokens": sum(lengths),
+                "completion_tokens": sum(len(c.token_ids) for c in comps),
                 "mfu": 6 * n_params * tokens / m["time/fwd_bwd"] / (args.peak_tflops * 1e12) if args.peak_tflops else 0,
             }
         )

@@ -13,6 +13,7 @@ from helpers import fixed_batch, make_config, step_gradients
 
 from trainer import dist
 from trainer.learner import Learner
+from trainer.micro_batches import plan_micro_batches
 
 
 def main() -> None:
@@ -33,7 +34,9 @@ def main() -> None:
         cfg.optim.max_tokens_per_micro_batch = budget
     learner = Learner(cfg, model_dir, torch.device("cpu"))
     mine = batch.rows(share)
-    passes = dist.gather_objects(sum(rows is not None for rows in learner._micro_batches(mine, 0, rows)))
+    o = cfg.optim
+    plan = plan_micro_batches(mine, torch.arange(rows), o.micro_batch_size, o.max_tokens_per_micro_batch)
+    passes = dist.gather_objects(sum(r is not None for r in plan))
     metrics = learner.update(mine, adv[share])
     if zero == 0:
         grads = step_gradients(learner)

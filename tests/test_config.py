@@ -70,7 +70,7 @@ def test_every_field_is_documented():
 
 def test_a_budget_the_model_cannot_hold_fails_at_start_up(tiny_model_dir):
     """The tiny model has 1024 positions: prompt + completion budgets beyond them are refused up front."""
-    from trainer.components import check_context, model_positions
+    from trainer.backends import check_context, model_positions
 
     limit = model_positions(str(tiny_model_dir))
     cfg = load_config(None, [f"model.path={tiny_model_dir}", "data.max_prompt_tokens=1000"])
@@ -244,7 +244,7 @@ def test_backend_needs_are_checked_where_the_backend_is_built_before_any_model(m
     import torch
 
     import rollout.vllm_backend
-    from trainer.components import check_backend
+    from trainer.backends import check_backend
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(rollout.vllm_backend, "vllm_available", lambda: (False, "no vllm here"))

@@ -1,10 +1,13 @@
 """Runs that survive: exact resume after SIGKILL (also during a checkpoint write), SIGTERM, the NaN guard
-on every rank, and the collapse guard's halt and rollback. All through the real CLI in subprocesses."""
+on every rank, and the collapse guard's halt and rollback. All through the real CLI in subprocesses; faults
+are planted at the run's boundaries by ``tests/fault_cli.py`` (the CLI with wrapped parts), never by hooks in
+the trainer."""
 
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,16 +31,25 @@ BASE = [
 VOLATILE = ("time", "tokens_per_s")  # wall-clock figures; every other key must match exactly
 
 
-def cli(args: list[str], env: dict, extra_env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    cmd = [bin_path("groupwise"), "train", *BASE, *args]
+FAULT_CLI = str(ROOT / "tests" / "fault_cli.py")
+
+
+def cli(args: list[str], env: dict, fault: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``groupwise train``; with ``fault`` (``GROUPWISE_FAULT``'s syntax) the same CLI with that fault planted."""
+    entry = [sys.executable, FAULT_CLI] if fault else [bin_path("groupwise")]
     return subprocess.run(
-        cmd, env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        [*entry, "train", *BASE, *args],
+        env={**env, "GROUPWISE_FAULT": fault or ""},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
     )
 
 
-def torchrun_cli(args: list[str], env: dict, extra_env: dict) -> subprocess.CompletedProcess:
-    cmd = [bin_path("torchrun"), "--nproc_per_node", "2", "--standalone", "-m", "app.cli", "train", *BASE, *args]
-    env = {**env, **extra_env, "OMP_NUM_THREADS": "1"}
+def torchrun_cli(args: list[str], env: dict, fault: str) -> subprocess.CompletedProcess:
+    cmd = [bin_path("torchrun"), "--nproc_per_node", "2", "--standalone", FAULT_CLI, "train", *BASE, *args]
+    env = {**env, "GROUPWISE_FAULT": fault, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=ROOT)
 
 
@@ -111,7 +123,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(reference, cli_en
 
 def test_kill_during_a_checkpoint_write_leaves_no_valid_looking_checkpoint(reference, cli_env, tmp_path):
     run = tmp_path / "run"
-    proc = cli([f"run_dir={run}"], cli_env, {"GROUPWISE_FAULT": "checkpoint-mid-save@4"})
+    proc = cli([f"run_dir={run}"], cli_env, "checkpoint-mid-save@4")
     assert proc.returncode == -signal.SIGKILL
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == ["step-000002", "step-000004.tmp"]  # the half-written one is only a .tmp
@@ -147,7 +159,7 @@ def test_planted_nan_on_one_rank_skips_the_step_on_every_rank(cli_env, tmp_path)
     proc = torchrun_cli(
         [f"run_dir={run}", "steps=3", "checkpoint.every=1", "deepspeed.zero_stage=2"],
         cli_env,
-        {"GROUPWISE_FAULT": "nan-loss@1:1"},  # rank 1 only
+        "nan-loss@1:1",  # rank 1 only
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     skipped = [r["skipped_updates"] for r in rows(run)]
@@ -162,7 +174,7 @@ def test_zero0_nan_skip_keeps_weights_and_schedule_and_streak_halts(cli_env, tmp
     proc = cli(
         [f"run_dir={run}", "checkpoint.every=1", "optim.warmup_steps=4", "guard.max_nonfinite_streak=2"],
         cli_env,
-        {"GROUPWISE_FAULT": "nan-loss@2+"},
+        "nan-loss@2+",
     )
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "2 steps in a row had a non-finite loss" in proc.stderr
@@ -175,7 +187,7 @@ def test_zero0_nan_skip_keeps_weights_and_schedule_and_streak_halts(cli_env, tmp
 def test_collapse_guard_halts_with_evidence(cli_env, tmp_path):
     run = tmp_path / "run"
     guard = ["guard.collapse_action=halt", "guard.min_history=2", "steps=8"]
-    proc = cli([f"run_dir={run}", *guard], cli_env, {"GROUPWISE_FAULT": "collapse@4+"})
+    proc = cli([f"run_dir={run}", *guard], cli_env, "collapse@4+")
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "collapse detected at step 5" in proc.stderr  # patience 2: steps 4 and 5
     (ev,) = events(run)
@@ -186,7 +198,7 @@ def test_collapse_guard_halts_with_evidence(cli_env, tmp_path):
 def test_collapse_guard_rolls_back_to_the_last_good_checkpoint(cli_env, tmp_path):
     run = tmp_path / "run"
     guard = ["guard.collapse_action=rollback", "guard.min_history=2", "steps=8"]
-    proc = cli([f"run_dir={run}", *guard], cli_env, {"GROUPWISE_FAULT": "collapse@4+"})
+    proc = cli([f"run_dir={run}", *guard], cli_env, "collapse@4+")
     assert proc.returncode == 0, proc.stderr[-3000:]
     ev = events(run)
     assert [e["event"] for e in ev] == ["collapse", "rollback"]

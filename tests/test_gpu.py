@@ -312,7 +312,7 @@ def _server_push_round_trip(gpu_model_dir, tmp_path, push: str, server_gpu: str 
     from transformers import AutoTokenizer
 
     from app.launch import start_servers, stop_servers
-    from trainer.components import build_backend
+    from trainer.backends import build_backend
     from trainer.learner import Learner
 
     cfg = make_config(gpu_model_dir, prompts=2, group_size=4, max_new_tokens=NEW, mbs=8)

@@ -302,18 +302,18 @@ def test_the_cusum_trigger_names_its_evidence_and_the_median_rules_still_fire():
 
 
 def test_the_config_builds_the_guard_with_every_one_of_its_values():
-    """collapse_guard passes every guard parameter from the config (none falls back to a constructor default)."""
+    """CollapseGuard.from_config passes every guard parameter from the config (none falls back to a constructor
+    default)."""
     import inspect
 
     from trainer.config import GuardConfig
-    from trainer.session import collapse_guard
 
     names = [n for n in inspect.signature(CollapseGuard.__init__).parameters if n != "self"]
     g = GuardConfig(window=7, min_history=3, patience=4, accuracy_drop=0.2, length_ratio=0.2, entropy_ratio=0.2,
                     degenerate_rise=0.4, accuracy_ratio=0.4, accuracy_rule="relative", cusum_k=0.5, cusum_h=7.0,
                     cusum_tau=0.03)  # fmt: skip
     assert set(names) <= set(GuardConfig.model_fields)
-    guard = collapse_guard(g)
+    guard = CollapseGuard.from_config(g)
     assert (guard.window, guard.min_history, guard.patience, guard.accuracy_rule) == (7, 3, 4, "relative")
     assert (guard.accuracy_drop, guard.length_ratio, guard.entropy_ratio) == (0.2, 0.2, 0.2)
     assert (guard.degenerate_rise, guard.accuracy_ratio) == (0.4, 0.4)
@@ -321,7 +321,7 @@ def test_the_config_builds_the_guard_with_every_one_of_its_values():
 
 
 def test_batch_metrics_carry_the_per_prompt_spread():
-    from trainer.components import Outcomes, batch_metrics
+    from trainer.metrics import Outcomes, batch_metrics
 
     correct = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # 3 prompts x 4
     n = correct.numel()

@@ -4,9 +4,10 @@ import pytest
 import torch
 from helpers import fixed_batch, make_config, step_gradients
 
-from rollout.base import Completion, collate, pack_by_tokens, padded_tokens
+from rollout.base import Completion, collate
 from trainer import dist
 from trainer.learner import Learner
+from trainer.micro_batches import pack_by_tokens, padded_tokens, plan_micro_batches
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,7 +63,7 @@ def test_token_budget_update_equals_fixed_rows(tiny_model_dir, loss):
         cfg = make_config(tiny_model_dir, loss=loss, mbs=4, optim__grad_clip=0.0)
         cfg.optim.max_tokens_per_micro_batch = budget
         learner = Learner(cfg, str(tiny_model_dir), torch.device("cpu"))
-        plan = learner._micro_batches(batch, 0, 16)
+        plan = plan_micro_batches(batch, torch.arange(16), cfg.optim.micro_batch_size, budget)
         m = learner.update(batch, adv)
         results.append((len(plan), step_gradients(learner), m))
     (n0, g0, m0), (n1, g1, m1), (_, g2, m2) = results

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer import dist, faults
+from trainer import dist
 
 _NAME = re.compile(r"^step-(\d{6,})$")
 
@@ -78,7 +78,6 @@ def save(run_dir: Path, step: int, learner, state: dict[str, Any], keep: int, to
     learner.engine.save_checkpoint(str(tmp / "engine"), tag="state")
     (tmp / "rng").mkdir(exist_ok=True)
     torch.save(_rng_state(), tmp / "rng" / f"rank{dist.rank()}.pt")
-    faults.inject("checkpoint-mid-save", step)  # fault hook (tests only): killed mid-save
     dist.barrier()
     if dist.is_main():
         (tmp / "state.json").write_text(json.dumps({"step": step, "world": dist.world(), **state}, indent=1))

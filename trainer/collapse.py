@@ -1,4 +1,5 @@
-"""The collapse guard: degenerate-output detection and the guard that watches a run for a collapse.
+"""The collapse guard: degenerate-output detection, the guard that watches a run for a collapse, and the
+loop's response to one (``on_collapse``: warn, halt or roll back).
 
 A collapse (accuracy falling off a cliff, lengths shrinking to nothing, entropy vanishing, outputs turning
 into empty strings or "!!!!") shows in the step metrics long before anyone looks at a curve. Length, entropy
@@ -14,8 +15,11 @@ import math
 import statistics
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
-from trainer.config import GuardConfig
+from trainer import checkpoint, dist
+from trainer.config import Config, GuardConfig
+from trainer.lifecycle import TrainingHalted, write_event
 
 _D = GuardConfig()  # the single source of the guard's defaults: the constructor's are read from it
 
@@ -289,3 +293,37 @@ class CollapseGuard:
         self.streak = state["streak"]
         if "cusum" in state:  # checkpoints written before the CUSUM rule start it afresh
             self.cusum.load_state_dict(state["cusum"])
+
+
+def on_collapse(cfg: Config, run_dir: Path, step: int, triggers, *, run: dict, restore, logger) -> int:
+    """Warn, halt or roll back after the guard's ``triggers`` at step ``step - 1``; returns the step to continue
+    from. ``run``: the loop's checkpointed counters; ``restore``: loads a checkpoint, returns its step."""
+    g = cfg.guard
+    evidence = [vars(t) for t in triggers]
+    text = "; ".join(f"{t.signal}={t.value:.4g} {t.rule} (baseline {t.baseline:.4g})" for t in triggers)
+    action = g.collapse_action
+    last = checkpoint.latest(run_dir)
+    if action == "rollback" and (run["rollbacks"] >= g.max_rollbacks or last is None):
+        why = "no checkpoint to roll back to" if last is None else f"{g.max_rollbacks} rollbacks already"
+        action = "halt"
+    else:
+        why = ""
+    if dist.is_main():
+        write_event(
+            run_dir, {"step": step - 1, "event": "collapse", "action": action, "triggers": evidence, "why": why}
+        )
+        logger.bar.write(f"collapse guard at step {step - 1}: {text} -> {action}{' (' + why + ')' if why else ''}")
+    if action == "halt":
+        raise TrainingHalted(
+            f"collapse detected at step {step - 1}: {text}. Evidence in {run_dir}/events.jsonl; the last good "
+            f"checkpoint is {last}. Lower the length penalty or learning rate, or set guard.collapse_action."
+        )
+    if action == "rollback":
+        run["rollbacks"] += 1
+        step = restore(last)
+        logger.reopen(step)
+        if dist.is_main():
+            write_event(
+                run_dir, {"step": step, "event": "rollback", "checkpoint": str(last), "rollbacks": run["rollbacks"]}
+            )
+    return step

@@ -20,20 +20,22 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import deepspeed
 import torch
 from transformers import AutoModelForCausalLM
 
 from losses import LossParams, count_units, get_objective
-from losses.core import truncated_is_weights
-from rollout.base import RolloutBatch, pack_by_tokens, padded_tokens
-from trainer import dist, faults
+from losses.core import LossTerms, truncated_is_weights
+from rollout.base import RolloutBatch
+from trainer import dist
 from trainer.config import Config
 from trainer.logprobs import check_head, head_logprobs
+from trainer.metrics import Stopwatch
+from trainer.micro_batches import padded_tokens, plan_micro_batches
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -116,6 +118,14 @@ class StatSums:
         return out
 
 
+@dataclass
+class Frozen:
+    """Log-probs of every row of an update's batch under models that do not train during it, ``[N, T]`` on CPU."""
+
+    old: torch.Tensor | None  # the policy before this batch's updates; None: one update (the current, detached)
+    ref: torch.Tensor | None  # the reference model; None: loss.beta == 0
+
+
 class Learner:
     """Owns the DeepSpeed engine (and the frozen reference model when ``loss.beta > 0``)."""
 
@@ -177,27 +187,12 @@ class Learner:
     def module(self) -> torch.nn.Module:
         return self.engine.module
 
-    def _micro_batches(self, batch: RolloutBatch, start: int, stop: int) -> list[torch.Tensor | None]:
-        """Row indices of each micro-batch of rows ``start:stop``, then ``None`` (a zero-weight pass) until this
-        rank has as many entries as the rank with the most: every rank must run the same number of passes."""
-        idx = torch.arange(start, stop)
-        mbs, budget = self.cfg.optim.micro_batch_size, self.cfg.optim.max_tokens_per_micro_batch
-        if budget == 0:  # fixed rows in rollout order
-            plan: list[torch.Tensor | None] = list(idx.split(mbs))
-        else:  # None: the fixed path's largest micro-batch, mbs rows as wide as the update's padded width
-            budget = budget or mbs * padded_tokens(batch, idx)[1] // len(idx)
-            plan = list(pack_by_tokens(batch, idx, budget))
-        if dist.world() > 1:
-            most = int(dist.all_reduce(torch.tensor(len(plan)), "max").item())
-            plan += [None] * (most - len(plan))
-        return plan
-
     @torch.no_grad()
     def frozen_logprobs(self, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
         """Log-probs of all rows under ``model`` without grad (old policy or reference), [N, T]."""
         out = torch.zeros_like(batch.completion_mask)
-        n = batch.completion_mask.shape[0]
-        plan = self._micro_batches(batch, 0, n)
+        o = self.cfg.optim
+        plan = plan_micro_batches(batch, torch.arange(len(out)), o.micro_batch_size, o.max_tokens_per_micro_batch)
         for rows in plan:
             mb = _to(batch.rows(rows if rows is not None else plan[0][-1:]), self.device)
             logp, _ = token_logprobs(model, mb, self.cfg.rollout.temperature)
@@ -209,102 +204,107 @@ class Learner:
         """``loss.updates_per_batch`` optimizer steps on this rank's rows ``batch`` with advantages ``adv [N]``.
 
         A non-finite loss or gradient on any rank skips that optimizer step on every rank (no change to the
-        weights, optimizer moments or LR schedule); ``skipped_updates`` counts them.
+        weights, optimizer moments or LR schedule); ``skipped_updates`` counts them. ``step`` is the training
+        step (the update itself does not depend on it).
         """
-        cfg = self.cfg
         self.engine.train()
-        n = batch.completion_mask.shape[0]
-        # With one update per batch the policy has not moved: old log-probs are the current ones, detached,
-        # and ratios are exactly 1 without a second forward pass.
-        t_frozen = time.perf_counter()
-        old = self.frozen_logprobs(self.module, batch) if cfg.loss.updates_per_batch > 1 else None
-        ref = self.frozen_logprobs(self.ref, batch) if self.ref is not None else None
-        timers = {"old_ref_logprobs": time.perf_counter() - t_frozen, "fwd_bwd": 0.0, "optimizer": 0.0}
-        stats = StatSums()
-        skipped = 0
-        for start in range(0, n, self.rows_per_update):
-            rows = (start, start + self.rows_per_update)
-            skipped += self._one_update(batch, rows, adv, (old, ref), step, stats, timers)
+        clock = Stopwatch("old_ref_logprobs", "fwd_bwd", "optimizer")
+        with clock("old_ref_logprobs"):
+            # with one update per batch the policy has not moved: the old log-probs are the current ones,
+            # detached, and ratios are exactly 1 without a second forward pass
+            frozen = Frozen(
+                old=self.frozen_logprobs(self.module, batch) if self.cfg.loss.updates_per_batch > 1 else None,
+                ref=self.frozen_logprobs(self.ref, batch) if self.ref is not None else None,
+            )
+        stats, skipped = StatSums(), 0
+        for rows in torch.arange(batch.completion_mask.shape[0]).split(self.rows_per_update):
+            skipped += self._optimizer_step(batch, rows, adv, frozen, stats, clock)
         out = stats.reduce()  # loss and grad_norm are already global: every rank added the same value
-        out["lr"] = self.scheduler.get_last_lr()[0] if self.scheduler is not None else cfg.optim.lr
+        out["lr"] = self.scheduler.get_last_lr()[0] if self.scheduler is not None else self.cfg.optim.lr
         out["skipped_updates"] = float(skipped)
-        out.update({f"time/{k}": v for k, v in timers.items()})
-        return out
+        return {**out, **clock.metrics()}
 
-    def _one_update(self, batch, span, adv, frozen, step, stats, timers) -> int:
-        """One optimizer step on the rows ``span`` = (start, stop): their micro-batches, then the step, skipped
-        on every rank if any saw a non-finite loss or gradient (returns 1 then). ``frozen``: (old, ref)
-        log-probs or None."""
-        start, stop = span
-        count = dist.all_sum(count_units(batch.completion_mask[start:stop], self.objective.unit).double()).item()
-        loss_total, bad, skipped = 0.0, False, 0
-        plan = self._micro_batches(batch, start, stop)
-        for i, rows in enumerate(plan):
-            pad = rows is None  # a zero-weight pass on one real row, so that collectives line up across ranks
-            rows = plan[0][-1:] if pad else rows
-            mb = _to(batch.rows(rows), self.device)
-            real, computed = padded_tokens(batch, rows)
+    def _optimizer_step(
+        self, batch: RolloutBatch, rows: torch.Tensor, adv: torch.Tensor, frozen: Frozen, stats: StatSums, clock
+    ) -> int:
+        """One optimizer step on ``rows`` of ``batch``: plan their micro-batches; per micro-batch forward,
+        objective, backward; at the last one the step, skipped on every rank if any saw a non-finite loss or
+        gradient (returns 1 then). Per-micro-batch figures go to ``stats``, time to ``clock``."""
+        o, temperature = self.cfg.optim, self.cfg.rollout.temperature
+        count = dist.all_sum(count_units(batch.completion_mask[rows], self.objective.unit).double()).item()
+        plan = plan_micro_batches(batch, rows, o.micro_batch_size, o.max_tokens_per_micro_batch)
+        loss_total, finite, skipped = 0.0, True, 0
+        for i, mb_rows in enumerate(plan):
+            pad = mb_rows is None  # a zero-weight pass on one real row, so that collectives line up across ranks
+            mb_rows = plan[0][-1:] if pad else mb_rows
+            mb = _to(batch.rows(mb_rows), self.device)
+            real, computed = padded_tokens(batch, mb_rows)
             stats.add("padding_share", computed - (0 if pad else real), computed)
-            self.engine.set_gradient_accumulation_boundary(i == len(plan) - 1)
-            t0 = time.perf_counter()
-            logp, entropy, terms, loss = self._micro_loss(mb, adv[rows], rows, frozen, count, pad, step, stats)
-            loss_value = loss.item()  # one device sync per micro-batch
-            bad |= not math.isfinite(loss_value)
-            self.engine.backward(loss * dist.world(), scale_wrt_gas=False)
-            t1 = time.perf_counter()
-            grad_norm = None
-            if self.engine.is_gradient_accumulation_boundary():
-                grad_norm = self._grad_norm_before_step()
-                skipped += self._step_boundary(bad or (grad_norm is not None and not math.isfinite(grad_norm)))
-            else:
-                self.engine.step()
-            timers["fwd_bwd"] += t1 - t0
-            timers["optimizer"] += time.perf_counter() - t1
+            last = i == len(plan) - 1
+            self.engine.set_gradient_accumulation_boundary(last)
+            with clock("fwd_bwd"):
+                logp, entropy = token_logprobs(self.engine, mb, temperature, with_entropy=True)  # [n, T] each
+                terms = self._objective(mb, mb_rows, logp, adv, frozen, None if pad else stats)
+                loss = terms.per_row.sum() / max(count, 1.0)  # this micro-batch's share of the global loss
+                if pad:
+                    loss = loss * 0.0
+                loss_value = loss.item()  # one device sync per micro-batch
+                finite &= math.isfinite(loss_value)
+                self.engine.backward(loss * dist.world(), scale_wrt_gas=False)
+            with clock("optimizer"):
+                if last:
+                    skipped, grad_norm = self._boundary_step(finite)
+                else:
+                    self.engine.step()
             if pad:
                 continue
             loss_total += loss_value
             for k, (s, c) in terms.stats.items():
                 stats.add(k, s, c)
-            m = mb.completion_mask
+            m = mb.completion_mask  # [n, T]
             stats.add("entropy", (entropy * m).sum(), m.sum())
-            with torch.no_grad():
-                gap = ((logp.detach() - mb.sampler_logp).abs() * m).sum()
-            stats.add("logprob_gap", gap, m.sum())
+            stats.add("logprob_gap", ((logp.detach() - mb.sampler_logp).abs() * m).sum(), m.sum())
         stats.add("loss", dist.all_sum(torch.tensor(loss_total, dtype=torch.float64)).item(), 1.0)
-        stats.add("grad_norm", grad_norm if grad_norm is not None else self._grad_norm_after_step(), 1.0)
+        stats.add("grad_norm", grad_norm, 1.0)
         return skipped
 
-    def _micro_loss(self, mb, adv, rows, frozen, count, pad, step, stats):
-        """Forward one micro-batch: (log-probs, entropy, the objective's terms, its share of the global loss)."""
-        cfg, (old, ref) = self.cfg, frozen
-        t = mb.completion_mask.shape[1]
-        logp, entropy = token_logprobs(self.engine, mb, cfg.rollout.temperature, with_entropy=True)
-        m = mb.completion_mask
-        old_logp = old[rows, :t].to(self.device) if old is not None else logp.detach()
-        ref_logp = ref[rows, :t].to(self.device) if ref is not None else None
-        a = adv.to(self.device)  # [n]
-        if (cfg.loss.tis_cap or 0) > 0:  # train/inference mismatch: cap the trainer/sampler ratio
+    def _objective(
+        self,
+        mb: RolloutBatch,
+        rows: torch.Tensor,
+        logp: torch.Tensor,
+        adv: torch.Tensor,
+        frozen: Frozen,
+        stats: StatSums | None,
+    ) -> LossTerms:
+        """The objective's terms on micro-batch ``mb`` (rows ``rows`` of the update's batch, log-probs
+        ``logp [n, T]``). With ``loss.tis_cap`` the advantages are weighted by the capped trainer/sampler
+        ratio (truncated importance sampling), whose mean goes to ``stats`` (None: a padding pass)."""
+        m, t = mb.completion_mask, mb.completion_mask.shape[1]  # [n, T]
+        old_logp = frozen.old[rows, :t].to(self.device) if frozen.old is not None else logp.detach()  # [n, T]
+        ref_logp = frozen.ref[rows, :t].to(self.device) if frozen.ref is not None else None  # [n, T]
+        a = adv[rows].to(self.device)  # [n]
+        cap = self.cfg.loss.tis_cap or 0
+        if cap > 0:  # train/inference mismatch: cap the trainer/sampler ratio
             level = "token" if self.objective.ratio_level == "token" else "sequence"
-            w = truncated_is_weights(old_logp, mb.sampler_logp, m, cfg.loss.tis_cap, level)
-            a = a[:, None] * w if level == "token" else a * w  # [n, T] or [n]
-            if not pad:
-                stats.add(
-                    "tis_weight",
-                    (w * m).sum() if level == "token" else w.sum(),
-                    m.sum() if level == "token" else len(w),
-                )
-        terms = self.objective.fn(logp, old_logp, a, m, self.params, ref_logp)
-        loss = terms.per_row.sum() / max(count, 1.0)
-        if pad:
-            loss = loss * 0.0
-        loss = faults.inject("nan-loss", step, loss)  # fault hook (tests only)
-        return logp, entropy, terms, loss
+            w = truncated_is_weights(old_logp, mb.sampler_logp, m, cap, level)  # [n, T] or [n]
+            a = a[:, None] * w if level == "token" else a * w
+            if stats is not None:
+                total, count = ((w * m).sum(), m.sum()) if level == "token" else (w.sum(), len(w))
+                stats.add("tis_weight", total, count)
+        return self.objective.fn(logp, old_logp, a, m, self.params, ref_logp)
 
-    def _step_boundary(self, bad_local: bool) -> int:
+    def _boundary_step(self, loss_finite: bool) -> tuple[int, float]:
         """The optimizer step at an accumulation boundary, skipped on every rank if any rank saw a non-finite
-        loss or gradient. ZeRO 1-3 detect non-finite gradient norms themselves (global, so every rank agrees).
-        Under ZeRO 0 the plain torch optimizer does not: the engine steps on zeroed gradients (keeping its
-        counters right) and weights, optimizer moments and LR schedule are put back. Returns 1 if skipped."""
+        loss or gradient; returns (1 if skipped else 0, the gradient norm). ZeRO 1-3 detect non-finite
+        gradient norms themselves (global, so every rank agrees). Under ZeRO 0 the plain torch optimizer does
+        not: the engine steps on zeroed gradients (keeping its counters right) and weights, optimizer moments
+        and LR schedule are put back."""
+        norm = self._grad_norm_before_step()  # ZeRO 0 only (None otherwise): step() clears the gradients
+        skipped = self._step_or_skip(not loss_finite or (norm is not None and not math.isfinite(norm)))
+        return skipped, norm if norm is not None else self._grad_norm_after_step()
+
+    def _step_or_skip(self, bad_local: bool) -> int:
         bad = dist.all_reduce(torch.tensor(int(bad_local)), "max").item() > 0
         if bad and self.cfg.deepspeed.zero_stage == 0:
             sched = self.scheduler.state_dict() if self.scheduler is not None else None

@@ -12,7 +12,6 @@ The parts a run is built from, and its checkpointed state, are in ``trainer/sess
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +21,12 @@ import torch
 from rollout.base import FINISH_REASONS, collate
 from rollout.data import Example
 from rollout.server import RolloutUnavailable
-from trainer import checkpoint, dist, faults
-from trainer.components import Outcomes, batch_metrics, on_collapse, sample_step
+from trainer import checkpoint, dist
+from trainer.collapse import on_collapse
 from trainer.config import Config, to_dict
 from trainer.lifecycle import Preempted, Preemption, TrainingHalted, truncate_history, write_event, write_groups
-from trainer.metrics import MetricsLogger
+from trainer.metrics import MetricsLogger, Outcomes, Stopwatch, batch_metrics
+from trainer.sampling import sample_batch
 from trainer.session import Session, open_session
 from trainer.step_advantages import step_advantages
 
@@ -93,65 +93,58 @@ def train(cfg: Config, inputs: RunInputs) -> Path:
 
 
 def run_step(s: Session, step: int) -> dict[str, float]:
-    """Steps 1-4 of one training step on this rank; returns the step's metrics (global)."""
-    cfg, G, rank, t0 = s.cfg, s.cfg.rollout.group_size, dist.rank(), time.perf_counter()
+    """Steps 1-4 of one training step on this rank; returns the step's metrics (global). ``s`` needs no
+    checkpoint, guard or evaluator: a ``Session`` built by hand (a benchmark's) runs the same step."""
+    cfg, G = s.cfg, s.cfg.rollout.group_size
+    clock = Stopwatch("rollout", "reward", "learner", "update", "settle", "push")
     # 1. this rank's prompts -> G completions each (more rounds with dynamic sampling) -> grades
-    completions, grades, examples, rounds, staleness = sample_step(
-        cfg, step, s.sampler, s.backend, s.grader, s.tok, s.per_rank, s.ahead
-    )
-    completions, grades = faults.inject(  # fault hook (tests only): a collapse
-        "collapse", step, (completions, grades), tok=s.tok, grader=s.grader, examples=examples, group_size=G,
-        state=s.state,
-    )  # fmt: skip
-    t1 = time.perf_counter()
+    with clock("rollout"):
+        sampled = sample_batch(s, step)
 
-    # 2. score the whole batch (all ranks) with the reward scheme; group advantages on this rank's rows
-    out = Outcomes.gather(completions, grades, [float(ex.budget or 0) for ex in examples for _ in range(G)])
-    rewards_all, reward_metrics = s.scheme(out.reward_batch(G, cfg.rollout.max_new_tokens))
-    if dist.is_main():
-        write_groups(s.run_dir, step, out, G)
-    n_local = len(completions)
-    adv, kept, adv_metrics = step_advantages(cfg, rewards_all, out.lengths, rank, n_local)  # GRPO / DLER / GFPO
-    t2 = time.perf_counter()
+    # 2. score the whole batch (all ranks) with the reward scheme; advantages of this rank's rows
+    with clock("reward"):
+        out = Outcomes.gather(sampled.completions, sampled.grades, sampled.budgets)
+        rewards_all, reward_metrics = s.scheme(out.reward_batch(G, cfg.rollout.max_new_tokens))  # [N_global]
+        if dist.is_main():
+            write_groups(s.run_dir, step, out, G)
+        # GRPO / DLER / GFPO: this rank's advantages [N] and the rows that stay in the loss [N]
+        adv, kept, adv_metrics = step_advantages(cfg, rewards_all, out.lengths, dist.rank(), len(sampled.completions))
 
     # 3. learner update, then make the sampler use the new weights
-    batch = collate(completions, s.tok.pad_token_id)
-    # an aborted or failed sample (vllm) is not a sample of the policy; with DAPO overlong filtering a
-    # truncated one leaves the loss too
-    leave = ("length",) if cfg.reward.overlong_filter else ()
-    keep = torch.tensor([c.finish_reason in FINISH_REASONS and c.finish_reason not in leave for c in completions])
-    keep &= kept  # GFPO: the filtered-out rows leave the loss (and its token count)
-    batch.completion_mask *= keep[:, None].float()
-    learner_metrics = s.learner.update(batch, adv, step)
-    t_update = time.perf_counter()
-    if s.ahead is not None:
-        s.ahead.settle()  # the batch generated during the update is done: the push overlaps nothing
-    t_settle = time.perf_counter()
-    s.backend.sync_weights()
-    if s.ahead is not None:
-        s.ahead.pushed(step + 1)
-    t3 = time.perf_counter()
+    with clock("learner"):
+        with clock("update"):
+            batch = collate(sampled.completions, s.tok.pad_token_id)
+            # an aborted or failed sample (vllm) is not a sample of the policy; with DAPO overlong filtering a
+            # truncated one leaves the loss too
+            leave = ("length",) if cfg.reward.overlong_filter else ()
+            keep = [c.finish_reason in FINISH_REASONS and c.finish_reason not in leave for c in sampled.completions]
+            keep = torch.tensor(keep) & kept  # GFPO: the filtered-out rows leave the loss (and its token count)
+            batch.completion_mask *= keep[:, None].float()
+            learner_metrics = s.learner.update(batch, adv, step)
+        with clock("settle"):
+            if s.ahead is not None:
+                s.ahead.settle()  # the batch generated during the update is done: the push overlaps nothing
+        with clock("push"):
+            s.backend.sync_weights()
+            if s.ahead is not None:
+                s.ahead.pushed(step + 1)
 
     # 4. metrics (global: the outcomes were gathered; learner metrics are reduced over ranks)
+    t = clock.seconds
     gen_tokens = dist.all_sum(torch.tensor(float(batch.completion_mask.sum()))).item()
-    gen_seconds = s.ahead.generation_seconds if s.ahead is not None else t1 - t0  # its own time, not waited
-    metrics = {**batch_metrics(out, rewards_all, G), **reward_metrics, **adv_metrics, **learner_metrics}
-    metrics.update(
-        {
-            "sampling_rounds": float(rounds),
-            "staleness": float(staleness),
-            "time/rollout": t1 - t0,
-            "time/reward": t2 - t1,
-            "time/learner": t3 - t2,
-            "time/update": t_update - t2,
-            "time/settle": t_settle - t_update,
-            "time/push": t3 - t_settle,
-            "time/step": t3 - t0,
-            "time/generate": gen_seconds,
-            "tokens_per_s": gen_tokens / max(gen_seconds, 1e-9),
-        }
-    )
-    return metrics
+    gen_seconds = s.ahead.generation_seconds if s.ahead is not None else t["rollout"]  # its own time, not waited
+    return {
+        **batch_metrics(out, rewards_all, G),
+        **reward_metrics,
+        **adv_metrics,
+        **learner_metrics,
+        "sampling_rounds": float(sampled.rounds),
+        "staleness": float(sampled.staleness),
+        **clock.metrics(),
+        "time/step": t["rollout"] + t["reward"] + t["learner"],
+        "time/generate": gen_seconds,
+        "tokens_per_s": gen_tokens / max(gen_seconds, 1e-9),
+    }
 
 
 def guard_step(s: Session, step: int, metrics: dict[str, float], logger) -> int:
@@ -168,7 +161,7 @@ def guard_step(s: Session, step: int, metrics: dict[str, float], logger) -> int:
         )
     triggers = s.guard.observe(metrics) if g.collapse_action != "off" else None
     if triggers:
-        step = on_collapse(s.cfg, s.run_dir, step, triggers, run, s.restore, logger)
+        step = on_collapse(s.cfg, s.run_dir, step, triggers, run=run, restore=s.restore, logger=logger)
     return step
 
 

@@ -10,43 +10,50 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from rewards.pool import GraderPool
+from rewards.schemes import RewardBatch, scheme_from_config
+from rollout.base import RolloutBackend
 from rollout.data import PromptSampler
 from trainer import checkpoint, dist
 from trainer.ahead import Ahead
+from trainer.backends import build_backend, check_backend, check_context, model_positions
 from trainer.collapse import CollapseGuard
-from trainer.components import (
-    build_backend,
-    build_reward,
-    check_backend,
-    check_context,
-    model_positions,
-    rollout_seed,
-    step_prompts,
-)
-from trainer.config import Config, ConfigError, GuardConfig, resolve, save_config, validate
+from trainer.config import Config, ConfigError, resolve, save_config, validate
 from trainer.evaluate import PeriodicEval
 from trainer.learner import Learner
 from trainer.lifecycle import truncate_history
+from trainer.sampling import Grader, rollout_seed, step_prompts
+
+
+class RewardScheme(Protocol):
+    """A ``rewards.schemes`` scheme: rewards of the whole batch, its metrics, and state saved in checkpoints."""
+
+    penalty_scale: float  # lowered by each collapse rollback
+
+    def __call__(self, batch: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 @dataclass
 class Session:
-    """Everything a run holds between steps."""
+    """Everything a run holds between steps (``trainer.sampling.Sampling`` reads its rollout parts)."""
 
     cfg: Config
     run_dir: Path
     sampler: PromptSampler
-    tok: Any
+    tok: PreTrainedTokenizerBase
     learner: Learner
-    backend: Any  # a rollout.base.RolloutBackend
-    scheme: Any  # a rewards.schemes scheme (callable on a RewardBatch, with state_dict)
-    grader: GraderPool
+    backend: RolloutBackend
+    scheme: RewardScheme
+    grader: Grader  # a rewards.pool.GraderPool in a run
     guard: CollapseGuard
     evaluator: PeriodicEval | None
     per_rank: int  # prompts of this rank per step
@@ -90,7 +97,7 @@ class Session:
         rank = dist.rank()
 
         def request(s: int) -> tuple[list[list[int]], int]:
-            return step_prompts(cfg, s, self.sampler, self.tok, self.per_rank)[1], rollout_seed(cfg.seed, s, rank)
+            return step_prompts(self, s)[1], rollout_seed(cfg.seed, s, rank)
 
         G = cfg.rollout.group_size
         read_back = (lambda: self.backend.version) if hasattr(self.backend, "version") else None  # server backend
@@ -103,7 +110,8 @@ class Session:
             self.ahead.close()
         if hasattr(self.backend, "close"):
             self.backend.close()
-        self.grader.close()
+        if hasattr(self.grader, "close"):
+            self.grader.close()
 
 
 def open_session(cfg: Config, inputs) -> tuple[Session, Path | None]:
@@ -140,13 +148,20 @@ def open_session(cfg: Config, inputs) -> tuple[Session, Path | None]:
     if e.every:
         eval_backend = backend.with_sampling(e.max_new_tokens or cfg.rollout.max_new_tokens, e.temperature, e.top_p)
         evaluator = PeriodicEval(cfg, eval_backend, tok, grader, run_dir, inputs.eval_rows)
-    per_rank = cfg.data.prompts_per_step // dist.world()
-    parts = (sampler, tok, learner, backend, build_reward(cfg), grader, collapse_guard(cfg.guard), evaluator)
-    return Session(cfg, run_dir, *parts, per_rank), ckpt
-
-
-def collapse_guard(g: GuardConfig) -> CollapseGuard:
-    return CollapseGuard.from_config(g)
+    session = Session(
+        cfg=cfg,
+        run_dir=run_dir,
+        sampler=sampler,
+        tok=tok,
+        learner=learner,
+        backend=backend,
+        scheme=scheme_from_config(cfg.reward),
+        grader=grader,
+        guard=CollapseGuard.from_config(cfg.guard),
+        evaluator=evaluator,
+        per_rank=cfg.data.prompts_per_step // dist.world(),
+    )
+    return session, ckpt
 
 
 def _all_ranks_done(done: bool) -> bool:

@@ -1,7 +1,7 @@
 """What the models cannot check alone: the relations that depend on the number of ranks and on the file
 system, run on a whole ``Config`` (at load time, and again at start-up once the ranks are known). Then
 ``resolve`` fills the fields whose None means "the objective's default". Nothing here imports a rollout
-backend: what needs one is checked where the backend is built (``trainer.components.check_backend``), still
+backend: what needs one is checked where the backend is built (``trainer.backends.check_backend``), still
 before any model is built."""
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ class RolloutConfig(Section):
     @model_validator(mode="after")
     def _backend_needs(self) -> RolloutConfig:
         """What a backend cannot do with these options, with the fix (what the machine lacks is checked where
-        the backend is built, ``trainer.components.check_backend``)."""
+        the backend is built, ``trainer.backends.check_backend``)."""
         if self.backend in ("vllm", "server") and self.top_p < 1:
             raise ValueError(
                 f"rollout.top_p={self.top_p} with rollout.backend={self.backend}: vLLM renormalizes the sampler's "
