@@ -11,7 +11,7 @@ What the shell changes, and why:
   every replaced name exists, so a library release that renames one fails loudly instead of running unpatched.
 * latex2sympy2 builds numbers with ``sympy.Number(text)``, which for a string goes through ``sympify`` (that
   is, ``parse_expr``). The shell swaps in ``safe_number``: a regex-checked digit string becomes ``Integer`` or
-  ``Float`` directly. ``tests/test_grader.py`` records every ``parse_expr``, ``eval`` and ``exec`` call while
+  ``Float`` directly. ``tests/rewards/test_grader.py`` records every ``parse_expr``, ``eval`` and ``exec`` call while
   grading hostile text and requires none.
 * The library's own time limits (``signal.alarm``, wall clock, main thread only) are off; ``cpu_deadline``
   bounds the whole check by this process's CPU time instead, so a loaded machine never turns a slow but

@@ -9,7 +9,7 @@ docs/benchmarks.md.
     python scripts/bench_grader.py                    # the mix, 4 variants of 500 problems
     python scripts/bench_grader.py --hostile --limit 200
     python scripts/bench_grader.py --math-verify-suite PATH/Math-Verify/tests   # agreement on its test cases
-    python scripts/bench_grader.py --traps            # false-positive traps (tests/grader_traps.py), both graders
+    python scripts/bench_grader.py --traps            # false-positive traps (tests/support/grader_traps.py)
     python scripts/bench_grader.py --extraction-worst # CPU time of extraction on pathological texts
 """
 
@@ -67,7 +67,7 @@ def main() -> None:
     if args.math_verify_suite:
         return agreement(math_verify_cases(Path(args.math_verify_suite)), "Math-Verify's test suite")
     if args.traps:
-        from tests.grader_traps import TRAPS
+        from tests.support.grader_traps import TRAPS
 
         return agreement([(g, p, e, cat) for cat, rows in TRAPS.items() for p, g, e in rows], "false-positive traps")
     if args.extraction_worst:

@@ -5,7 +5,7 @@ their measured held-out profile in ``MANIFEST.json``.
 
 Each model is built here (SFT on CPU, ``toylab.reasoner.sft``) unless it is already in the cache, copied into
 ``toylab/checkpoints/<cache key>/``, and measured: held-out accuracy and mean tokens on ``--problems`` problems x
-``--samples`` samples at temperature 1 (the figure ``tests/test_shipped.py`` checks, within its sampling error,
+``--samples`` samples at temperature 1 (the figure ``tests/toylab/test_shipped.py`` checks, within its sampling error,
 on whatever machine runs the tests). Why ship: the SFT result depends on the CPU's instruction set (the lab's
 starting model measured 23.6% on one machine and 6.0% on another), so a user's lab or demo would tell another
 story than the docs. A 1M-parameter model is 4 MB.

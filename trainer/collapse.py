@@ -211,7 +211,7 @@ class CollapseGuard:
 
     @classmethod
     def from_config(cls, g: GuardConfig) -> CollapseGuard:
-        """The guard of the ``guard`` section (tests/test_guards.py checks that every parameter is passed)."""
+        """The guard of the ``guard`` section (tests/trainer/test_guards.py checks that every parameter is passed)."""
         return cls(
             window=g.window,
             min_history=g.min_history,

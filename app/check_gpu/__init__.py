@@ -11,7 +11,7 @@ Steps, each in its own process (a hang or a CUDA crash in one is reported and th
 
 1. the stack: torch's CUDA build, devices, free memory and a bf16 matmul probe; vLLM; DeepSpeed; an NCCL
    all-reduce over every GPU of the node (one process per GPU);
-2. the GPU-marked tests (``tests/test_gpu.py``): learner side (ZeRO-2 and ZeRO-3 steps in bf16, chunked
+2. the GPU-marked tests (``tests/gpu/test_gpu.py``): learner side (ZeRO-2 and ZeRO-3 steps in bf16, chunked
    log-probs in bf16 at the real vocabulary) and vLLM side (bf16 engine with sleep mode, weight-sync round
    trip, the server backend's NCCL push once it exists), as two pytest processes;
 3. a short ``groupwise train`` of a Qwen2.5-0.5B-shaped random model at the real vocabulary (151,936) through

@@ -70,7 +70,7 @@ def plan(args) -> list[Check]:
 
     def pytest(marker: str, name: str) -> list[str]:
         junit = work / f"{name}.xml"
-        argv = [py, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-m", marker, "tests/test_gpu.py"]
+        argv = [py, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-m", marker, "tests/gpu/test_gpu.py"]
         return [*argv, f"--junitxml={junit}"]
 
     model = work / "qwen2.5-0.5b-shaped"

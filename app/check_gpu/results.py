@@ -50,7 +50,7 @@ def parse_verbose(log: str) -> list[dict]:
     still running is the one named last without an outcome."""
     out, running = [], None
     for line in log.splitlines():
-        if "tests/test_gpu.py::" not in line or line.startswith(("FAILED", "ERROR", "SKIPPED")):
+        if "tests/gpu/test_gpu.py::" not in line or line.startswith(("FAILED", "ERROR", "SKIPPED")):
             continue
         node = line.split()[0].split("::", 1)[1]
         for word, st in (("PASSED", "pass"), ("FAILED", "fail"), ("ERROR", "fail"), ("SKIPPED", "skip")):

@@ -9,7 +9,7 @@ A scheme is one module of this package: its class, registered with ``@register(n
 a ``from_config(reward)`` classmethod that builds it from its knobs, ``reward.<section>.*``. The knobs are
 declared with the config, torch-free, as one pydantic section per module (``trainer/config/reward.py``, where
 its docstring shows the five lines a new scheme adds); schemes of one module share it (``reward.length_penalty``
-serves kimi_lp and correct_lp). tests/test_schemes.py checks that names, sections and defaults agree.
+serves kimi_lp and correct_lp). tests/rewards/test_schemes.py checks that names, sections and defaults agree.
 """
 
 from __future__ import annotations

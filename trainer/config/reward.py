@@ -9,7 +9,7 @@ with ``@register("foo", section="foo")``) adds three things here:
         strength: float = Field(0.5, gt=0, le=1, description="w of the foo term")
 
     foo: FooParams = Field(default_factory=FooParams, description="foo: ...")   # in RewardConfig
-    # and "foo" in SchemeName; tests/test_schemes.py checks names, sections and defaults agree.
+    # and "foo" in SchemeName; tests/rewards/test_schemes.py checks names, sections and defaults agree.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from trainer.config.base import Section, why
 
-# The registered schemes' names, sorted (``rewards.schemes.SCHEMES``; tests/test_schemes.py checks they agree).
+# The registered schemes' names, sorted (``rewards.schemes.SCHEMES``; tests/rewards/test_schemes.py checks they agree).
 SchemeName = Literal[
     "acoer",
     "arora_zanette",

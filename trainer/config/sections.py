@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from trainer.config.base import Section, why
 
-# The objectives' names, in the registry's order (``losses.OBJECTIVES``; tests/test_config.py checks they agree).
+# The objectives' names, in the registry's order (``losses.OBJECTIVES``; tests/trainer/test_config.py checks).
 # Listed here so that loading a config imports no torch.
 ObjectiveName = Literal["grpo", "dr_grpo", "dapo", "gspo", "gspo_token", "luspo"]
 

@@ -36,7 +36,7 @@ def test_dry_run_lists_every_step_with_its_command_and_runs_nothing(tmp_path):
     names = ["torch", "vllm", "deepspeed", "nccl", "tests-learner", "tests-vllm", "build-model", "train", "report"]
     for i, name in enumerate(names, 1):
         assert f"{i:>2}. {name}" in text, text
-    assert "-m 'gpu and not vllm' tests/test_gpu.py" in text and "-m 'gpu and vllm' tests/test_gpu.py" in text
+    assert "-m 'gpu and not vllm' tests/gpu/test_gpu.py" in text and "-m 'gpu and vllm' tests/gpu/test_gpu.py" in text
     assert "app.cli train" in text and "rollout.backend=vllm" in text and "model.dtype=bf16" in text
     assert "limit 480 s" in text and str(out) in text
     assert not out.exists() and not (tmp_path / "work").exists()
@@ -111,7 +111,7 @@ def test_pytest_results_per_test_from_junit_or_from_a_killed_run(tmp_path):
     assert [t["status"] for t in out["tests"]] == ["pass", "skip", "fail"]
     assert out["status"] == "fail" and out["reason"] == "1 failed; first: test_c: AssertionError: gap 0.3"
     log = tmp_path / "killed.log"
-    log.write_text("tests/test_gpu.py::test_a PASSED [ 33%]\ntests/test_gpu.py::test_b ")
+    log.write_text("tests/gpu/test_gpu.py::test_a PASSED [ 33%]\ntests/gpu/test_gpu.py::test_b ")
     killed = {"name": "t", "status": "fail", "reason": "timed out after 240 s", "log": str(log)}
     tests = gpu_results.pytest_result(killed, tmp_path / "absent.xml")["tests"]
     assert tests == [

@@ -1,7 +1,7 @@
 """Run under torchrun: one learner update on a fixed global batch, this rank taking its contiguous share.
 
 Rank 0 saves the step's gradient (read back from AdamW's first moment), loss and grad norm to argv[3].
-Usage: torchrun --nproc_per_node K tests/mp_update.py MODEL_DIR LOSS OUT [ZERO_STAGE [TOKEN_BUDGET]]
+Usage: torchrun --nproc_per_node K tests/support/mp_update.py MODEL_DIR LOSS OUT [ZERO_STAGE [TOKEN_BUDGET]]
 With TOKEN_BUDGET (``optim.max_tokens_per_micro_batch``) the global batch is first sorted by completion length,
 so that the ranks' shares differ in length and pack into different numbers of micro-batches.
 """
@@ -9,8 +9,8 @@ so that the ranks' shares differ in length and pack into different numbers of mi
 import sys
 
 import torch
-from helpers import fixed_batch, make_config, step_gradients
 
+from support.helpers import fixed_batch, make_config, step_gradients
 from trainer import dist
 from trainer.learner import Learner
 from trainer.micro_batches import plan_micro_batches

@@ -4,7 +4,7 @@ the work split over many chunks."""
 
 import pytest
 import torch
-from helpers import fixed_batch
+from support.helpers import fixed_batch
 from transformers import AutoModelForCausalLM
 
 import trainer.logprobs as logprobs

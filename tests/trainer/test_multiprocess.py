@@ -11,7 +11,7 @@ import torch
 from conftest import ROOT, bin_path
 
 pytestmark = pytest.mark.slow
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/: support.* importable in the torchrun children
 
 
 def torchrun(nproc: int, args: list[str], env: dict, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -27,7 +27,7 @@ def test_two_ranks_give_the_same_update_as_one(tiny_model_dir, cli_env, tmp_path
     results = []
     for nproc in (1, 2):
         out = tmp_path / f"{loss}_{nproc}.pt"
-        torchrun(nproc, [str(TESTS / "mp_update.py"), str(tiny_model_dir), loss, str(out)], cli_env)
+        torchrun(nproc, [str(TESTS / "support" / "mp_update.py"), str(tiny_model_dir), loss, str(out)], cli_env)
         results.append(torch.load(out))
     one, two = results
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
@@ -40,7 +40,7 @@ def test_two_ranks_zero2_match_one_rank(tiny_model_dir, cli_env, tmp_path):
     results = []
     for nproc in (1, 2):
         out = tmp_path / f"z2_{nproc}.pt"
-        torchrun(nproc, [str(TESTS / "mp_update.py"), str(tiny_model_dir), "grpo", str(out), "2"], cli_env)
+        torchrun(nproc, [str(TESTS / "support" / "mp_update.py"), str(tiny_model_dir), "grpo", str(out), "2"], cli_env)
         results.append(torch.load(out))
     one, two = results
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
@@ -54,7 +54,7 @@ def test_token_budget_ranks_with_different_pass_counts_match_one_rank(tiny_model
     results = []
     for nproc in (1, 2):
         out = tmp_path / f"budget_z{zero}_{nproc}.pt"
-        args = [str(TESTS / "mp_update.py"), str(tiny_model_dir), "dapo", str(out), str(zero), "40"]
+        args = [str(TESTS / "support" / "mp_update.py"), str(tiny_model_dir), "dapo", str(out), str(zero), "40"]
         torchrun(nproc, args, cli_env)
         results.append(torch.load(out))
     one, two = results

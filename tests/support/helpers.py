@@ -67,7 +67,7 @@ def rows(run: Path) -> list[dict]:
 def run_cli(cmd: list[str], env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run a command from the repository root; it must succeed (its output's end is the failure message).
     The timeout is a hang guard, not a speed check."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=root)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
     return proc

@@ -1,5 +1,5 @@
 """False-positive traps by category, hand-derived from the mathematics (pred, gold, equal?). Used by
-tests/test_grader_traps.py and by ``scripts/bench_grader.py --traps`` (our grader against Math-Verify alone)."""
+tests/rewards/test_grader_traps.py and by ``scripts/bench_grader.py --traps`` (our grader against Math-Verify alone)."""
 
 BIG = "1" * 35
 TRAPS = {

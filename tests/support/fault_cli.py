@@ -1,5 +1,5 @@
-"""The real CLI with faults planted at its boundaries, for tests/test_failures.py: ``python tests/fault_cli.py
-train ...`` (or under torchrun) with ``GROUPWISE_FAULT="name@step[:rank],..."``.
+"""The real CLI with faults planted at its boundaries, for tests/trainer/test_failures.py:
+``python tests/support/fault_cli.py train ...`` (or under torchrun) with ``GROUPWISE_FAULT="name@step[:rank],..."``.
 
 Production code has no fault hooks: this entry point wraps the parts a run is built from (the checkpoint
 writer, the learner's objective, the rollout backend) before ``app.cli.main`` runs, so the failure paths are

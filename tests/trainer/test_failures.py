@@ -1,6 +1,6 @@
 """Runs that survive: exact resume after SIGKILL (also during a checkpoint write), SIGTERM, the NaN guard
 on every rank, and the collapse guard's halt and rollback. All through the real CLI in subprocesses; faults
-are planted at the run's boundaries by ``tests/fault_cli.py`` (the CLI with wrapped parts), never by hooks in
+are planted at the run's boundaries by ``tests/support/fault_cli.py`` (the CLI with wrapped parts), never by hooks in
 the trainer."""
 
 import json
@@ -31,7 +31,7 @@ BASE = [
 VOLATILE = ("time", "tokens_per_s")  # wall-clock figures; every other key must match exactly
 
 
-FAULT_CLI = str(ROOT / "tests" / "fault_cli.py")
+FAULT_CLI = str(ROOT / "tests" / "support" / "fault_cli.py")
 
 
 def cli(args: list[str], env: dict, fault: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

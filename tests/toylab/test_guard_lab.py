@@ -1,4 +1,4 @@
-"""The guard lab (``toylab.guard_lab``, ``scripts/guard_lab.py``) on synthetic lab runs (tests/guard_synth.py):
+"""The guard lab (``toylab.guard_lab``, ``scripts/guard_lab.py``) on synthetic lab runs (tests/support/guard_synth.py):
 the stated onset, delays and false alarms, the exact Poisson interval, which runs are left out and why, and the
 generated report."""
 
@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from guard_synth import write_run
+from support.guard_synth import write_run
 
 from toylab.guard_lab.cli import main
 from toylab.guard_lab.replay import cusum, evaluate, relative
@@ -14,7 +14,7 @@ from toylab.guard_lab.rules import onset, poisson_ci
 from toylab.guard_lab.runs import build_series, load_runs
 from trainer.collapse import CollapseGuard
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_steps(run: Path, correct: list[list[int]], G: int = 16, events: list[dict] | None = None) -> None:

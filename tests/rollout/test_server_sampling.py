@@ -10,7 +10,7 @@ import json
 
 import pytest
 from conftest import bin_path
-from helpers import rows, run_cli
+from support.helpers import rows, run_cli
 
 from rollout.server_auth import SECRET_ENV
 from rollout.vllm_backend import vllm_available
@@ -84,7 +84,7 @@ def test_a_server_that_samples_another_distribution_is_refused_at_start_up(model
     from app import launch
     from rollout.server import ServerBackend, ServerMismatch
     from trainer import dist
-    from trainer.components import learner_logprobs
+    from trainer.backends import learner_logprobs
     from trainer.learner import Learner
 
     def by_hand(*args, **kwargs):  # the project's command line less the flag a user might not know

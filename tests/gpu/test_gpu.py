@@ -16,7 +16,7 @@ import time
 
 import pytest
 import torch
-from helpers import fixed_batch, make_config
+from support.helpers import fixed_batch, make_config
 
 from rollout.base import Completion, RolloutBatch, collate
 
@@ -59,7 +59,7 @@ def process_group():
     dist.init("cuda")
     backend = tdist.get_backend()
     if backend != "nccl":
-        pytest.skip(f"this process already has a {backend} process group; run `pytest -m gpu tests/test_gpu.py`")
+        pytest.skip(f"this process already has a {backend} process group; run `pytest -m gpu tests/gpu/test_gpu.py`")
     yield
 
 

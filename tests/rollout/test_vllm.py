@@ -17,7 +17,7 @@ import time
 import pytest
 import torch
 from conftest import ROOT, bin_path
-from helpers import rows, run_cli
+from support.helpers import rows, run_cli
 
 from rollout.vllm_backend import request_seed, vllm_available
 
@@ -40,7 +40,7 @@ def vllm_model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(vllm_model_dir):
     """A DeepSpeed learner and a colocated vLLM engine built from the same files."""
-    from helpers import make_config
+    from support.helpers import make_config
     from transformers import AutoTokenizer
 
     from rollout.vllm_backend import VLLMBackend

@@ -235,14 +235,14 @@ PATHOLOGICAL = {
 
 @pytest.mark.parametrize("name", PATHOLOGICAL)
 def test_extraction_stays_linear_on_the_new_paths(name):
-    """As tests/test_grader_traps.py: 2 s of CPU is far above a linear pass and far below a quadratic one."""
+    """As tests/rewards/test_grader_traps.py: 2 s of CPU is far above a linear pass and far below a quadratic one."""
     t = time.process_time()
     extract_answer(PATHOLOGICAL[name])
     assert time.process_time() - t < 2.0
 
 
 def test_the_new_rules_execute_no_model_text(monkeypatch):
-    """As tests/test_grader.py: parse_expr, eval and exec recorded while grading this file's cases; none."""
+    """As tests/rewards/test_grader.py: parse_expr, eval and exec recorded while grading this file's cases; none."""
     import builtins
 
     import sympy.parsing.sympy_parser as sympy_parser

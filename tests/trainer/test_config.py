@@ -287,7 +287,7 @@ def test_loading_a_config_imports_no_torch():
         "    print('ConfigError:', e)\n"
         "print(sorted(m for m in ('torch', 'transformers', 'deepspeed', 'vllm') if m in sys.modules))\n"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "ConfigError: unknown config key 'loss.clip_hgh'; did you mean 'loss.clip_high'" in out
@@ -307,7 +307,7 @@ def test_a_renamed_key_fails_naming_the_new_one(old, new, tmp_path):
 def test_every_yaml_in_configs_loads():
     """Each file on top of the base it is written for (the GPU objectives on base_gpu.yaml, the lab's methods
     on lab/base.yaml); the others alone."""
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[2] / "configs"
     files = sorted(root.rglob("*.yaml"))
     assert len(files) > 30
     for f in files:
@@ -326,7 +326,7 @@ def test_the_reference_in_docs_is_up_to_date(capsys):
     from app.cli import main
 
     assert main(["config", "--format", "markdown"]) == 0
-    doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    doc = Path(__file__).resolve().parents[2] / "docs" / "config.md"
     assert doc.read_text() == capsys.readouterr().out, "run: groupwise config --format markdown > docs/config.md"
 
 

@@ -84,7 +84,7 @@ def test_every_lab_run_has_a_config_that_loads_and_starts_from_its_experiments_m
     method), with the experiment's starting model, and methods keep their objective and reward."""
     from trainer.config import load_config
 
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     for name, exp in EXPERIMENTS.items():
         for method in exp.methods + exp.controls:
             files = ["base.yaml", *exp.configs, f"{method}.yaml"]
@@ -221,7 +221,7 @@ def test_the_collapse_lab_runs_resumes_and_reports(toy_model, tmp_path):
     a second call finds the run finished and does not train again."""
     import subprocess
 
-    script = Path(__file__).parents[1] / "scripts" / "collapse_lab.py"
+    script = Path(__file__).parents[2] / "scripts" / "collapse_lab.py"
     args = [sys.executable, str(script), "--only", "offpolicy", "--methods", "gspo", "--seeds", "0", "--jobs", "1"]
     args += ["--probe", "0"]
     args += ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "model.path=builtin:toy-reasoner-test"]

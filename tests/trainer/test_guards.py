@@ -201,7 +201,7 @@ def test_a_long_stationary_stream_at_the_labs_batch_raises_no_more_alarms_than_t
     Siegmund's run length for k = 1, h = 4 is ~15,300 steps, so ~1.3 false alarms are expected; <= 6 is the
     Poisson 99.9% bound. The old relative rule (patience 2) on the same stream fires over a hundred times."""
     import numpy as np
-    from guard_synth import stream
+    from support.guard_synth import stream
 
     from trainer.collapse import cusum_arl0
 
@@ -218,7 +218,7 @@ def test_an_abrupt_drop_to_zero_is_caught_within_a_few_steps():
     """Accuracy 0.3 -> 0 at step 60: z ~ -3 a step, k = 1, h = 4: the third bad step crosses; at 8 prompts the
     noise of the steps before can delay it by a step or two; at 128 prompts it is the first bad step."""
     import numpy as np
-    from guard_synth import stream
+    from support.guard_synth import stream
 
     for seed in range(10):
         mu = np.r_[np.full(60, 0.3), np.zeros(40)]
@@ -232,7 +232,7 @@ def test_a_slow_collapse_is_caught_and_nothing_before_it():
     """Accuracy falling 5% a step from step 60 (0.33 -> 0.12 in 20 steps, the pace of the lab's kimi_lp runs):
     the lagged reference must not follow the slide down. Caught within 40 steps of the slide's start (17-37 in
     simulation; the lab's onset, half the starting level, comes ~14 steps after the start)."""
-    from guard_synth import mean_curve, stream
+    from support.guard_synth import mean_curve, stream
 
     for seed in range(10):
         alarms = cusum_alarms(stream(mean_curve(150, onset=60, fall=0.95), seed=seed, B=8))
@@ -241,7 +241,7 @@ def test_a_slow_collapse_is_caught_and_nothing_before_it():
 
 def test_nan_accuracy_never_trips_and_leaves_the_statistic_alone():
     import numpy as np
-    from guard_synth import stream
+    from support.guard_synth import stream
 
     g = CollapseGuard()
     for row in stream(np.full(40, 0.3), seed=0):
@@ -256,7 +256,7 @@ def test_guard_state_round_trips_in_the_middle_of_a_rising_statistic():
     """Resume is exact: a guard restored from a JSON round trip of its state, mid-way through a drop (the
     statistic above 0, steps pending for the reference), fires at the same steps as the one never stopped."""
     import numpy as np
-    from guard_synth import stream
+    from support.guard_synth import stream
 
     rows = stream(np.r_[np.full(50, 0.3), np.full(30, 0.12)], seed=3)
     a = CollapseGuard()
@@ -277,7 +277,7 @@ def test_without_per_prompt_statistics_the_observed_variance_is_used():
     """Metrics of runs before issue #26 carry no accuracy/prompt_sd: the CUSUM standardizes with the observed
     variance of the step accuracy instead, and still catches a drop without alarming on noise."""
     import numpy as np
-    from guard_synth import stream
+    from support.guard_synth import stream
 
     rows = [{"accuracy": r["accuracy"]} for r in stream(np.r_[np.full(300, 0.3), np.zeros(20)], seed=4)]
     alarms = cusum_alarms(rows)
@@ -286,7 +286,7 @@ def test_without_per_prompt_statistics_the_observed_variance_is_used():
 
 def test_the_cusum_trigger_names_its_evidence_and_the_median_rules_still_fire():
     import numpy as np
-    from guard_synth import stream
+    from support.guard_synth import stream
 
     g = CollapseGuard()
     for row in stream(np.full(30, 0.3), seed=5):
@@ -335,7 +335,7 @@ def test_no_periodic_checkpoint_while_the_statistic_is_past_half_its_threshold()
     """guard.suspect (the loop saves no periodic checkpoint then) is true on the way to an alarm and rarely on
     a healthy stream, so rollbacks land before a collapse and healthy runs keep their checkpoints."""
     import numpy as np
-    from guard_synth import stream
+    from support.guard_synth import stream
 
     g = CollapseGuard()
     healthy = [g.observe(row) or g.suspect for row in stream(np.full(2_000, 0.3), seed=7)]

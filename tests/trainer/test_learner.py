@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import fixed_batch, make_config, step_gradients
+from support.helpers import fixed_batch, make_config, step_gradients
 from transformers import AutoModelForCausalLM
 
 from losses import OBJECTIVES

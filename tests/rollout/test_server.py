@@ -21,7 +21,7 @@ import pytest
 import requests
 import torch
 from conftest import ROOT, bin_path
-from helpers import rows, run_cli
+from support.helpers import rows, run_cli
 
 from rollout.server_auth import SECRET_ENV
 from rollout.vllm_backend import vllm_available
@@ -41,7 +41,7 @@ def model_dir(tmp_path_factory):
 
 
 def server_config(model_dir, run_dir):
-    from helpers import make_config
+    from support.helpers import make_config
 
     cfg = make_config(model_dir, prompts=2, group_size=4, max_new_tokens=NEW, mbs=8, lr=3e-3)
     cfg.data.max_prompt_tokens = 64

@@ -165,7 +165,7 @@ def test_the_new_forms_stay_fast_on_long_answers():
 
 
 def test_the_audit_cases_execute_no_model_text(monkeypatch):
-    """As tests/test_grader.py: parse_expr, eval and exec recorded while grading this file's cases; none."""
+    """As tests/rewards/test_grader.py: parse_expr, eval and exec recorded while grading this file's cases; none."""
     import builtins
 
     import sympy.parsing.sympy_parser as sympy_parser

@@ -1,4 +1,4 @@
-"""Synthetic lab runs for the collapse guard's tests (tests/test_guards.py, tests/test_guard_lab.py).
+"""Synthetic lab runs for the collapse guard's tests (tests/trainer/test_guards.py, tests/toylab/test_guard_lab.py).
 
 A step draws B prompts whose accuracies p_j come from a Beta with mean mu_t (the policy's accuracy) and
 concentration ``conc`` (between-prompt spread: sd = sqrt(mu (1 - mu) / (conc + 1)), about 0.29 at mu = 0.3 and

@@ -1,12 +1,12 @@
 """Issue #22: a grader that never calls a wrong answer right. False-positive traps by category (equal and not
-equal, from the mathematics: tests/grader_traps.py), extraction anchors and empty answers, extraction in
+equal, from the mathematics: tests/support/grader_traps.py), extraction anchors and empty answers, extraction in
 linear time, a pool that survives dead workers and stops on workers that never start, and a Math-Verify that
 is unchanged for every other caller."""
 
 import time
 
 import pytest
-from grader_traps import TRAPS
+from support.grader_traps import TRAPS
 
 from rewards.extract import MAX_TEXT, extract_answer
 from rewards.math import grade, is_equivalent
