@@ -14,10 +14,17 @@ with a sample from unknown weights or older than ``k`` steps is regenerated on t
 trained on. A push never overlaps a generation of ours: the loop settles the batch in flight first, and the
 servers' ``/pause?mode=wait`` covers anyone else's requests. One generation runs at a time, in one background
 thread; grading, rewards and every collective stay on the main thread.
+
+Resume is exact: a checkpoint is written after a push, when the batches generated ahead are done, and each rank
+saves its share of them (``saved``: token ids, log-probs, finish reasons, versions resolved to the weight step
+that sampled them; ``trainer/checkpoint.py``). ``restore`` hands them back, so a resumed run trains on the very
+samples the uninterrupted run would have, at the same staleness, instead of regenerating them on the
+checkpoint's weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,10 +55,11 @@ class Ahead:
         self.version = version  # the servers' weight version now (server backend: read back per sample)
         self.step_of_version: dict[int, int] = {}  # weight version -> the learner step whose weights it holds
         self.regenerated = 0  # batches regenerated because a sample was too old or of unknown weights
+        self.restored: dict[int, tuple[list[Completion], int, float]] = {}  # step -> (batch, its weight step, s)
         self.pushed(weights_step)
 
     def _submit(self, step: int) -> None:
-        if step in self.pending or step >= self.last_step:
+        if step in self.pending or step in self.restored or step >= self.last_step:
             return
         prompts, seed = self.request(step)
         self.pending[step] = (self.pool.submit(self._timed, prompts, seed), self.weights_step)
@@ -66,6 +74,9 @@ class Ahead:
         first submits every batch up to ``step + k`` that is not yet on its way."""
         for s in range(step, step + self.k + 1):
             self._submit(s)
+        if step in self.restored:  # generated before a resume, by the weights after step `weights_at`
+            completions, weights_at, self.generation_seconds = self.restored.pop(step)
+            return completions, step - weights_at
         future, sampled_at = self.pending.pop(step)
         completions, self.generation_seconds = future.result()
         read = {c.weight_version for c in completions if c.weight_version is not None}
@@ -95,6 +106,31 @@ class Ahead:
         if self.version is not None:
             self.step_of_version[self.version()] = step
 
+    def saved(self) -> list[dict]:
+        """This rank's finished batches not yet trained on, for the checkpoint: each with the weight step that
+        sampled it (read back per sample where the backend reports versions). Called after ``settle``."""
+        out = []
+        for step, (future, sampled_at) in sorted(self.pending.items()):
+            if not future.done() or future.exception() is not None:
+                continue  # not a finished batch: the resumed run generates it again
+            completions, seconds = future.result()
+            read = {c.weight_version for c in completions if c.weight_version is not None}
+            steps = [self.step_of_version.get(v) for v in read] or [sampled_at]
+            if None in steps:
+                continue  # from weights this run did not push: take() would regenerate it too
+            records = [{**dataclasses.asdict(c), "weight_version": None} for c in completions]
+            out.append({"step": step, "weights_at": min(steps), "seconds": seconds, "completions": records})
+        return out
+
+    def restore(self, saved: list[dict]) -> None:
+        """Take back the batches ``saved`` wrote (after a resume or a rollback to that checkpoint); one that
+        this run will not reach, or that is older than the bound ``k`` allows, is generated again."""
+        for b in saved:
+            step, weights_at = b["step"], b["weights_at"]
+            if step >= self.weights_step and step < self.last_step and 0 <= step - weights_at <= self.k:
+                batch = [Completion(**c) for c in b["completions"]]
+                self.restored[step] = (batch, weights_at, b["seconds"])
+
     def discard(self) -> None:
         """Drop every batch in flight (a rollback replays those steps on other weights)."""
         for future, _ in self.pending.values():
@@ -103,6 +139,7 @@ class Ahead:
             except Exception:
                 pass
         self.pending.clear()
+        self.restored.clear()
 
     def close(self) -> None:
         self.discard()

@@ -5,6 +5,8 @@ Layout of ``RUN/checkpoints/step-000040/`` (the state *after* 40 steps; training
     model/          HF ``save_pretrained`` layout (loadable by transformers and vLLM), written by rank 0
     engine/         DeepSpeed ``save_checkpoint``: fp32 weights, optimizer and LR-scheduler state, every rank
     rng/rank{r}.pt  torch / python / numpy / CUDA generator states of rank r
+    ahead/rank{r}.json  rollout.max_staleness >= 1: rank r's batches generated ahead, not yet trained on
+                    (``trainer/ahead.py``: token ids, log-probs, finish reasons, the weight step that sampled them)
     state.json      step, reward-scheme state (e.g. ACOER's controller), guard state, metrics row count
     COMPLETE        written last
 
@@ -65,8 +67,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(run_dir: Path, step: int, learner, state: dict[str, Any], keep: int, tokenizer=None) -> Path:
-    """Write the checkpoint of the state after ``step`` steps (collective: every rank calls it)."""
+def save(
+    run_dir: Path, step: int, learner, state: dict[str, Any], keep: int, tokenizer=None, ahead: list | None = None
+) -> Path:
+    """Write the checkpoint of the state after ``step`` steps (collective: every rank calls it); ``ahead``: this
+    rank's batches generated ahead (``Ahead.saved``)."""
     root = checkpoint_dir(run_dir)
     final = root / f"step-{step:06d}"
     tmp = root / f"step-{step:06d}.tmp"
@@ -78,6 +83,9 @@ def save(run_dir: Path, step: int, learner, state: dict[str, Any], keep: int, to
     learner.engine.save_checkpoint(str(tmp / "engine"), tag="state")
     (tmp / "rng").mkdir(exist_ok=True)
     torch.save(_rng_state(), tmp / "rng" / f"rank{dist.rank()}.pt")
+    if ahead:
+        (tmp / "ahead").mkdir(exist_ok=True)
+        (tmp / "ahead" / f"rank{dist.rank()}.json").write_text(json.dumps(ahead))
     dist.barrier()
     if dist.is_main():
         (tmp / "state.json").write_text(json.dumps({"step": step, "world": dist.world(), **state}, indent=1))
@@ -105,6 +113,12 @@ def load(path: Path, learner) -> dict[str, Any]:
     rng_file = path / "rng" / f"rank{dist.rank()}.pt"
     _set_rng_state(torch.load(rng_file, weights_only=False))
     return state
+
+
+def load_ahead(path: Path) -> list[dict]:
+    """This rank's batches generated ahead in checkpoint ``path`` (none: written at k=0, or by an older version)."""
+    saved = path / "ahead" / f"rank{dist.rank()}.json"
+    return json.loads(saved.read_text()) if saved.is_file() else []
 
 
 def discard_incomplete(run_dir: Path) -> list[str]:

@@ -59,6 +59,7 @@ class Session:
     per_rank: int  # prompts of this rank per step
     state: dict = field(default_factory=lambda: {"rollbacks": 0, "nonfinite_streak": 0})  # saved in checkpoints
     ahead: Ahead | None = None  # rollout.max_staleness >= 1: batches generated while the learner trains
+    resumed_ahead: list = field(default_factory=list)  # the checkpoint's batches generated ahead (Ahead.saved)
 
     def restore(self, path: Path) -> int:
         """Load checkpoint ``path`` (weights, optimizer, RNG, scheme, guard, loop state); returns its step."""
@@ -73,7 +74,10 @@ class Session:
             self.scheme.penalty_scale *= g.rollback_penalty_factor**replays
         if dist.is_main():
             truncate_history(self.run_dir, saved["step"])
+        self.resumed_ahead = checkpoint.load_ahead(path)
         self.push_weights(saved["step"])
+        if self.ahead is not None:  # a rollback: the batches generated ahead of that checkpoint are taken back
+            self.ahead.restore(self.resumed_ahead)
         return saved["step"]
 
     def push_weights(self, step: int) -> None:
@@ -87,7 +91,8 @@ class Session:
 
     def save(self, step: int) -> None:
         extra = {"scheme": self.scheme.state_dict(), "guard": self.guard.state_dict(), "run": dict(self.state)}
-        checkpoint.save(self.run_dir, step, self.learner, extra, self.cfg.checkpoint.keep, self.tok)
+        ahead = self.ahead.saved() if self.ahead is not None else None
+        checkpoint.save(self.run_dir, step, self.learner, extra, self.cfg.checkpoint.keep, self.tok, ahead)
 
     def start_ahead(self, start: int) -> None:
         """With ``rollout.max_staleness`` k >= 1, generation runs k steps ahead from step ``start``."""
@@ -104,6 +109,7 @@ class Session:
         self.ahead = Ahead(
             self.backend.generate, cfg.rollout.max_staleness, G, request, cfg.steps, start, version=read_back
         )
+        self.ahead.restore(self.resumed_ahead)  # after --resume: the checkpoint's batches, not regenerated
 
     def close(self) -> None:
         if self.ahead is not None:

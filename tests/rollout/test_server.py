@@ -6,7 +6,8 @@ from either server, the file weight push after real optimizer steps, the refused
 secret, mismatched servers refused at start-up, retries on a dead or silent server, weight versions read back
 (another run's push is not ours), a stopped server evicted and re-admitted by the next push, a busy server
 kept. Through the CLI: ``groupwise launch`` with 2 servers and ``rollout.max_staleness=1``; ``groupwise
-train`` against running servers with k=0 (importance ratios 1 up to the log-prob gap); a server killed
+train`` against running servers with k=0 (importance ratios 1 up to the log-prob gap); a k=1 run killed and
+resumed equals the uninterrupted one (the batch generated ahead is in the checkpoint); a server killed
 mid-run; SIGTERM to ``launch``; ``serve`` restarting a dead server.
 """
 
@@ -14,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -364,6 +366,37 @@ def test_train_on_running_servers_on_policy_then_resume(servers, model_dir, cli_
     for r in history:
         assert r["logprob_gap"] < ATOL, r
         assert abs(r["tis_weight"] - 1) < 10 * ATOL and r["ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_resumed_one_step_off_run_equals_the_uninterrupted_one(servers, model_dir, cli_env, tmp_path):
+    """k=1: a run killed while writing its step-4 checkpoint resumes from step 2 and trains there on the batch
+    that checkpoint saved (generated ahead, one update old), not on one regenerated from its weights: the same
+    metrics rows as the uninterrupted run (timings aside) and the same final weights."""
+    from safetensors.torch import load_file
+
+    _, started = servers
+    env = {**cli_env, SECRET_ENV: SECRET}
+    args = ["train", f"model.path={model_dir}", *TRAIN, "steps=5", "checkpoint.every=2", "rollout.max_staleness=1"]
+    args += ["rollout.backend=server", f"rollout.server.urls={','.join(s.url for s in started)}"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    run_cli([bin_path("groupwise"), *args, f"run_dir={whole}"], env)
+    killed = {**env, "GROUPWISE_FAULT": "checkpoint-mid-save@4"}  # tests/fault_cli.py: SIGKILL mid-save
+    cmd = [sys.executable, str(ROOT / "tests" / "fault_cli.py"), *args, f"run_dir={cut}"]
+    proc = subprocess.run(cmd, env=killed, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert (cut / "checkpoints" / "step-000002" / "ahead" / "rank0.json").is_file()  # batch 2, not yet trained
+    resumed = run_cli([bin_path("groupwise"), *args, f"run_dir={cut}", "--resume"], env)
+    assert "step-000002" in resumed.stdout
+
+    def stable(run):
+        return [{k: v for k, v in r.items() if not k.startswith("time") and k != "tokens_per_s"} for r in rows(run)]
+
+    assert [r["staleness"] for r in rows(cut)] == [0.0, 1.0, 1.0, 1.0, 1.0]
+    assert stable(cut) == stable(whole)
+    final = [load_file(run / "checkpoints" / "step-000005" / "model" / "model.safetensors") for run in (whole, cut)]
+    assert final[0].keys() == final[1].keys()
+    assert all(torch.equal(final[0][k], final[1][k]) for k in final[0])
 
 
 @pytest.mark.slow

@@ -1,5 +1,8 @@
 """The server backend's routing and the version bookkeeping of generation ahead, without servers: least
-outstanding work picks the server, and a batch with a sample older than the bound is regenerated."""
+outstanding work picks the server, a batch with a sample older than the bound is regenerated, and the batches
+generated ahead survive a resume."""
+
+import json
 
 import pytest
 
@@ -65,3 +68,33 @@ def test_samples_of_weights_this_run_never_pushed_are_not_trained_on():
         ahead.take(0)
     assert ahead.regenerated == 1
     ahead.close()
+
+
+def test_batches_generated_ahead_are_saved_and_taken_back_after_a_resume():
+    """What a checkpoint holds of a k=1 run (after the push of step 2: batch 2, sampled by the weights after
+    step 1) is what the resumed run trains on at step 2, at staleness 1, without generating it again."""
+    servers = Servers()
+    ahead = Ahead(servers.generate, 1, 2, lambda s: ([[s]], s), 10, 0, version=lambda: servers.version)
+    for step in (0, 1):
+        ahead.take(step)
+        ahead.settle()
+        servers.version = step + 1
+        ahead.pushed(step + 1)
+    saved = json.loads(json.dumps(ahead.saved()))  # as trainer/checkpoint.py writes and reads it
+    ahead.close()
+    assert [(b["step"], b["weights_at"]) for b in saved] == [(2, 1)]
+
+    fresh = Servers()  # a new trainer process: the servers count versions anew
+    fresh.version = 7
+    resumed = Ahead(fresh.generate, 1, 2, lambda s: ([[s]], s), 10, 2, version=lambda: fresh.version)
+    resumed.restore(saved)
+    comps, staleness = resumed.take(2)
+    assert staleness == 1 and [c.prompt_ids for c in comps] == [[2], [2]] and comps[0].token_ids == [1]
+    resumed.settle()
+    assert fresh.calls == 1 and 3 in resumed.pending  # only batch 3 was generated, on the resumed weights
+    resumed.close()
+
+    later = Ahead(fresh.generate, 1, 2, lambda s: ([[s]], s), 10, 3, version=lambda: fresh.version)
+    later.restore(saved)  # a batch before the start, or past the bound, is never taken back
+    assert later.restored == {}
+    later.close()

@@ -181,7 +181,12 @@ def test_impossible_values_name_the_key_and_the_fix(override, message):
     "overrides, message",
     [
         (["rollout.max_staleness=1"], r"rollout.max_staleness=1 needs rollout.backend=server: the hf backend"),
-        (["rollout.backend=vllm", "rollout.max_staleness=2"], r"needs rollout.backend=server: the vllm backend"),
+        (["rollout.backend=vllm", "rollout.max_staleness=1"], r"needs rollout.backend=server: the vllm backend"),
+        (
+            ["rollout.backend=server", "rollout.max_staleness=2"],
+            r"rollout.max_staleness=2 buys nothing over 1.*exactly as fast as k=1 and only staler.*"
+            r"use rollout.max_staleness=1",
+        ),
         (
             ["rollout.backend=server", "rollout.max_staleness=1", "rollout.dynamic_sampling=true"],
             r"rollout.dynamic_sampling decides after grading",

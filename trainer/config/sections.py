@@ -95,7 +95,10 @@ class RolloutConfig(Section):
     )
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     max_staleness: int = Field(
-        0, ge=0, description="server: k >= 1 samples step s+k while step s trains (weights k updates old); 0: on-policy"
+        0,
+        ge=0,
+        description="server: 1 samples step s+1 while step s trains (weights one update old); 0: on-policy; "
+        ">= 2 is refused (as fast as 1, only staler)",
     )
     dynamic_sampling: bool = Field(
         False, description="DAPO: drop groups whose correctness ties (all or none) and sample more"
@@ -129,6 +132,12 @@ class RolloutConfig(Section):
             raise ValueError(
                 "rollout.dynamic_sampling decides after grading how many more prompts to draw, which a generation "
                 "started steps ahead cannot know; use rollout.max_staleness=0 with it"
+            )
+        if self.max_staleness >= 2:  # trainer/ahead.py: settle() waits for every pending batch before each push
+            raise ValueError(
+                f"rollout.max_staleness={self.max_staleness} buys nothing over 1: the push waits for every batch "
+                "in flight, so each step still generates one batch while the learner updates; k=2 is exactly as "
+                "fast as k=1 and only staler until push and generation overlap; use rollout.max_staleness=1"
             )
         return self
 
