@@ -381,8 +381,8 @@ def test_a_resumed_one_step_off_run_equals_the_uninterrupted_one(servers, model_
     args += ["rollout.backend=server", f"rollout.server.urls={','.join(s.url for s in started)}"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     run_cli([bin_path("groupwise"), *args, f"run_dir={whole}"], env)
-    killed = {**env, "GROUPWISE_FAULT": "checkpoint-mid-save@4"}  # tests/fault_cli.py: SIGKILL mid-save
-    cmd = [sys.executable, str(ROOT / "tests" / "fault_cli.py"), *args, f"run_dir={cut}"]
+    killed = {**env, "GROUPWISE_FAULT": "checkpoint-mid-save@4"}  # tests/support/fault_cli.py: SIGKILL mid-save
+    cmd = [sys.executable, str(ROOT / "tests" / "support" / "fault_cli.py"), *args, f"run_dir={cut}"]
     proc = subprocess.run(cmd, env=killed, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert (cut / "checkpoints" / "step-000002" / "ahead" / "rank0.json").is_file()  # batch 2, not yet trained
