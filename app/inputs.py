@@ -35,7 +35,13 @@ def run_inputs(cfg: Config) -> RunInputs:
     else:
         source = d.source if d.source == "arith" or d.source.startswith("hub:") else data_path(d.source, d.dir or None)
         rows = load_source(
-            source, cfg.seed, d.arith_operands, d.arith_max_value, d.arith_size, d.skip_bad_rows, skipped
+            source,
+            seed=cfg.seed,
+            operands=d.arith_operands,
+            max_value=d.arith_max_value,
+            size=d.arith_size,
+            skip_bad=d.skip_bad_rows,
+            skipped=skipped,
         )
     eval_rows = periodic_eval_rows(cfg) if cfg.eval.every else []
     rows, eval_rows = budgeted(cfg, rows, eval_rows)

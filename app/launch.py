@@ -128,6 +128,7 @@ def start_servers(
     cfg: Config,
     model_path: str,
     n: int,
+    *,
     host: str = "127.0.0.1",
     port: int = 8100,
     log_dir: Path | None = None,
@@ -293,7 +294,14 @@ def launch(args) -> int:
     stop = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM while servers start stops them too
     try:
         servers += start_servers(
-            cfg, model_path, args.servers, args.host, args.port, cpus=args.server_cpus, gpus=gpus, timeout=args.timeout
+            cfg,
+            model_path,
+            args.servers,
+            host=args.host,
+            port=args.port,
+            cpus=args.server_cpus,
+            gpus=gpus,
+            timeout=args.timeout,
         )
         urls = ",".join(s.url for s in servers)
         print(f"{len(servers)} vllm server(s) healthy: {urls} (logs: {servers[0].log.parent})", flush=True)

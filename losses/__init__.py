@@ -26,6 +26,7 @@ def compute_loss(
     adv: torch.Tensor,
     mask: torch.Tensor,
     params: LossParams,
+    *,
     ref_logp: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, LossTerms]:
     """The loss of one whole batch (local normalization), for tests and for reading next to the papers.

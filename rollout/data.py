@@ -118,6 +118,7 @@ def load_hub(name: str, split: str = "train") -> list[Example]:  # pragma: no co
 
 def load_source(
     source: str,
+    *,
     seed: int = 0,
     operands: int = 2,
     max_value: int = 20,

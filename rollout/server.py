@@ -69,6 +69,7 @@ class ServerBackend(PushMixin):
         model: str,
         tokenizer,
         max_new_tokens: int,
+        *,
         temperature: float = 1.0,
         top_p: float = 1.0,
         named_tensors: Callable[[], Iterator[tuple[str, torch.Tensor]]] | None = None,

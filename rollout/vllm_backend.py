@@ -136,6 +136,7 @@ class VLLMBackend:
         max_new_tokens: int,
         temperature: float = 1.0,
         top_p: float = 1.0,
+        *,
         dtype: str = "bf16",
         named_tensors: Callable[[], Iterator[tuple[str, torch.Tensor]]] | None = None,
         tensor_parallel_size: int = 1,

@@ -129,3 +129,23 @@ def test_the_config_imports_no_rollout_backend():
     for mod, deps in _imports().items():
         if mod == "trainer.config" or mod.startswith("trainer.config."):
             assert not any(d.split(".")[0] == "rollout" for d in deps), f"{mod} imports {deps}"
+
+
+# torch.autograd.Function.forward receives its inputs positionally from .apply(): the one named exception
+POSITIONAL_EXCEPTIONS = {"trainer/logprobs.py:forward"}
+
+
+def test_more_than_six_inputs_are_taken_by_keyword():
+    """A function that needs more than six inputs takes the rest by keyword (or as one record), so a call
+    site names what it passes."""
+    offenders = []
+    for pkg in (*LIBRARY, "app"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                positional = [a for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")]
+                where = f"{path.relative_to(ROOT)}:{node.name}"
+                if len(positional) > 6 and where not in POSITIONAL_EXCEPTIONS:
+                    offenders.append(f"{where} (line {node.lineno}): {len(positional)} positional inputs")
+    assert not offenders, "\n".join(offenders)

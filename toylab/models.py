@@ -43,6 +43,7 @@ def build_tokenizer(size: int = 0) -> PreTrainedTokenizerFast:
 
 def build_model(
     tokenizer: PreTrainedTokenizerFast,
+    *,
     hidden: int = 64,
     layers: int = 2,
     heads: int = 4,

@@ -124,11 +124,11 @@ def sft(spec: ToySpec, out_dir: str | Path, progress: bool = True) -> Path:
     else:
         model = build_model(
             tok,
-            spec.hidden,
-            spec.layers,
-            spec.heads,
-            spec.kv_heads,
-            spec.intermediate,
+            hidden=spec.hidden,
+            layers=spec.layers,
+            heads=spec.heads,
+            kv_heads=spec.kv_heads,
+            intermediate=spec.intermediate,
             max_positions=POSITIONS,
             seed=spec.seed,
         )
@@ -141,9 +141,9 @@ def sft(spec: ToySpec, out_dir: str | Path, progress: bool = True) -> Path:
             spec.max_value,
             spec.max_redundant,
             spec.seed,
-            spec.shortcut,
-            spec.min_operands or None,
-            spec.merge,
+            shortcut=spec.shortcut,
+            min_operands=spec.min_operands or None,
+            merge=spec.merge,
         )
     ]
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), weight_decay=0.01)

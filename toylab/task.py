@@ -93,6 +93,7 @@ def sft_pairs(
     max_value: int,
     max_redundant: int,
     seed: int,
+    *,
     shortcut: float = 0.0,
     min_operands: int | None = None,
     merge: float = 0.0,

@@ -44,6 +44,7 @@ class Ahead:
         request: Callable[[int], tuple[list[list[int]], int]],
         last_step: int,
         weights_step: int,
+        *,
         version: Callable[[], int] | None = None,
     ):
         self.generate, self.k, self.group_size = generate, k, group_size

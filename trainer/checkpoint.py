@@ -68,7 +68,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(
-    run_dir: Path, step: int, learner, state: dict[str, Any], keep: int, tokenizer=None, ahead: list | None = None
+    run_dir: Path, step: int, learner, state: dict[str, Any], keep: int, *, tokenizer=None, ahead: list | None = None
 ) -> Path:
     """Write the checkpoint of the state after ``step`` steps (collective: every rank calls it); ``ahead``: this
     rank's batches generated ahead (``Ahead.saved``)."""

@@ -186,6 +186,7 @@ class CollapseGuard:
 
     def __init__(
         self,
+        *,
         window: int = _D.window,
         min_history: int = _D.min_history,
         patience: int = _D.patience,

@@ -19,7 +19,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
 
 
-def evaluate(backend, tok, rows: list[Example], k: int, grader, instruction: str, seed: int = 0) -> dict:
+def evaluate(backend, tok, rows: list[Example], k: int, grader, instruction: str, *, seed: int = 0) -> dict:
     """Sample ``k`` completions per row, grade them; returns ``{"summary": ..., "problems": [...]}``."""
     prompts = [encode_prompt(tok, r.problem, instruction) for r in rows]
     completions = backend.generate(prompts, k, seed=seed) if rows else []
@@ -117,7 +117,7 @@ def compare_table(runs: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_sharded(backend, tok, rows: list[Example], k: int, grader, instruction: str, seed: int = 0) -> dict:
+def evaluate_sharded(backend, tok, rows: list[Example], k: int, grader, instruction: str, *, seed: int = 0) -> dict:
     """``evaluate`` with the rows split over the ranks (equal shares, padded, so lockstep generation under
     ZeRO-3 stays matched); every rank returns the same full result."""
     from trainer import dist
@@ -148,7 +148,13 @@ class PeriodicEval:
 
         e = self.cfg.eval
         res = evaluate_sharded(
-            self.backend, self.tok, self.rows, e.samples, self.grader, self.cfg.data.instruction, self.cfg.seed + 99_991
+            self.backend,
+            self.tok,
+            self.rows,
+            e.samples,
+            self.grader,
+            self.cfg.data.instruction,
+            seed=self.cfg.seed + 99_991,
         )
         s = res["summary"]
         if dist.is_main():

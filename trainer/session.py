@@ -92,7 +92,9 @@ class Session:
     def save(self, step: int) -> None:
         extra = {"scheme": self.scheme.state_dict(), "guard": self.guard.state_dict(), "run": dict(self.state)}
         ahead = self.ahead.saved() if self.ahead is not None else None
-        checkpoint.save(self.run_dir, step, self.learner, extra, self.cfg.checkpoint.keep, self.tok, ahead)
+        checkpoint.save(
+            self.run_dir, step, self.learner, extra, self.cfg.checkpoint.keep, tokenizer=self.tok, ahead=ahead
+        )
 
     def start_ahead(self, start: int) -> None:
         """With ``rollout.max_staleness`` k >= 1, generation runs k steps ahead from step ``start``."""

@@ -34,6 +34,7 @@ class ACOER:
 
     def __init__(
         self,
+        *,
         alpha: float = 0.02,
         k: float = 5.0,
         shape: str = "log",
