@@ -33,21 +33,31 @@ def zero_variance_share(rewards: torch.Tensor, group_size: int) -> float:
     return (r.max(dim=1).values == r.min(dim=1).values).float().mean().item()
 
 
-def batch_std_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:
-    """DLER's batch-wise normalization (arXiv 2510.15110, §3.1, the REINFORCE++-baseline form): centre each
-    reward on its group's mean, then standardize over the whole batch,
+def batch_std_advantages(
+    rewards: torch.Tensor, group_size: int, eps: float = 1e-6, lengths: torch.Tensor | None = None
+) -> torch.Tensor:
+    """DLER's batch-wise normalization (arXiv 2510.15110, §3.1, the REINFORCE++-baseline form it adopts,
+    arXiv 2501.03262): centre each reward on its group's mean, then standardize over the whole batch,
 
         A_i = (a_i - mean_batch(a)) / (std_batch(a) + eps),   a_i = r_i - mean_group(r).
 
-    ``rewards [N]`` is the whole step's batch (all ranks), so the std is global. A batch whose groups all tie
+    The batch statistics run over tokens, A_{i,t} = a_i at each of row i's L_i tokens, as the reference code
+    does (verl ``compute_reinforce_plus_plus_baseline_outcome_advantage``: ``masked_whiten`` over the response
+    mask, variance with Bessel's correction over the token count): with ``lengths [N]`` the mean and variance
+    are weighted by L_i, so the batch mean is not 0 when long and short answers differ in a, and a row of a
+    tied group (a_i = 0) gets -mean/std like every other. Without ``lengths`` each row counts once. ``rewards
+    [N]`` is the whole step's batch (all ranks), so the statistics are global. A batch whose groups all tie
     gets exactly 0. [N] float64."""
     r = rewards.to(torch.float64).view(-1, group_size)  # [B, G]
     a = (r - r.mean(dim=1, keepdim=True)).view(-1)  # [N]
     tied = (r.max(dim=1).values == r.min(dim=1).values)[:, None].expand_as(r).reshape(-1)  # [N]
     a = torch.where(tied, torch.zeros_like(a), a)  # no float dust from a tied group's mean
-    if a.numel() < 2 or bool((a == 0).all()):
+    w = torch.ones_like(a) if lengths is None else lengths.to(torch.float64).clamp(min=1.0)  # [N] tokens per row
+    if w.sum() < 2 or bool((a == 0).all()):
         return torch.zeros_like(a)
-    return (a - a.mean()) / (a.std() + eps)
+    mean = (w * a).sum() / w.sum()
+    std = torch.sqrt((w * (a - mean) ** 2).sum() / (w.sum() - 1))
+    return (a - mean) / (std + eps)
 
 
 def gfpo_keep_mask(

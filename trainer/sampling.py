@@ -84,10 +84,10 @@ def sample_batch(s: Sampling, step: int) -> SampledBatch:
     """This rank's ``per_rank`` prompts of ``step``, G completions each, graded.
 
     With ``s.ahead`` (``rollout.max_staleness`` >= 1, ``trainer.ahead``) the batch was generated steps earlier.
-    With ``rollout.dynamic_sampling`` (DAPO, arXiv 2503.14476 Eq. 11), groups whose correctness ties (all or
-    none right: zero advantage under binary rewards) are dropped and extra prompt batches are drawn, up to
-    ``rollout.max_sampling_rounds`` rounds; if the cap is hit the batch is topped up with dropped groups so
-    every rank keeps its fixed size. Ranks decide together, so rounds stay in lockstep."""
+    With ``rollout.dynamic_sampling`` (DAPO, arXiv 2503.14476 Eq. 11), groups that tie (``tied``: zero
+    advantage) are dropped and extra prompt batches are drawn, up to ``rollout.max_sampling_rounds`` rounds; if
+    the cap is hit the batch is topped up with dropped groups so every rank keeps its fixed size. Ranks decide
+    together, so rounds stay in lockstep."""
     r = s.cfg.rollout
     kept: list[Group] = []
     spare: list[Group] = []  # tied groups, dropped unless the round cap leaves the batch short
@@ -96,12 +96,25 @@ def sample_batch(s: Sampling, step: int) -> SampledBatch:
         groups, staleness = _draw(s, step, rounds)
         rounds += 1
         for g in groups:
-            tied = len({gr.correct for gr in g.grades}) == 1
-            (spare if r.dynamic_sampling and tied else kept).append(g)
+            (spare if r.dynamic_sampling and tied(g, s.cfg.reward.name) else kept).append(g)
         short = max(0, s.per_rank - len(kept))
         if dist.all_reduce(torch.tensor(short), "max").item() == 0 or rounds >= r.max_sampling_rounds:
             break
     return SampledBatch((kept + spare)[: s.per_rank], rounds, staleness)
+
+
+def tied(g: Group, reward_name: str) -> bool:
+    """Whether dynamic sampling drops the group: its correctness ties (DAPO Eq. 11: all or none right), or
+    under ``reward.name=dler`` its reward c_i (1 - truncated_i) ties (DLER, arXiv 2510.15110 §3: groups whose
+    rewards are all equal are filtered). The two differ exactly where DLER learns to shorten: a group of right
+    answers of which some hit the limit varies in reward (kept) though not in correctness, and a right answer
+    cut at the limit beside wrong ones ties at 0 (dropped) though correctness varies. The key is the paper's
+    reward (``penalty_scale`` 1; a collapse rollback's lower scale is not seen here)."""
+    if reward_name == "dler":
+        keys = {gr.correct and c.finish_reason != "length" for gr, c in zip(g.grades, g.completions)}
+    else:
+        keys = {gr.correct for gr in g.grades}
+    return len(keys) == 1
 
 
 def _draw(s: Sampling, step: int, rounds: int) -> tuple[list[Group], int]:

@@ -24,5 +24,5 @@ def step_advantages(
         return adv_all[mine], kept_all[mine], {"gfpo/kept_length": kept_len}
     keep = torch.ones(n_local, dtype=torch.bool)
     if lo.adv_norm == "batch":
-        return batch_std_advantages(rewards_all, G, lo.adv_eps)[mine], keep, {}
+        return batch_std_advantages(rewards_all, G, lo.adv_eps, lengths_all)[mine], keep, {}
     return group_advantages(rewards_all[mine], G, lo.scale_std, lo.adv_eps), keep, {}

@@ -52,21 +52,31 @@ class L1Exact(Stateless):
 
 @register("l1_max", section="l1")
 class L1Max(L1Exact):
-    """LCPO-Max (arXiv 2503.04697, Eq. 2: r = c * clip(alpha (n - L) + delta, 0, 1), delta = 0.5), in the form
-    of the authors' code (``math_reward_fn`` with ``multiplier_reward=True``, ``get_delta_score_linear_both``
-    for a negative ``num_tokens``, i.e. a "Think for maximum n tokens." prompt):
+    """LCPO-Max (arXiv 2503.04697, Eq. 2), as the paper writes it:
 
-        r_i = c_i * (clip(alpha * (n_i - L_i), -1, 1) + 1) / 2  =  c_i * clip(alpha/2 * (n_i - L_i) + 1/2, 0, 1)
+        r_i = c_i * clip(alpha * (n_i - L_i) + delta, 0, 1),   alpha = 0.0003, delta = 0.5,
 
-    So the paper's slope is half the code's ``alpha`` and delta = 1/2; we follow the code (the authority). A
-    wrong answer earns 0 whatever its length; a correct one at the budget earns 1/2, and 1 at n - L >= 1/alpha.
+    with a "Think for maximum n tokens." prompt. A wrong answer earns 0 whatever its length; a correct one
+    earns delta at the budget, 1 at n - L >= (1 - delta)/alpha under it, and 0 at L - n >= delta/alpha over
+    it. The authors' code (``cmu-l3/l1`` ``math_reward.py``: ``math_reward_fn`` with ``multiplier_reward=True``
+    and ``get_delta_score_linear_both`` for a negative ``num_tokens``) computes c * (clip(a (n - L), -1, 1) +
+    1)/2, which is this formula with alpha = a/2 and delta = 1/2; its L1-Max script
+    (``scripts/train/run_l1_max.sh``) sets no ``a``, so the paper's alpha and delta are the defaults.
     """
 
     phrase = "Think for maximum {n} tokens."
 
+    def __init__(self, alpha: float = 0.0003, delta: float = 0.5):
+        super().__init__(alpha)
+        self.delta = delta
+
     def __call__(self, b: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
         n = require_budgets(b, self.scheme_name)  # [N]
         slack = n - b.lengths.double()  # [N] tokens left under the budget (negative: over it)
-        r = b.correct.double() * ((self.alpha * slack).clamp(-1.0, 1.0) + 1.0) / 2.0
+        r = b.correct.double() * (self.alpha * slack + self.delta).clamp(0.0, 1.0)
         metrics = {"l1/budget": n.mean().item(), "l1/over_budget": (slack < 0).double().mean().item()}
         return r, metrics
+
+    @classmethod
+    def from_config(cls, reward) -> L1Max:
+        return cls(alpha=reward.l1.alpha, delta=reward.l1.delta)

@@ -9,7 +9,7 @@ from rewards.schemes.base import RewardBatch, Stateless, register
 
 def sample_optimal_length(correct: torch.Tensor, lengths: torch.Tensor, group_size: int) -> torch.Tensor:
     """Each group's SOL, broadcast to its rows [N]: the shortest correct length, or the group's mean length
-    when no answer is correct (arXiv 2504.21370, Eq. 2)."""
+    when no answer is correct (arXiv 2504.21370, Eq. 2; the authors' ``check_correctness_and_length``)."""
     c, L = correct.double().view(-1, group_size), lengths.double().view(-1, group_size)  # [B, G]
     shortest = torch.where(c > 0, L, torch.full_like(L, float("inf"))).min(dim=1, keepdim=True).values  # [B, 1]
     sol = torch.where(c.any(dim=1, keepdim=True), shortest, L.mean(dim=1, keepdim=True))  # [B, 1]
@@ -23,8 +23,10 @@ class ShorterBetter(Stateless):
         r_i = alpha * c_i - beta * |L_i - SOL(G)|,   SOL = min L over the correct answers, or the mean L of
         the group when none is correct.
 
-    alpha = 2.0, beta = 0.001 are the paper's main setting (§4; no public code was found to check them
-    against). Every response, right or wrong, is pulled towards the SOL; a correct answer longer than the
+    exact to the authors' code (``JingyangYi/ShorterBetter`` ``verl/verl/workers/reward_manager/naive.py``:
+    ``check_correctness_and_length`` for the SOL, ``sb_compute_score`` with alpha = 2.0, beta = 0.001 for the
+    reward), L_i verl's valid response length (EOS included; a truncated response counts its cut length).
+    Every response, right or wrong, is pulled towards the SOL; a correct answer longer than the
     shortest correct one loses beta per extra token, and a wrong one is pulled towards the group's mean
     length. Truncated responses are not special-cased (the paper does not; they are usually wrong and long).
     ``task`` is alpha * c_i, so ``penalty_scale`` scales beta only.

@@ -45,9 +45,10 @@ def test_l1_exact_penalizes_being_short_as_much_as_being_long():
 
 def test_l1_max_is_the_authors_clipped_multiplier():
     # get_delta_score_linear_both(-1000, used, 0.0003) then max(0, d) * correct (multiplier_reward):
-    # used 1500: sc = -0.15 -> 0.425; used 600: sc = 0.12 -> 0.56; used 1000: 0.5; used 5000: sc clipped -1 -> 0
+    # used 1500: sc = -0.15 -> 0.425; used 600: sc = 0.12 -> 0.56; used 1000: 0.5; used 5000: sc clipped -1 -> 0.
+    # The code's a = 0.0003 is the paper's (Eq. 2) alpha = a/2 with delta = 1/2.
     b = batch([1, 1, 1, 1, 0, 0], [1500, 600, 1000, 5000, 600, 1500], 6, budgets=[1000] * 6)
-    assert rewards("l1_max", b, alpha=0.0003) == pytest.approx([0.425, 0.56, 0.5, 0.0, 0.0, 0.0])
+    assert rewards("l1_max", b, alpha=0.00015, delta=0.5) == pytest.approx([0.425, 0.56, 0.5, 0.0, 0.0, 0.0])
 
 
 def test_l1_max_saturates_at_one_far_under_the_budget():

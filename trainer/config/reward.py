@@ -125,7 +125,10 @@ class ACOERParams(Section):
 class L1Params(Section):
     """l1_exact and l1_max (rewards/schemes/l1.py): the budget term and the budgets put in the prompts."""
 
-    alpha: float = Field(0.0003, gt=0, description="alpha, reward per token of budget gap (authors: 0.0003)")
+    alpha: float = Field(0.0003, gt=0, description="alpha, reward per token of budget gap (paper and authors: 0.0003)")
+    delta: float = Field(
+        0.5, ge=0, le=1, description="l1_max: reward of a correct answer exactly at its budget (paper: 0.5)"
+    )
     budget_min: int | None = Field(
         None,
         ge=1,

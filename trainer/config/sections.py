@@ -101,7 +101,9 @@ class RolloutConfig(Section):
         ">= 2 is refused (as fast as 1, only staler)",
     )
     dynamic_sampling: bool = Field(
-        False, description="DAPO: drop groups whose correctness ties (all or none) and sample more"
+        False,
+        description="DAPO: drop groups whose correctness ties (all or none) and sample more; under "
+        "reward.name=dler, groups whose DLER reward ties (DLER's rule)",
     )
     max_sampling_rounds: int = Field(
         3, ge=1, description="dynamic sampling: rollout rounds per step at most (then train on what is kept)"
