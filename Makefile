@@ -79,7 +79,7 @@ format:
 smoke:  ## a few steps of the tiny random model through the real DeepSpeed engine (< 3 min on 2 cores)
 	$(GW) train -c configs/smoke.yaml run_dir=$(RUNS)/smoke
 
-demo:  ## the main job on CPU: build the toy reasoner (once), RL with the embedded defaults, before/after table + plot
+demo:  ## the main job on CPU: the shipped toy reasoner, 100 RL steps with the embedded defaults, before/after table + plot
 	rm -rf $(RUNS)/demo
 	$(GW) train run_dir=$(RUNS)/demo
 
