@@ -44,3 +44,48 @@ def cli_env(tmp_path_factory) -> dict:
 
 def bin_path(name: str) -> str:
     return str(Path(sys.executable).parent / name)
+
+
+# sympy modules that build functions by exec-ing their own fixed templates (no input text), lazily, on first use
+SYMPY_CODEGEN = {"sympy.polys.monomials"}
+
+
+def _inside_an_import(frame) -> bool:
+    """Whether this call happens while a module is being imported (its top-level code runs under importlib)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.fixture
+def executed_model_text(monkeypatch) -> list[tuple[str, str]]:
+    """Every call of sympy's ``parse_expr`` / ``eval_expr`` / ``stringify_expr``, and ``eval`` / ``exec`` of a string,
+    made while the test runs, each refused with an error: a grading test asserts the list stays empty. Passed
+    through: calls made while a module is being imported (sympy parses its own constants at import), ``exec`` of
+    a code object (the import system), and sympy's polynomial code compiling its own fixed templates on first
+    use; none of them can carry model text, and they depend on which tests ran first."""
+    import builtins
+
+    import sympy.parsing.sympy_parser as sympy_parser
+
+    calls: list[tuple[str, str]] = []
+
+    def recorder(name, real):
+        def record(*args, **kwargs):
+            frame = sys._getframe(1)
+            own = frame.f_globals.get("__name__", "") in SYMPY_CODEGEN
+            text = bool(args) and isinstance(args[0], str)
+            if own or _inside_an_import(frame) or (name in ("eval", "exec") and not text):
+                return real(*args, **kwargs)
+            calls.append((name, str(args[0])[:80] if args else ""))
+            raise RuntimeError(f"{name} called while grading")
+
+        return record
+
+    for name in ("parse_expr", "eval_expr", "stringify_expr"):
+        monkeypatch.setattr(sympy_parser, name, recorder(name, getattr(sympy_parser, name)))
+    monkeypatch.setattr(builtins, "eval", recorder("eval", builtins.eval))
+    monkeypatch.setattr(builtins, "exec", recorder("exec", builtins.exec))
+    return calls

@@ -392,26 +392,10 @@ def test_is_equivalent_alone_is_bounded(text):
     assert time.process_time() - t0 < 4
 
 
-def test_model_text_never_reaches_eval_sympify_or_parse_expr(monkeypatch):
+def test_model_text_never_reaches_eval_sympify_or_parse_expr(executed_model_text):
     """Every call of sympy's parse_expr (what sympify does with a string), eval and exec is recorded while
     grading hostile text and the whole table: there must be none, in our code or Math-Verify's."""
-    import builtins
-
-    import sympy.parsing.sympy_parser as sympy_parser
-
-    calls = []
-
-    def recorder(name):
-        def record(*args, **kwargs):
-            calls.append((name, str(args[0])[:80] if args else ""))
-            raise RuntimeError(f"{name} called while grading")
-
-        return record
-
-    for name in ("parse_expr", "eval_expr", "stringify_expr"):
-        monkeypatch.setattr(sympy_parser, name, recorder(name))
-    monkeypatch.setattr(builtins, "eval", recorder("eval"))
-    monkeypatch.setattr(builtins, "exec", recorder("exec"))
+    calls = executed_model_text
     texts = HOSTILE + [p for p, _ in EQUAL + NOT_EQUAL] + [p for _, p, _, _ in CATEGORY_CASES]
     golds = ["5"] * len(HOSTILE) + [g for _, g in EQUAL + NOT_EQUAL] + [g for _, _, g, _ in CATEGORY_CASES]
     for text, gold in zip(texts, golds):
