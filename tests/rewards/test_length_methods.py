@@ -7,8 +7,9 @@ import math
 
 import pytest
 import torch
+from support.rewards import reward_batch, scheme_rewards
 
-from rewards.schemes import RewardBatch, build_scheme
+from rewards.schemes import build_scheme
 from rewards.schemes.shorterbetter import sample_optimal_length
 from rewards.schemes.thinkprune import thinkprune_cap
 from rollout.data import Example, with_budgets
@@ -17,15 +18,10 @@ from trainer.config import ConfigError, load_config, validate
 
 
 def batch(correct, lengths, group_size, truncated=None, budgets=None, max_new_tokens=100):
-    c = torch.tensor(correct, dtype=torch.float64)
-    t = torch.zeros_like(c) if truncated is None else torch.tensor(truncated, dtype=torch.float64)
-    n = None if budgets is None else torch.tensor(budgets, dtype=torch.float64)
-    L = torch.tensor(lengths, dtype=torch.float64)
-    return RewardBatch(c, torch.ones_like(c), L, t, group_size, max_new_tokens, n)
+    return reward_batch(correct, lengths, group_size, truncated, budgets, max_new_tokens)
 
 
-def rewards(name, b, **kw):
-    return build_scheme(name, **kw)(b)[0].tolist()
+rewards = scheme_rewards
 
 
 # --- L1 / LCPO: numbers worked by hand from cmu-l3/l1 math_reward.py (math_reward_fn, alpha=0.0003) ----------

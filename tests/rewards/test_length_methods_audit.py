@@ -9,9 +9,9 @@ import math
 
 import pytest
 import torch
+from support.rewards import reward_batch, scheme_rewards
 
 from rewards.pool import Grade
-from rewards.schemes import RewardBatch, build_scheme
 from rollout.base import Completion
 from rollout.data import Example
 from trainer.advantages import batch_std_advantages, gfpo_advantages, gfpo_keep_mask, group_advantages
@@ -20,15 +20,10 @@ from trainer.sampling import Group, tied
 
 
 def batch(correct, lengths, group_size, truncated=None, budgets=None, max_new_tokens=4096):
-    c = torch.tensor(correct, dtype=torch.float64)
-    t = torch.zeros_like(c) if truncated is None else torch.tensor(truncated, dtype=torch.float64)
-    n = None if budgets is None else torch.tensor(budgets, dtype=torch.float64)
-    L = torch.tensor(lengths, dtype=torch.float64)
-    return RewardBatch(c, torch.ones_like(c), L, t, group_size, max_new_tokens, n)
+    return reward_batch(correct, lengths, group_size, truncated, budgets, max_new_tokens)
 
 
-def rewards(name, b, **kw):
-    return build_scheme(name, **kw)(b)[0].tolist()
+rewards = scheme_rewards
 
 
 # --- L1 / LCPO-Exact: math_reward_fn(linear_reward=True) = c + (1 - a|L - n|) - 1, a = 0.0003 --------------------
