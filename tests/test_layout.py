@@ -149,3 +149,15 @@ def test_more_than_six_inputs_are_taken_by_keyword():
                 if len(positional) > 6 and where not in POSITIONAL_EXCEPTIONS:
                     offenders.append(f"{where} (line {node.lineno}): {len(positional)} positional inputs")
     assert not offenders, "\n".join(offenders)
+
+
+def test_no_script_directory_shadows_a_package():
+    """A script run by path puts its own folder first on sys.path: a `tests/support/rewards.py` beside
+    `mp_update.py` hid the `rewards` package from every torchrun child (14 failures in CI on 489b886).
+    No folder that holds a script run by path may hold a module named like a project package."""
+    shadows = []
+    for folder in (ROOT / "tests", ROOT / "tests" / "support", ROOT / "scripts"):
+        for path in folder.glob("*.py"):
+            if path.stem in PACKAGES:
+                shadows.append(str(path.relative_to(ROOT)))
+    assert not shadows, f"rename these; they shadow a package for scripts run from their folder: {shadows}"

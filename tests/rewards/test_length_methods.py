@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from support.rewards import reward_batch, scheme_rewards
+from support.reward_batches import reward_batch, scheme_rewards
 
 from rewards.schemes import build_scheme
 from rewards.schemes.shorterbetter import sample_optimal_length

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from support.rewards import reward_batch, scheme_rewards
+from support.reward_batches import reward_batch, scheme_rewards
 
 from rewards.pool import Grade
 from rollout.base import Completion
