@@ -95,6 +95,9 @@ def write_report(args: argparse.Namespace) -> str:
                          + profile_table(profile(model, args.probe)))  # fmt: skip
     for exp in args.only:
         got = collect(exp, args.runs, args.seeds)
+        if args.methods:  # a round that ran some methods only: its table holds those (and the baseline)
+            keep = {*args.methods, EXPERIMENTS[exp].baseline}
+            got = {m: by_seed for m, by_seed in got.items() if m in keep}
         prs = against_baseline(exp, got)
         parts.append(table(exp, got, prs))
         if args.reference:
