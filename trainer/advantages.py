@@ -61,11 +61,11 @@ def batch_std_advantages(
 
 
 def gfpo_keep_mask(
-    rewards: torch.Tensor, lengths: torch.Tensor, group_size: int, keep: int, metric: str
+    rewards: torch.Tensor, lengths: torch.Tensor, group_size: int, keep: int | torch.Tensor, metric: str
 ) -> torch.Tensor:
     """GFPO's filter (arXiv 2508.09726, §3): in each group the ``keep`` responses with the smallest length
     (``metric="length"``) or the largest reward per token r_i / L_i (``"token_efficiency"``); ties go to the
-    lower index. [N] bool."""
+    lower index. ``keep``: one k for every group, or k per group [B] (Adaptive Difficulty GFPO). [N] bool."""
     r, L = rewards.to(torch.float64).view(-1, group_size), lengths.to(torch.float64).view(-1, group_size)  # [B, G]
     if metric == "length":
         score = -L
@@ -73,9 +73,10 @@ def gfpo_keep_mask(
         score = r / L.clamp(min=1.0)
     else:
         raise ValueError(f"loss.gfpo_metric {metric!r}: choose from ['length', 'token_efficiency']")
-    order = torch.sort(-score, dim=1, stable=True).indices[:, :keep]  # [B, k] best first, ties by index
-    mask = torch.zeros_like(r, dtype=torch.bool).scatter_(1, order, True)  # [B, G]
-    return mask.view(-1)
+    order = torch.sort(-score, dim=1, stable=True).indices  # [B, G] best first, ties by index
+    place = torch.empty_like(order).scatter_(1, order, torch.arange(group_size).expand_as(order))  # [B, G] rank
+    k = torch.as_tensor(keep, dtype=torch.long).reshape(-1, 1)  # [B, 1] or [1, 1]
+    return (place < k).view(-1)
 
 
 def gfpo_advantages(

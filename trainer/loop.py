@@ -108,7 +108,8 @@ def run_step(s: Session, step: int) -> dict[str, float]:
         if dist.is_main():
             write_groups(s.run_dir, step, out, G)
         # GRPO / DLER / GFPO: this rank's advantages [N] and the rows that stay in the loss [N]
-        adv, kept, adv_metrics = step_advantages(cfg, rewards_all, out.lengths, dist.rank(), len(sampled.completions))
+        n_local = len(sampled.completions)
+        adv, kept, adv_metrics = step_advantages(cfg, rewards_all, out.lengths, dist.rank(), n_local, s.state)
 
     # 3. learner update, then make the sampler use the new weights
     with clock("learner"):

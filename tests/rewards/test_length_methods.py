@@ -221,6 +221,7 @@ E2E = {
     "shorterbetter": ["reward.name=shorterbetter", "reward.shorterbetter.beta=0.01"],
     "thinkprune": ["reward.name=thinkprune", "reward.thinkprune.round_steps=1"],
     "gfpo": ["-c", "configs/gfpo.yaml", "reward.name=binary"],
+    "gfpo_adaptive": ["-c", "configs/gfpo_adaptive.yaml", "reward.name=binary", "loss.gfpo_warmup_steps=1"],
     "dler": ["-c", "configs/dler.yaml"],
 }
 SIGN = {  # a metric each method writes, proof that it ran
@@ -229,6 +230,7 @@ SIGN = {  # a metric each method writes, proof that it ran
     "shorterbetter": "shorterbetter/sol",
     "thinkprune": "thinkprune/cap",
     "gfpo": "gfpo/kept_length",
+    "gfpo_adaptive": "gfpo/keep_mean",
     "dler": "sampling_rounds",
 }
 
@@ -261,6 +263,12 @@ def test_each_length_method_trains_end_to_end(method, tmp_path, monkeypatch):
         assert any(r["grad_norm"] > 0 for r in rows), "no step moved the weights"
     if method == "thinkprune":
         assert [r["thinkprune/cap"] for r in rows] == [48, 36]  # a round a step: 48 -> 0.75 x 48
+    if method == "gfpo_adaptive":  # step 0 warms up at k 8; step 1 keeps 4, 6 or 8 by quartile
+        assert rows[0]["gfpo/keep_mean"] == 8 and "gfpo/difficulty_q50" in rows[1]
+        assert 4 <= rows[1]["gfpo/keep_mean"] <= 8
+        state = json.loads((run / "checkpoints" / "step-000002" / "state.json").read_text())
+        assert state["run"]["gfpo_difficulty"]["steps"] == 2  # the digest is in the checkpoint: exact resume
+        assert state["run"]["gfpo_difficulty"]["digest"]["count"] == 4  # two prompts a step
     if method == "l1_exact":
         assert 1 <= rows[0]["l1/budget"] <= 47  # the authors' range scaled to 48 tokens: [1, 47]
         assert (run / "eval.jsonl").is_file()

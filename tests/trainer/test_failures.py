@@ -138,6 +138,25 @@ def test_kill_during_a_checkpoint_write_leaves_no_valid_looking_checkpoint(refer
     assert (run / "metrics.discarded.jsonl").exists()  # the replayed steps' first rows are kept aside
 
 
+def test_adaptive_gfpo_resumes_exactly_with_its_difficulty_digest(cli_env, tmp_path):
+    """Adaptive GFPO carries a t-digest of prompt difficulties from step to step; a run killed mid-save and
+    resumed from its last checkpoint picks the same k per prompt, so metrics, weights and digest match."""
+    extra = ["-c", str(ROOT / "configs/gfpo_adaptive.yaml"), "loss.gfpo_warmup_steps=1"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    assert cli([f"run_dir={ref}", *extra], cli_env).returncode == 0
+    assert cli([f"run_dir={run}", *extra], cli_env, "checkpoint-mid-save@4").returncode == -signal.SIGKILL
+    resumed = cli([f"run_dir={run}", *extra, "--resume"], cli_env)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "step-000002" in resumed.stdout
+    assert stable(run) == stable(ref) and all("gfpo/difficulty_q50" in r for r in rows(run)[1:])
+    assert_same_weights(weights(run, 6), weights(ref, 6))
+
+    def digest(r: Path) -> dict:
+        return json.loads((r / "checkpoints" / "step-000006" / "state.json").read_text())["run"]["gfpo_difficulty"]
+
+    assert digest(run) == digest(ref) and digest(ref)["digest"]["count"] == 24  # 4 prompts x 6 steps
+
+
 def test_sigterm_writes_a_resumable_checkpoint(reference, cli_env, tmp_path):
     run = tmp_path / "run"
     proc = start_and_wait([f"run_dir={run}", "checkpoint.every=0"], cli_env, run, 2)

@@ -118,6 +118,23 @@ def test_torchrun_two_ranks_cli(cli_env, tmp_path):
     check_run(run, 2)
 
 
+def test_adaptive_gfpo_two_ranks_hold_the_same_difficulty_digest(cli_env, tmp_path):
+    """Adaptive GFPO under torchrun: each rank updates the t-digest from the gathered rewards, so after every
+    step both ranks hold the same digest and chose k for the same global batch (each keeps its own rows)."""
+    run, seen = tmp_path / "run", tmp_path / "seen"
+    seen.mkdir()
+    args = [str(TESTS / "support" / "digest_cli.py"), str(seen), "train", "-c", str(ROOT / "configs/smoke.yaml")]
+    args += ["-c", str(ROOT / "configs/gfpo_adaptive.yaml"), "loss.gfpo_warmup_steps=1", f"run_dir={run}", "steps=2"]
+    torchrun(2, args, cli_env)
+    check_run(run, 2)
+    ranks = [json.loads((seen / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [s["digest"] for s in ranks[0]] == [s["digest"] for s in ranks[1]]
+    assert [s["digest"]["digest"]["count"] for s in ranks[0]] == [4, 8]  # smoke: 4 prompts a step, 2 a rank
+    assert [s["keep_mean"] for s in ranks[0]] == [s["keep_mean"] for s in ranks[1]]
+    assert ranks[0][0]["keep_mean"] == 8  # the warmup step
+    assert all(len(s["kept"]) == 2 * 16 for s in ranks[0] + ranks[1])  # each rank's own 2 groups of 16
+
+
 def test_cli_reports_config_errors(cli_env):
     proc = subprocess.run(
         [sys.executable, "-m", "app.cli", "train", "loss.nme=gspo"],

@@ -84,4 +84,12 @@ class Config(Section):
                 f"loss.gfpo_keep={keep} must be in [2, rollout.group_size={G}): GFPO samples more than it keeps, "
                 "and a kept set of one has no advantage; raise rollout.group_size or lower loss.gfpo_keep"
             )
+        if self.loss.gfpo_adaptive:
+            for bucket in ("easy", "medium", "hard", "very_hard"):
+                k = getattr(self.loss, f"gfpo_k_{bucket}")
+                if k >= G:
+                    raise ValueError(
+                        f"loss.gfpo_k_{bucket}={k} must be < rollout.group_size={G}: adaptive GFPO samples more "
+                        "than it keeps; raise rollout.group_size or lower it"
+                    )
         return self

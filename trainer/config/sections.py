@@ -180,6 +180,19 @@ class LossConfig(Section):
     gfpo_metric: Literal["length", "token_efficiency"] = Field(
         "length", description="GFPO: keep the shortest, or top reward/token"
     )
+    gfpo_adaptive: bool = Field(
+        False, description="Adaptive Difficulty GFPO: k per prompt by its difficulty quartile (gfpo_k_*)"
+    )
+    gfpo_k_easy: int = Field(4, ge=2, description="adaptive GFPO: k of the easiest quarter (mean reward >= q75)")
+    gfpo_k_medium: int = Field(6, ge=2, description="adaptive GFPO: k for q50 <= mean reward < q75")
+    gfpo_k_hard: int = Field(8, ge=2, description="adaptive GFPO: k for q25 <= mean reward < q50")
+    gfpo_k_very_hard: int = Field(8, ge=2, description="adaptive GFPO: k below q25, and in every warmup step")
+    gfpo_warmup_steps: int = Field(
+        3, ge=0, description="adaptive GFPO: first steps at gfpo_k_very_hard (paper: 'a few'; count unconfirmed)"
+    )
+    gfpo_tdigest_compression: float = Field(
+        100.0, ge=10, description="adaptive GFPO: t-digest delta of the difficulty quartiles (exact below ~60)"
+    )
 
     @model_validator(mode="after")
     def _cap_is_off_or_at_least_one(self) -> LossConfig:
@@ -189,7 +202,12 @@ class LossConfig(Section):
 
     @model_validator(mode="after")
     def _gfpo_normalizes_per_group(self) -> LossConfig:
-        if self.gfpo_keep and self.adv_norm == "batch":
+        if self.gfpo_keep and self.gfpo_adaptive:
+            raise ValueError(
+                f"loss.gfpo_adaptive picks k per prompt (loss.gfpo_k_*), loss.gfpo_keep={self.gfpo_keep} fixes it; "
+                "set loss.gfpo_keep=0 for adaptive GFPO, or loss.gfpo_adaptive=false"
+            )
+        if (self.gfpo_keep or self.gfpo_adaptive) and self.adv_norm == "batch":
             raise ValueError("loss.gfpo_keep (GFPO) normalizes over each group's kept set; set loss.adv_norm=group")
         return self
 
