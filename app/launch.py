@@ -259,6 +259,7 @@ def keep_serving(cfg: Config, servers: list[Server], model_path: str, args, gpus
             try:
                 wait_healthy(servers[i], args.timeout)
             except ServerStartError as e:
+                stop_servers([servers[i]])  # one that never became healthy is still running: the next round restarts it
                 print(f"restart failed, will retry: {e}", flush=True)
 
 

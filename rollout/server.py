@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -102,7 +103,7 @@ class ServerBackend(PushMixin):
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         # shared by with_sampling() views: pushes so far, this run's version token, work in flight per server
-        self.state = {"version": 0, "token": None, "lock": threading.Lock(), "outstanding": {}}
+        self.state = {"version": 0, "token": None, "lock": threading.Lock(), "outstanding": {}, "evictions": 0}
         self._nccl: dict[str, object] = {}
         if push == "file" and named_tensors is not None and self.push_dir is None:
             raise ValueError("the file weight push needs push_dir, a directory the servers can read")
@@ -149,6 +150,21 @@ class ServerBackend(PushMixin):
         if agree_any(error is not None):
             raise ServerMismatch(error or "another rank's rollout server failed the log-prob probe")
         self.unverified.difference_update(fresh)
+        if fresh and self.version > 1:  # not the run's first push: a server that had left is back
+            print(
+                f"rollout server(s) {', '.join(fresh)} rejoined the rotation at weight version {self.version}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def rotation_metrics(self) -> dict[str, float]:
+        """``rollout/servers_live``: servers in rotation now (after the step's push, which re-admits the ones
+        that answer again); ``rollout/server_evictions``: how many times a server left the rotation in this
+        process (this rank's count)."""
+        return {
+            "rollout/servers_live": float(len(self.live)),
+            "rollout/server_evictions": float(self.state["evictions"]),
+        }
 
     def _only(self, url: str) -> ServerBackend:
         view = copy.copy(self)
@@ -240,7 +256,7 @@ class ServerBackend(PushMixin):
                     raise RolloutUnavailable(f"rollout server {url} refused a request ({status}): {detail}") from e
                 errors.append(f"{url}: {type(e).__name__}: {e}")
                 if not _busy(e) or not self._healthy(url):
-                    self._drop(url)  # dead, or holding other weights: out until a push re-admits it
+                    self._drop(url, errors[-1])  # dead, or holding other weights: out until a push re-admits it
                     continue
                 busy += 1  # alive and busy: it stays in rotation; the request goes to the least loaded server
                 if busy > BUSY_RETRIES * len(self.urls):
@@ -300,6 +316,15 @@ class ServerBackend(PushMixin):
         except Exception:
             return False
 
+    def _answering(self, urls: list[str]) -> list[str]:
+        """Those of ``urls`` that pass a ``/health`` probe, probed at once: however many servers are stopped, a
+        push waits one ``HEALTH_TIMEOUT`` for them, not one each."""
+        if not urls:
+            return []
+        with ThreadPoolExecutor(max_workers=len(urls)) as pool:
+            ok = list(pool.map(self._healthy, urls))
+        return [u for u, good in zip(urls, ok) if good]
+
     def _on_servers(self, fn: Callable[[str], None]) -> None:
         """``fn(url)`` on every live server at once; a server that fails leaves the rotation."""
         live = list(self.live)
@@ -307,18 +332,22 @@ class ServerBackend(PushMixin):
             results = list(pool.map(lambda u: _try(fn, u), live))
         for url, err in zip(live, results):
             if err is not None:
-                self._drop(url)
+                self._drop(url, err)
         if not self.live:
             raise RolloutUnavailable(
                 f"the weight push failed on every rollout server ({'; '.join(e for e in results if e)}); restart "
                 "them and resume the run from its last checkpoint with --resume"
             )
 
-    def _drop(self, url: str) -> None:
+    def _drop(self, url: str, reason: str = "") -> None:
         """Take a server out of the rotation until a push finds it healthy again (requests run in threads)."""
         with self.state["lock"]:
-            if url in self.live:
+            left = url in self.live
+            if left:
                 self.live.remove(url)
+                self.state["evictions"] += 1
+        if left:
+            print(f"rollout server {url} left the rotation: {reason or 'it failed'}", file=sys.stderr, flush=True)
         self.unverified.add(url)  # it may come back restarted: probe it again when it rejoins
 
     def _set_live(self, urls: list[str]) -> None:

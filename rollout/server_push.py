@@ -47,7 +47,7 @@ def _from_rank0(value):
 
 class PushMixin:
     """``sync_weights`` and its two routes; ``ServerBackend`` provides the servers, the control calls and the
-    rotation (``live``, ``_drop``, ``_control``, ``_healthy``, ``_on_servers``, ``verify``)."""
+    rotation (``live``, ``_drop``, ``_control``, ``_answering``, ``_on_servers``, ``verify``)."""
 
     def sync_weights(self) -> None:
         """Push the learner's weights to every server in rotation, and re-admit the servers that are back; the
@@ -64,7 +64,7 @@ class PushMixin:
             agreed = [u for u in self.urls if all(u in other for other in lists)]
         else:
             agreed = list(self.live)
-        back = [u for u in self.urls if u not in agreed and self._healthy(u)] if rank == 0 else []
+        back = self._answering([u for u in self.urls if u not in agreed]) if rank == 0 else []
         back = _from_rank0(back)  # an evicted server that answers again gets this push, then rejoins
         self.unverified.update(back)
         self._set_live([u for u in self.urls if u in agreed or u in back])

@@ -145,6 +145,7 @@ def run_step(s: Session, step: int) -> dict[str, float]:
         "time/step": t["rollout"] + t["reward"] + t["learner"],
         "time/generate": gen_seconds,
         "tokens_per_s": gen_tokens / max(gen_seconds, 1e-9),
+        **(s.backend.rotation_metrics() if hasattr(s.backend, "rotation_metrics") else {}),  # server backend
     }
 
 

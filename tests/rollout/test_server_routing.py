@@ -21,6 +21,22 @@ def test_requests_go_to_the_server_with_the_least_outstanding_work():
     assert backend._pick() is None
 
 
+def test_the_rotation_is_in_the_metrics_and_a_server_leaves_it_once():
+    """``rollout/servers_live`` and ``rollout/server_evictions``: a server that fails in two requests at once
+    leaves once; the re-admission probe of servers that do not answer (nothing listens) finds none."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: connections are refused at once
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    backend = ServerBackend([dead, "http://b:2"], "m", None, 8)
+    assert backend.rotation_metrics() == {"rollout/servers_live": 2.0, "rollout/server_evictions": 0.0}
+    backend._drop(dead, "refused")
+    backend._drop(dead, "refused")
+    assert backend.rotation_metrics() == {"rollout/servers_live": 1.0, "rollout/server_evictions": 1.0}
+    assert backend._answering([dead]) == [] and backend._answering([]) == []
+
+
 def test_sampling_fields_leave_nothing_to_the_servers_defaults():
     """Every ``to_sampling_params`` default a generation config can override is sent, at its neutral value."""
     fields = ServerBackend(["http://a:1"], "m", None, 8, temperature=0.7).sampling_fields()

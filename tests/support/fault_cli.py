@@ -9,6 +9,10 @@ step and every later one; ``:R`` limits the fault to rank R.
     checkpoint-mid-save@S   SIGKILL while the checkpoint of step S is written (after the weights, before COMPLETE)
     nan-loss@S[:R]          every row's loss of step S is non-finite (the objective returns NaN)
     collapse@S+             the sampler returns bare-EOS completions from step S until the first rollback
+    hold@S+                 before step S (each held step) the loop waits until the file $GROUPWISE_HOLD_DIR/go-S
+                            exists: a test releases the steps one by one and places its faults between them
+                            (tests/rollout/test_server_faults.py); nothing is in flight there with the server
+                            backend, as the batch generated ahead settled before the last push
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import dataclasses
 import os
 import signal
 import sys
+import time
+from pathlib import Path
 
 from rollout.base import Completion
 from trainer import checkpoint, dist, loop, session
@@ -111,7 +117,25 @@ def plant_collapse() -> None:
     session.build_backend, loop.run_step = building, stepping
 
 
-PLANTERS = {"checkpoint-mid-save": plant_checkpoint_kill, "nan-loss": plant_nan_loss, "collapse": plant_collapse}
+def plant_hold() -> None:
+    """The loop waits before each held step until the test creates ``$GROUPWISE_HOLD_DIR/go-S``."""
+    run_step, gate = loop.run_step, Path(os.environ["GROUPWISE_HOLD_DIR"])
+
+    def stepping(s, step):
+        now["step"] = step
+        while active("hold") and not (gate / f"go-{step}").exists():
+            time.sleep(0.1)
+        return run_step(s, step)
+
+    loop.run_step = stepping
+
+
+PLANTERS = {
+    "checkpoint-mid-save": plant_checkpoint_kill,
+    "nan-loss": plant_nan_loss,
+    "collapse": plant_collapse,
+    "hold": plant_hold,
+}
 
 if __name__ == "__main__":
     unknown = set(FAULTS) - set(PLANTERS)
