@@ -108,9 +108,10 @@ class GroupSender:
             client.init_weight_transfer_engine(asdict(info))
 
         with ThreadPoolExecutor(max_workers=1) as side:  # the workers block in the rendezvous: join it meanwhile
-            joined = side.submit(self._each, lambda url, c: init(url, c))
+            joined = side.submit(self._each, init)
             try:
-                self.comm = Communicator(self.kind, self.host, port, 0, world, self.device, listen)
+                comm = Communicator(self.kind, self.host, port, rank=0, world=world, device=self.device, listen=listen)
+                self.comm = comm
             except Exception as e:
                 failed = joined.result() or {url: f"rendezvous: {e}" for url in self.clients}
                 return failed

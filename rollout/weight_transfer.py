@@ -46,7 +46,7 @@ class Communicator:
     TCPStore at ``host:port`` (rank 0 serves it on ``listen``, a socket bound to that one interface)."""
 
     def __init__(
-        self, kind: str, host: str, port: int, rank: int, world: int, device: torch.device, listen=None
+        self, kind: str, host: str, port: int, *, rank: int, world: int, device: torch.device, listen=None
     ) -> None:
         from vllm.distributed.utils import StatelessProcessGroup
 
@@ -207,7 +207,7 @@ class GroupReceiver(WeightTransferEngine[GroupInit, GroupUpdate]):
         if init_info.communicator == "nccl":
             device = torch.device("cuda", torch.accelerator.current_device_index())
         host, port, world = init_info.master_address, init_info.master_port, init_info.world_size
-        self.comm = Communicator(init_info.communicator, host, port, rank, world, device)
+        self.comm = Communicator(init_info.communicator, host, port, rank=rank, world=world, device=device)
         self.bucket_bytes = init_info.bucket_bytes
 
     def start_weight_update(self) -> None:

@@ -100,6 +100,7 @@ def test_one_push_one_walk_reaches_both_servers_after_real_optimizer_steps(serve
     assert walks.count == 1 and backend.live == [s.url for s in started] and not backend.unverified
     timings = {"broadcast": [], "file": []}
     by_file = backend_for([s.url for s in started], model_dir, learner, tmp_path / "push")
+    by_file.state = backend.state  # the same run: its pushes carry this run's token and count
     for k in range(3):
         step(learner, model_dir, backend, seed=200 + k)
         t0 = time.perf_counter()
