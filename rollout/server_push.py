@@ -48,6 +48,15 @@ def _from_rank0(value):
     return box[0]
 
 
+def _each(urls: list[str], fn) -> dict[str, str]:
+    """``fn(url)`` on every server at once; the ones that raised, with the error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, len(urls))) as pool:
+        futures = {url: pool.submit(fn, url) for url in urls}
+    return {url: f"{type(f.exception()).__name__}: {f.exception()}" for url, f in futures.items() if f.exception()}
+
+
 class PushMixin:
     """``sync_weights`` and its two routes; ``ServerBackend`` provides the servers, the control calls and the
     rotation (``live``, ``_drop``, ``_control``, ``_healthy``, ``_on_servers``, ``verify``)."""
@@ -149,8 +158,7 @@ class PushMixin:
                 failed = _from_rank0(self._group_send(rank, servers, version))
             if not failed:
                 if rank == 0:
-                    for url in servers:
-                        self._resume(url)
+                    _each(servers, self._resume)
                 return
             reused = self._group is not None and not self._group.fresh if rank == 0 else False
             drop = _from_rank0(self._to_drop(failed, reused) if rank == 0 else {})
@@ -171,12 +179,7 @@ class PushMixin:
 
     def _group_ready(self, servers: list[str]) -> dict[str, str]:
         """Rank 0: pause every server, and open the group when its servers changed. Returns the failed ones."""
-        failed = {}
-        for url in servers:
-            try:
-                self._pause(url)
-            except Exception as e:
-                failed[url] = f"{type(e).__name__}: {e}"
+        failed = _each(servers, self._pause)
         if failed:
             return failed
         if self._group is not None and list(self._group.clients) == servers:
@@ -213,17 +216,17 @@ class PushMixin:
         source = GatheredSource(self.module, self.named_tensors)
         try:
             failed = self._group.send(source)
-            for url in servers if not failed else ():
-                try:
-                    self._control(url, "reset_prefix_cache")  # its KV entries were computed by the old weights
-                    self._control(url, "update_weight_version", {"new_version": self.version_tag(version)})
-                except Exception as e:
-                    failed[url] = f"{type(e).__name__}: {e}"
+            if not failed:
+                failed = _each(servers, lambda url: self._settled(url, version))
             return failed
         except Exception as e:  # the broadcast broke: which server caused it is _to_drop's question
             return {url: f"{type(e).__name__}: {e}" for url in servers}
         finally:
             source.drain()  # the gathers rank 0 still owes the other ranks
+
+    def _settled(self, url: str, version: int) -> None:
+        self._control(url, "reset_prefix_cache")  # its KV entries were computed by the old weights
+        self._control(url, "update_weight_version", {"new_version": self.version_tag(version)})
 
     def _to_drop(self, failed: dict[str, str], reused: bool) -> dict[str, str]:
         """Rank 0, after a failed round: the failed servers that no longer answer ``/health``; when all

@@ -22,7 +22,7 @@ from trainer.learner import Learner
 def main() -> None:
     model_dir, urls, out = sys.argv[1], sys.argv[2], sys.argv[3]
     dist.init("cpu")
-    cfg = make_config(model_dir, prompts=2, group_size=4, max_new_tokens=16, mbs=8, lr=3e-3, zero=3)
+    cfg = make_config(model_dir, prompts=2, group_size=4, max_new_tokens=16, mbs=4, lr=3e-3, zero=3)
     cfg.data.max_prompt_tokens = 64
     cfg.rollout.backend, cfg.rollout.server.urls, cfg.rollout.server.push = "server", urls, "broadcast"
     learner = Learner(cfg, model_dir, torch.device("cpu"))
