@@ -215,18 +215,14 @@ class PushMixin:
 
         source = GatheredSource(self.module, self.named_tensors)
         try:
-            failed = self._group.send(source)
-            if not failed:
-                failed = _each(servers, lambda url: self._settled(url, version))
+            failed = self._group.send(source, self.version_tag(version))
+            if not failed:  # their KV entries were computed by the old weights
+                failed = _each(servers, lambda url: self._control(url, "reset_prefix_cache"))
             return failed
         except Exception as e:  # the broadcast broke: which server caused it is _to_drop's question
             return {url: f"{type(e).__name__}: {e}" for url in servers}
         finally:
             source.drain()  # the gathers rank 0 still owes the other ranks
-
-    def _settled(self, url: str, version: int) -> None:
-        self._control(url, "reset_prefix_cache")  # its KV entries were computed by the old weights
-        self._control(url, "update_weight_version", {"new_version": self.version_tag(version)})
 
     def _to_drop(self, failed: dict[str, str], reused: bool) -> dict[str, str]:
         """Rank 0, after a failed round: the failed servers that no longer answer ``/health``; when all

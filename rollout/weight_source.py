@@ -117,9 +117,10 @@ class GroupSender:
                 return failed
         return joined.result()
 
-    def send(self, source: GatheredSource) -> dict[str, str]:
+    def send(self, source: GatheredSource, version: str) -> dict[str, str]:
         """One push: every server starts its update, receives the buckets while rank 0 broadcasts them from
-        one walk of ``source``, and finishes (its layerwise reload). A broadcast that breaks raises."""
+        one walk of ``source``, and finishes (its layerwise reload; its weight version becomes ``version``).
+        A broadcast that breaks raises."""
         if self.comm is None:
             raise RuntimeError("GroupSender.send before open")
         metas = metas_of((m.name, m.dtype, m.shape) for m in source.metadata())
@@ -139,7 +140,7 @@ class GroupSender:
             pool.shutdown(wait=False)  # after a broken broadcast a receiver may answer late: never wait on it
         if failed:
             return failed
-        return self._each(lambda url, c: c.finish_weight_update())
+        return self._each(lambda url, c: c.finish_weight_update(version))
 
     def close(self) -> None:
         if self.comm is not None:

@@ -81,7 +81,7 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
         from rollout.server import ServerBackend
         from rollout.server_probe import TOLERANCE as PROBE_TOLERANCE
 
-        push = "file" if r.server.push == "file" else "broadcast"
+        push = r.server.push if r.server.push != "auto" else ("broadcast" if device.type == "cuda" else "file")
         backend = ServerBackend(
             server_urls(cfg),
             model_path,

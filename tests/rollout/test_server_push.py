@@ -39,7 +39,7 @@ def servers(model_dir, tmp_path_factory):
     os.environ[SECRET_ENV] = SECRET
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     cfg = server_config(model_dir, tmp_path_factory.mktemp("servers"))
-    assert cfg.rollout.server.push == "auto"  # auto is the broadcast push: the servers get our engine
+    assert cfg.rollout.server.push == "auto"  # launch gives the servers our engine unless the push is file
     started = start_servers(cfg, str(model_dir), 2, port=_free_port_pair())
     yield cfg, started
     stop_servers(started)

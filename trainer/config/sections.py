@@ -66,7 +66,7 @@ class ServerConfig(Section):
         "auto",
         description="weight push; broadcast: one transfer group spanning every server (NCCL on CUDA, gloo on CPU); "
         "file: a safetensors file each server reloads (no connection from the servers to the trainer); "
-        "auto: broadcast",
+        "auto: broadcast on CUDA, file on CPU (faster there: docs/benchmarks.md)",
     )
     push_host: str = Field(
         "",
