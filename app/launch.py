@@ -95,9 +95,8 @@ def server_command(
     if cuda:  # a server on GPUs of its own takes most of their memory; one sharing the trainer's takes its share
         share = 0.85 if dedicated else r.vllm.gpu_memory_utilization
         cmd += ["--gpu-memory-utilization", str(share)]
-    push = r.server.push if r.server.push != "auto" else ("nccl" if cuda else "file")
-    if push == "nccl":
-        cmd += ["--weight-transfer-config", json.dumps({"backend": "nccl"})]
+    if r.server.push in ("auto", "broadcast"):  # rollout/weight_transfer.py's engine, registered by the extension
+        cmd += ["--weight-transfer-config", json.dumps({"backend": "groupwise"})]
     return cmd
 
 

@@ -74,8 +74,10 @@ class ServerBackend(PushMixin):
         temperature: float = 1.0,
         top_p: float = 1.0,
         named_tensors: Callable[[], Iterator[tuple[str, torch.Tensor]]] | None = None,
-        push: str = "file",
+        push: str = "file",  # or "broadcast" (rollout/server_push.py)
         push_dir: str | None = None,
+        push_host: str = "",
+        push_bucket_mb: int = 256,
         request_timeout: float = 600.0,
         max_model_len: int | None = None,
         tensor_parallel_size: int = 1,
@@ -104,7 +106,8 @@ class ServerBackend(PushMixin):
         self.session.mount("https://", adapter)
         # shared by with_sampling() views: pushes so far, this run's version token, work in flight per server
         self.state = {"version": 0, "token": None, "lock": threading.Lock(), "outstanding": {}, "evictions": 0}
-        self._nccl: dict[str, object] = {}
+        self.push_host, self.bucket_bytes = push_host, push_bucket_mb << 20  # the broadcast push
+        self._group = None  # its transfer group (rank 0), reopened when the servers in rotation change
         if push == "file" and named_tensors is not None and self.push_dir is None:
             raise ValueError("the file weight push needs push_dir, a directory the servers can read")
 
@@ -365,9 +368,7 @@ class ServerBackend(PushMixin):
         _try(lambda u: self._control(u, path), url)
 
     def close(self) -> None:
-        for url, engine in list(self._nccl.items()):
-            _try(lambda _, e=engine: e.shutdown(), url)
-        self._nccl.clear()
+        self._close_group()
         self.session.close()
 
 

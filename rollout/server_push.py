@@ -5,10 +5,12 @@ so a failure on one rank or one server never leaves another rank waiting in a co
 
 1. the servers in rotation are agreed (each rank's list, intersected), and rank 0 re-admits the servers that
    left the rotation but answer ``/health`` again (a stopped-then-continued or restarted server);
-2. the push: ``file`` (rank 0 writes one safetensors file, each server reloads it inside ``/pause?mode=wait``
-   ... ``/resume``) or ``nccl`` (per server: rank 0 pauses it and opens its transfer group inside the ``try``,
-   all ranks agree go/no-go, every rank walks the ZeRO-3 gathers to the end even when rank 0's broadcast
-   failed, all ranks agree on the outcome);
+2. the push, inside ``_pause`` ... ``_resume`` on each server: ``broadcast`` (one transfer group spanning
+   trainer rank 0 and every server's workers, gloo on CPU and NCCL on CUDA, ``rollout.weight_transfer``: rank 0
+   pauses the servers and opens the group inside the ``try``, all ranks take rank 0's go/no-go, every rank
+   walks the ZeRO-3 gathers once and to the end even when rank 0's broadcast failed, all ranks take rank 0's
+   outcome; a round that lost a server is rerun on the others) or ``file`` (rank 0 writes one safetensors
+   file, each server reloads it);
 3. the servers that took the push are verified once (the log-prob probe, ``rollout.server_probe``) and rank
    0's list of servers that took it becomes every rank's rotation.
 
@@ -18,6 +20,7 @@ A server that fails leaves the rotation and the run goes on; only when none is l
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 
@@ -43,6 +46,15 @@ def _from_rank0(value):
     box = [value if torch.distributed.get_rank() == 0 else None]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def _each(urls: list[str], fn) -> dict[str, str]:
+    """``fn(url)`` on every server at once; the ones that raised, with the error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, len(urls))) as pool:
+        futures = {url: pool.submit(fn, url) for url in urls}
+    return {url: f"{type(f.exception()).__name__}: {f.exception()}" for url, f in futures.items() if f.exception()}
 
 
 class PushMixin:
@@ -71,8 +83,8 @@ class PushMixin:
         self.state["token"] = self.state.get("token") or _from_rank0(uuid.uuid4().hex[:12])
         version, error = self.state["version"] + 1, None
         try:
-            if self.push_kind == "nccl":
-                self._push_nccl(rank, version)
+            if self.push_kind == "broadcast":
+                self._push_broadcast(rank, version)
             else:
                 self._push_file(rank, version)
         except Exception as e:
@@ -115,7 +127,7 @@ class PushMixin:
                 shutil.rmtree(old, ignore_errors=True)
 
     def _reload(self, url: str, path: str, version: int) -> None:
-        self._control(url, "pause?mode=wait")
+        self._pause(url)
         try:
             out = self._control(url, "collective_rpc", {"method": "groupwise_reload_path", "args": [path]})
             loaded = [int(x) for x in out.get("results", [])]
@@ -124,58 +136,124 @@ class PushMixin:
             self._control(url, "reset_prefix_cache")  # its KV entries were computed by the old weights
             self._control(url, "update_weight_version", {"new_version": self.version_tag(version)})
         finally:
-            self._control_quiet(url, "resume")  # on failure the caller drops it; the first error is the news
+            self._resume(url)  # on failure the caller drops it; the first error is the news
 
-    def _push_nccl(self, rank: int, version: int) -> None:
-        """vLLM's NCCL engine, one transfer group per server (trainer rank 0 + the server's workers), opened at
-        its first push. Per server: rank 0 pauses it and opens its group inside the ``try``; all ranks agree
-        go/no-go; every rank runs the gathers of ``send_weights`` to the end (a rank-0 broadcast that fails
-        still walks the rest of the parameters, so the other ranks' ZeRO-3 gathers complete); all ranks agree
-        on the outcome, and a server that failed leaves the rotation."""
-        for url in list(self.live):
-            ready = True
-            try:
-                engine = self._nccl.get(url) or self._nccl_engine(url, rank)
-                self._nccl[url] = engine
+    def _push_broadcast(self, rank: int, version: int) -> None:
+        """One transfer group spanning trainer rank 0 and every server's workers; one walk of the ZeRO-3
+        gathers per round, whatever the number of servers. Each round: rank 0 pauses the servers and opens
+        the group when its servers changed (inside the ``try``), and every rank takes rank 0's list of the
+        servers that failed (go/no-go); then every rank walks the gathers while rank 0 broadcasts the buckets
+        (a walk that fails is finished, so no rank is left in a gather), and every rank takes rank 0's list
+        again (the outcome). After a failed round the group is closed; the servers that no longer answer
+        ``/health`` leave the rotation (or, when all answer and the group was an old one, none: a server
+        restarted in place lost its end of it) and the round is rerun, so a server dying mid-push costs one
+        more walk, not the run."""
+        reasons: dict[str, str] = {}
+        for _ in range(len(self.urls) + 1):  # each failed round drops a server, or reopens an old group once
+            servers = list(self.live)
+            if not servers:
+                break
+            failed = _from_rank0(self._group_ready(servers) if rank == 0 else {})
+            if not failed:
+                failed = _from_rank0(self._group_send(rank, servers, version))
+            if not failed:
                 if rank == 0:
-                    self._control(url, "pause?mode=wait")
-            except Exception:
-                ready = False
-            if agree_any(not ready):
-                self._nccl_failed(url, rank)
-                continue
-            sent = True
-            try:
-                engine.send_weights()
-            except Exception:
-                sent = False
-            finally:
-                engine.source.drain()  # the gathers this rank still owes the others
-            if rank == 0 and sent:
-                try:
-                    self._control(url, "reset_prefix_cache")
-                    self._control(url, "update_weight_version", {"new_version": self.version_tag(version)})
-                except Exception:
-                    sent = False
-            if agree_any(not sent):
-                self._nccl_failed(url, rank)
-            elif rank == 0:
-                self._control_quiet(url, "resume")
-        if not self.live:
-            raise RolloutUnavailable("the NCCL weight push failed on every rollout server")
+                    _each(servers, self._resume)
+                return
+            reused = self._group is not None and not self._group.fresh if rank == 0 else False
+            drop = _from_rank0(self._to_drop(failed, reused) if rank == 0 else {})
+            if rank == 0:
+                self._close_group()
+                for url in drop:
+                    self._control_quiet(url, "resume")  # alive or not, it is out until a push re-admits it
+            for url in drop:
+                self._drop(url)
+            reasons.update(failed)
+        why = "; ".join(f"{url}: {what}" for url, what in reasons.items())
+        flag = json.dumps({"backend": "groupwise"})
+        raise RolloutUnavailable(
+            f"the broadcast weight push failed on every rollout server ({why}); servers need "
+            f"--weight-transfer-config '{flag}' (groupwise launch and serve give it) and must reach "
+            "rollout.server.push_host, else use rollout.server.push=file"
+        )
 
-    def _nccl_failed(self, url: str, rank: int) -> None:
-        engine = self._nccl.pop(url, None)
-        if engine is not None:
-            try:
-                engine.shutdown()
-            except Exception:
+    def _group_ready(self, servers: list[str]) -> dict[str, str]:
+        """Rank 0: pause every server, and open the group when its servers changed. Returns the failed ones."""
+        failed = _each(servers, self._pause)
+        if failed:
+            return failed
+        if self._group is not None and list(self._group.clients) == servers:
+            self._group.fresh = False  # opened by an earlier push
+            return {}
+        self._close_group()
+        try:
+            from rollout.weight_source import AuthClient, GroupSender  # imports vllm: only for this push
+
+            sender = GroupSender(
+                {url: AuthClient(url, self._control) for url in servers},
+                workers=self.tp,
+                host=self._push_host(servers),
+                device=next(self.module.parameters()).device,
+                bucket_bytes=self.bucket_bytes,
+            )
+            failed = sender.open()
+        except Exception as e:
+            return {url: f"{type(e).__name__}: {e}" for url in servers}
+        if failed:
+            sender.close()
+            return failed
+        self._group = sender
+        return {}
+
+    def _group_send(self, rank: int, servers: list[str], version: int) -> dict[str, str]:
+        """Every rank: one walk of the gathers; rank 0 broadcasts and finishes each server's update."""
+        if rank != 0:
+            for _ in self.named_tensors():  # this rank's part of the ZeRO-3 gathers
                 pass
-        if rank == 0:
-            self._control_quiet(url, "resume")
-        self._drop(url)
+            return {}
+        from rollout.weight_source import GatheredSource
 
-    def _nccl_engine(self, url: str, rank: int):
-        from rollout.weight_source import trainer_engine  # imports vllm: only for the NCCL push
+        source = GatheredSource(self.module, self.named_tensors)
+        try:
+            failed = self._group.send(source, self.version_tag(version))
+            if not failed:  # their KV entries were computed by the old weights
+                failed = _each(servers, lambda url: self._control(url, "reset_prefix_cache"))
+            return failed
+        except Exception as e:  # the broadcast broke: which server caused it is _to_drop's question
+            return {url: f"{type(e).__name__}: {e}" for url in servers}
+        finally:
+            source.drain()  # the gathers rank 0 still owes the other ranks
 
-        return trainer_engine(url, rank, 1 + self.tp, self._control, self.module, self.named_tensors)
+    def _to_drop(self, failed: dict[str, str], reused: bool) -> dict[str, str]:
+        """Rank 0, after a failed round: the failed servers that no longer answer ``/health``; when all
+        answer, none if the group was an old one (the rerun opens a new group for all), else all of them."""
+        dead = {url: why for url, why in failed.items() if not self._healthy(url)}
+        return dead or ({} if reused else dict(failed))
+
+    def _push_host(self, servers: list[str]) -> str:
+        """``rollout.server.push_host``, else the address of this node's interface that routes to the servers."""
+        if self.push_host:
+            return self.push_host
+        from urllib.parse import urlparse
+
+        from rollout.weight_transfer import local_address
+
+        hosts = {local_address(urlparse(url).hostname or "127.0.0.1") for url in servers}
+        if len(hosts) != 1:
+            raise ValueError(
+                f"the servers are reached through several interfaces of this node ({sorted(hosts)}): set "
+                "rollout.server.push_host to the address of this node that every server can reach"
+            )
+        return hosts.pop()
+
+    def _close_group(self) -> None:
+        if self._group is not None:
+            group, self._group = self._group, None
+            group.close()
+
+    # the pause around a push: one place, so the pause mode can change without touching the transports
+    def _pause(self, url: str) -> None:
+        self._control(url, "pause?mode=wait")
+
+    def _resume(self, url: str) -> None:
+        self._control_quiet(url, "resume")

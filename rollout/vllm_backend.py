@@ -31,6 +31,7 @@ import copy
 import hashlib
 import os
 import random
+import sys
 from collections.abc import Callable, Iterator
 
 import torch
@@ -51,7 +52,7 @@ class WeightSyncExtension:
         parameter without being loaded by name, so on CPU its packed GEMM weight would keep the old values
         (a measured 1.7-nat gap): every ``ParallelLMHead`` is re-processed from its current parameter.
         On CUDA that processing is a no-op. Returns the number of tensors loaded."""
-        from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
+        from rollout.weight_transfer import refresh_lm_heads
 
         count = [0]
 
@@ -61,9 +62,7 @@ class WeightSyncExtension:
                 yield item
 
         self.reload_weights(weights_iterator=counted())
-        for module in self.model_runner.get_model().modules():
-            if isinstance(module, ParallelLMHead):
-                module.quant_method.process_weights_after_loading(module)
+        refresh_lm_heads(self.model_runner.get_model())
         return count[0]
 
     def groupwise_reload_path(self, path: str) -> int:
@@ -278,3 +277,7 @@ def _tensor_parallel_group(tp: int):
         if start <= rank < start + tp:
             mine = group
     return mine, rank % tp
+
+
+if "vllm" in sys.modules:  # a vLLM worker resolving WeightSyncExtension (or a process that uses vLLM already):
+    import rollout.weight_transfer  # noqa: F401  registers the broadcast push's engine before the worker builds it

@@ -54,8 +54,6 @@ def check_backend(cfg: Config, device: torch.device) -> None:
                 "rollout.backend=server needs rollout.server.urls=http://HOST:PORT[,...] of running vllm servers; "
                 "or let `groupwise launch` start them from this config"
             )
-        if r.server.push == "nccl" and device.type != "cuda":
-            raise ConfigError("rollout.server.push=nccl needs CUDA (NCCL); on CPU use rollout.server.push=file")
 
 
 def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: torch.device, lockstep=None):
@@ -83,7 +81,7 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
         from rollout.server import ServerBackend
         from rollout.server_probe import TOLERANCE as PROBE_TOLERANCE
 
-        push = r.server.push if r.server.push != "auto" else ("nccl" if device.type == "cuda" else "file")
+        push = r.server.push if r.server.push != "auto" else ("broadcast" if device.type == "cuda" else "file")
         backend = ServerBackend(
             server_urls(cfg),
             model_path,
@@ -94,6 +92,8 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
             named_tensors=learner.full_parameters,
             push=push,
             push_dir=r.server.push_dir or str(Path(cfg.run_dir) / "weights-push"),
+            push_host=r.server.push_host,
+            push_bucket_mb=r.server.push_bucket_mb,
             request_timeout=r.server.request_timeout,
             max_model_len=context_tokens(cfg),
             tensor_parallel_size=r.vllm.tensor_parallel_size,

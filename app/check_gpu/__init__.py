@@ -13,7 +13,7 @@ Steps, each in its own process (a hang or a CUDA crash in one is reported and th
    all-reduce over every GPU of the node (one process per GPU);
 2. the GPU-marked tests (``tests/gpu/test_gpu.py``): learner side (ZeRO-2 and ZeRO-3 steps in bf16, chunked
    log-probs in bf16 at the real vocabulary) and vLLM side (bf16 engine with sleep mode, weight-sync round
-   trip, the server backend's NCCL push once it exists), as two pytest processes;
+   trip, the server backend's broadcast push with NCCL), as two pytest processes;
 3. a short ``groupwise train`` of a Qwen2.5-0.5B-shaped random model at the real vocabulary (151,936) through
    the colocated vLLM engine, bf16, ZeRO-3, gradient checkpointing (``configs/base_gpu.yaml``'s setting);
 4. one report: pass/fail per check with the reason, learner tokens/s and MFU, vLLM tokens/s, weight-sync

@@ -91,7 +91,7 @@ def plan(args) -> list[Check]:
         ),
         Check(
             "tests-vllm",
-            "GPU tests, vLLM: bf16 engine + sleep mode, weight-sync round trip, server NCCL push",
+            "GPU tests, vLLM: bf16 engine + sleep mode, weight-sync round trip, server broadcast push (NCCL)",
             pytest("gpu and vllm", "tests-vllm"),
             240,
             60,

@@ -1,7 +1,7 @@
 """GPU-only checks (CUDA, bf16), run by ``make check-gpu`` as two processes: ``pytest -m "gpu and not vllm"``
 (the learner: chunked log-probs at the real vocabulary, ZeRO-2 and ZeRO-3 steps) and ``pytest -m "gpu and
 vllm"`` (the colocated vLLM engine in bf16 with sleep mode, the weight-sync round trip, the server backend's
-NCCL push once it exists). Without CUDA every test here is collected and skipped with the reason.
+broadcast push with NCCL). Without CUDA every test here is collected and skipped with the reason.
 
 Tolerances are bf16 ones, with the margin measured on CPU: the same tiny model's log-probs in bf16 and fp32
 differ by 0.0016 on average and 0.0043 at most per token; the perturbation below moves them by 0.39 on
@@ -347,9 +347,10 @@ def test_server_backend_file_push_on_gpu(gpu_model_dir, tmp_path):
 
 
 @vllm_test
-def test_server_backend_nccl_weight_push(gpu_model_dir, tmp_path):
-    """vLLM's NCCL weight-transfer engine between the trainer (GPU 0) and a server on GPU 1: NCCL refuses two
-    ranks on one device, so a one-GPU node skips it (and pushes through files)."""
+def test_server_backend_broadcast_push(gpu_model_dir, tmp_path):
+    """The broadcast push (rollout/weight_transfer.py) with its NCCL communicator, between the trainer (GPU 0)
+    and a server on GPU 1: the CPU tests run the same code with gloo. NCCL refuses two ranks on one device,
+    so a one-GPU node skips it (and pushes through files)."""
     if torch.cuda.device_count() < 2:
         pytest.skip("the NCCL push needs the server on another GPU than the trainer; this node has one")
-    _server_push_round_trip(gpu_model_dir, tmp_path, "nccl", "1")
+    _server_push_round_trip(gpu_model_dir, tmp_path, "broadcast", "1")

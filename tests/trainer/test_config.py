@@ -231,9 +231,12 @@ def test_servers_off_loopback_need_the_shared_secret(monkeypatch):
     assert flags["--model"] == "/m" and flags["--max-model-len"] == "80" and flags["--dtype"] == "float32"
     assert "--enforce-eager" in cmd and "processed_logprobs" in cmd
     assert flags["--generation-config"] == "vllm"  # the model's generation_config.json is no request default
-    assert "rollout.server_auth.SharedSecretGuard" in cmd and "--weight-transfer-config" not in cmd
+    assert "rollout.server_auth.SharedSecretGuard" in cmd
+    assert flags["--weight-transfer-config"] == '{"backend": "groupwise"}'  # rollout/weight_transfer.py's engine
     gpu = server_command(load_config(None, ["rollout.backend=server", "model.dtype=bf16"]), "/m", "h", 1, cuda=True)
-    assert "--enforce-eager" not in gpu and '{"backend": "nccl"}' in gpu and "bfloat16" in gpu
+    assert "--enforce-eager" not in gpu and '{"backend": "groupwise"}' in gpu and "bfloat16" in gpu
+    by_file = load_config(None, ["rollout.backend=server", "rollout.server.push=file"])
+    assert "--weight-transfer-config" not in server_command(by_file, "/m", "h", 1, cuda=True)
 
 
 def test_off_is_a_choice_not_a_boolean():
@@ -257,9 +260,8 @@ def test_backend_needs_are_checked_where_the_backend_is_built_before_any_model(m
         check_backend(load_config(None, ["rollout.backend=vllm"]), cpu)
     with pytest.raises(ConfigError, match=r"needs rollout.server.urls=http://HOST:PORT"):
         check_backend(load_config(None, ["rollout.backend=server"]), cpu)
-    nccl = ["rollout.backend=server", "rollout.server.urls=http://a:1", "rollout.server.push=nccl"]
-    with pytest.raises(ConfigError, match=r"rollout\.server\.push=nccl needs CUDA"):
-        check_backend(load_config(None, nccl), cpu)
+    with pytest.raises(ConfigError, match=r"rollout\.server\.push.*'broadcast'"):  # the per-server NCCL push is gone
+        load_config(None, ["rollout.backend=server", "rollout.server.push=nccl"])
     check_backend(load_config(None, ["rollout.backend=server", "rollout.server.urls=http://a:1"]), cpu)
     check_backend(load_config(None), cpu)
 

@@ -62,7 +62,18 @@ class ServerConfig(Section):
     """Running ``vllm serve`` processes (``rollout.backend=server``)."""
 
     urls: str = Field("", description="comma-separated base URLs of running vllm servers (groupwise launch fills it)")
-    push: Literal["auto", "file", "nccl"] = Field("auto", description="weight push; auto: nccl on CUDA, else file")
+    push: Literal["auto", "broadcast", "file"] = Field(
+        "auto",
+        description="weight push; broadcast: one transfer group spanning every server (NCCL on CUDA, gloo on CPU); "
+        "file: a safetensors file each server reloads (no connection from the servers to the trainer); "
+        "auto: broadcast on CUDA, file on CPU (faster there: docs/benchmarks.md)",
+    )
+    push_host: str = Field(
+        "",
+        description="broadcast push: the trainer address the servers connect to (the rendezvous binds only it); "
+        '"": the interface that routes to the servers',
+    )
+    push_bucket_mb: int = Field(256, ge=1, description="broadcast push: MiB of tensors packed per broadcast")
     push_dir: str = Field("", description='file push: a directory the servers can read; "": <run_dir>/weights-push')
     request_timeout: float = Field(
         600.0,
