@@ -87,7 +87,7 @@ demo-async:  ## the toy reasoner against a separate vllm server one step off, se
 	rm -rf $(RUNS)/demo-async
 	$(GW) launch --servers 1 --server-cpus 0 --trainer-cpus 1 -c configs/toy/async.yaml run_dir=$(RUNS)/demo-async
 
-bench-async:  ## the same work with rollout.max_staleness 0 and 1 (server and learner on one core each)
+bench-async:  ## rollout.max_staleness 0, 1, 2 on lengths spread tenfold (server, learner on a core each): occupancy, overlap, ratio
 	$(PY) scripts/bench_async.py $(ARGS)
 
 exp-%:  ## one toy-lab experiment on CPU: make exp-acoer (configs/toy/<name>.yaml)
