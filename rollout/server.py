@@ -19,9 +19,11 @@ rollout.server_auth.SharedSecretGuard``; ``app.launch`` builds that command line
   rotation and the request is retried; one that fails the probe leaves the rotation until a later push finds
   it healthy and gives it the current weights. When none is left the call raises ``RolloutUnavailable``.
 * **Versions**: each push sets the servers' weight version to ``<run token>:<push count>``; each request reads
-  the server's version before and after (a push waits for the requests in flight, so equal readings mean one
-  version produced every token), and a sample whose version is not the run's current one is regenerated
-  elsewhere. Every completion carries the version it was read back with (``Completion.weight_version``).
+  the server's version before and after. By default a push waits for the requests in flight, so the readings
+  must both be the run's current version; with ``overlap_push`` it freezes them (``/pause?mode=keep``) and
+  they go on with the new weights, so any two of this run's versions in order are accepted. A sample of
+  another run's or a restarted server's weights is regenerated elsewhere. Every completion carries both
+  readings (``Completion.first_weight_version``, ``weight_version``); ``trainer/ahead.py`` bounds the oldest.
 * **Weight push** (``sync_weights``, ``rollout.server.push``): ``rollout/server_push.py``.
 * **Security**: with dev mode on, whoever reaches the port can replace the weights. When
   ``GROUPWISE_SERVER_SECRET`` is set (``groupwise launch`` always sets one), every request carries it
@@ -81,6 +83,7 @@ class ServerBackend(PushMixin):
         module: torch.nn.Module | None = None,
         score: Callable[[list[Completion]], list[torch.Tensor]] | None = None,
         logprob_tolerance: float = 1e-3,
+        overlap_push: bool = False,
     ):
         import requests
 
@@ -95,6 +98,10 @@ class ServerBackend(PushMixin):
         self.tp, self.module = tensor_parallel_size, module
         self.score, self.tolerance = score, logprob_tolerance  # score(completions): the learner's log-probs
         self.unverified = set(self.urls)  # servers whose sampling the probe has not yet checked
+        # a push freezes the requests in flight (/pause?mode=keep) and they go on with the new weights, instead of
+        # waiting for them (mode=wait): generation continues through the push (rollout.server.overlap_push)
+        self.overlap_push = overlap_push
+        self.pause_mode = "keep" if overlap_push else "wait"
         secret = os.environ.get(SECRET_ENV, "")
         self.headers = {"Authorization": f"Bearer {secret}"} if secret else {}
         self.session = requests.Session()  # urllib3's pools are thread-safe; one connection per request in flight
@@ -262,12 +269,30 @@ class ServerBackend(PushMixin):
         finally:
             with self.state["lock"]:
                 self.state["outstanding"][url] -= 1
-        expected = self.version_tag(self.version) if self.state["token"] else None
-        if expected is not None and not (before == after == expected):
-            raise StaleServer(f"{url} served weight version {before!r} -> {after!r}, this run holds {expected!r}")
-        version = self.version if expected is not None else None
+        first, last = self._versions(url, before, after)
         choices = sorted(r.json()["choices"], key=lambda c: c["index"])
-        return [self._completion(prompt, c, version) for c in choices]
+        return [self._completion(prompt, c, first, last) for c in choices]
+
+    def _versions(self, url: str, before: str | None, after: str | None) -> tuple[int | None, int | None]:
+        """The push counts of the readings around a request, or ``StaleServer`` when they are not this run's:
+        the current version at both ends, or with ``overlap_push`` any two of this run's versions in order (a
+        push paused the request with ``mode=keep`` and it went on with the new weights)."""
+        if not self.state["token"]:
+            return None, None  # no push yet: nothing to compare
+        first, last = self._push_count(before), self._push_count(after)
+        if self.overlap_push:
+            ok = first is not None and last is not None and first <= last
+        else:
+            ok = first == last == self.version
+        if not ok:
+            expected = self.version_tag(self.version)
+            raise StaleServer(f"{url} served weight version {before!r} -> {after!r}, this run holds {expected!r}")
+        return first, last
+
+    def _push_count(self, tag: str | None) -> int | None:
+        """``<run token>:<n>`` -> n when the token is this run's, else None."""
+        token, _, n = (tag or "").rpartition(":")
+        return int(n) if token == self.state["token"] and n.isdigit() else None
 
     def _pick(self) -> str | None:
         """The live server with the least outstanding work (requests in flight from this process)."""
@@ -283,13 +308,13 @@ class ServerBackend(PushMixin):
         return r.json().get("weight_version")
 
     @staticmethod
-    def _completion(prompt: list[int], choice: dict, version: int | None) -> Completion:
+    def _completion(prompt: list[int], choice: dict, first: int | None, last: int | None) -> Completion:
         ids = list(choice["token_ids"])
         logps = [float(x) for x in (choice.get("logprobs") or {}).get("token_logprobs") or []]
         if len(logps) != len(ids):
             raise ValueError(f"server returned {len(logps)} log-probs for {len(ids)} tokens")
         reason, text = str(choice.get("finish_reason")), choice.get("text") or ""
-        return Completion(list(prompt), ids, logps, reason, text, weight_version=version)
+        return Completion(list(prompt), ids, logps, reason, text, weight_version=last, first_weight_version=first)
 
     # ------------------------------------------------------------------ control plane
 

@@ -5,10 +5,10 @@ so a failure on one rank or one server never leaves another rank waiting in a co
 
 1. the servers in rotation are agreed (each rank's list, intersected), and rank 0 re-admits the servers that
    left the rotation but answer ``/health`` again (a stopped-then-continued or restarted server);
-2. the push: ``file`` (rank 0 writes one safetensors file, each server reloads it inside ``/pause?mode=wait``
-   ... ``/resume``) or ``nccl`` (per server: rank 0 pauses it and opens its transfer group inside the ``try``,
-   all ranks agree go/no-go, every rank walks the ZeRO-3 gathers to the end even when rank 0's broadcast
-   failed, all ranks agree on the outcome);
+2. the push, inside ``/pause?mode=wait`` ... ``/resume`` (``mode=keep`` with ``rollout.server.overlap_push``):
+   ``file`` (rank 0 writes one safetensors file, each server reloads it) or ``nccl`` (per server: rank 0
+   pauses it and opens its transfer group inside the ``try``, all ranks agree go/no-go, every rank walks the
+   ZeRO-3 gathers to the end even when rank 0's broadcast failed, all ranks agree on the outcome);
 3. the servers that took the push are verified once (the log-prob probe, ``rollout.server_probe``) and rank
    0's list of servers that took it becomes every rank's rotation.
 
@@ -53,7 +53,8 @@ class PushMixin:
         """Push the learner's weights to every server in rotation, and re-admit the servers that are back; the
         servers' weight version becomes ``version + 1`` (this run's pushes), tagged with this run's token so a
         sample from another run's or a restarted server's weights is recognised. Every rank has settled its
-        own generation before it arrives here."""
+        own generation before it arrives here, or, with ``overlap_push``, its requests in flight are frozen
+        (``pause?mode=keep``) and go on with the new weights; they run in threads that make no collective call."""
         if self.named_tensors is None:
             return
         dist_on = torch.distributed.is_initialized()
@@ -115,16 +116,26 @@ class PushMixin:
                 shutil.rmtree(old, ignore_errors=True)
 
     def _reload(self, url: str, path: str, version: int) -> None:
-        self._control(url, "pause?mode=wait")
+        self._control(url, f"pause?mode={self.pause_mode}")
         try:
             out = self._control(url, "collective_rpc", {"method": "groupwise_reload_path", "args": [path]})
             loaded = [int(x) for x in out.get("results", [])]
             if not loaded or min(loaded) == 0:
                 raise RuntimeError(f"{url} reloaded no tensors from {path}: {out}")
-            self._control(url, "reset_prefix_cache")  # its KV entries were computed by the old weights
+            self._reset_cache(url)
             self._control(url, "update_weight_version", {"new_version": self.version_tag(version)})
         finally:
             self._control_quiet(url, "resume")  # on failure the caller drops it; the first error is the news
+
+    def _reset_cache(self, url: str) -> None:
+        """Drop the KV entries the old weights computed. Under ``pause?mode=keep`` the requests in flight hold
+        some: they are preempted too, and recompute their prefix (prompt and tokens so far) with the new weights
+        on resume, so every token after the push is sampled by the new weights alone."""
+        if self.pause_mode == "wait":
+            self._control(url, "reset_prefix_cache")
+            return
+        if not self._control(url, "reset_prefix_cache?reset_running_requests=true").get("success"):
+            raise RuntimeError(f"{url} could not drop the KV cache of the requests in flight")
 
     def _push_nccl(self, rank: int, version: int) -> None:
         """vLLM's NCCL engine, one transfer group per server (trainer rank 0 + the server's workers), opened at
@@ -138,7 +149,7 @@ class PushMixin:
                 engine = self._nccl.get(url) or self._nccl_engine(url, rank)
                 self._nccl[url] = engine
                 if rank == 0:
-                    self._control(url, "pause?mode=wait")
+                    self._control(url, f"pause?mode={self.pause_mode}")
             except Exception:
                 ready = False
             if agree_any(not ready):
@@ -153,7 +164,7 @@ class PushMixin:
                 engine.source.drain()  # the gathers this rank still owes the others
             if rank == 0 and sent:
                 try:
-                    self._control(url, "reset_prefix_cache")
+                    self._reset_cache(url)
                     self._control(url, "update_weight_version", {"new_version": self.version_tag(version)})
                 except Exception:
                     sent = False

@@ -121,9 +121,9 @@ def run_step(s: Session, step: int) -> dict[str, float]:
             keep = torch.tensor(keep) & kept  # GFPO: the filtered-out rows leave the loss (and its token count)
             batch.completion_mask *= keep[:, None].float()
             learner_metrics = s.learner.update(batch, adv, step)
-        with clock("settle"):
-            if s.ahead is not None:
-                s.ahead.settle()  # the batch generated during the update is done: the push overlaps nothing
+        with clock("settle"):  # without overlap_push the push overlaps no generation of ours: wait for it
+            if s.ahead is not None and not s.ahead.overlap:
+                s.ahead.settle()
         with clock("push"):
             s.backend.sync_weights()
             if s.ahead is not None:
