@@ -10,8 +10,9 @@ short completions free with the next batches' prompts instead of waiting for its
   the requests in flight (``/pause?mode=keep``), loads the new weights, and they go on with them. A sample may
   then come from two or more weight versions: each carries the versions read before and after its request
   (``Completion.first_weight_version``, ``weight_version``), and its staleness is the learner step minus the
-  step of its OLDEST weights. A batch is submitted when the servers hold the weights after step s, so batch
-  s+k is at most k steps old. Which weights sampled which token depends on timing.
+  step of its OLDEST weights: those the batch was submitted on, or an older version read back. Batch s+k is
+  submitted when the servers hold the weights after step s, so it is k steps old. Which weights sampled which
+  token depends on timing; the staleness does not.
 * without it: the loop settles every batch in flight before the push (``/pause?mode=wait`` only covers anyone
   else's requests), so batch j is always sampled by the weights after step j-k (the first k batches of a run,
   or of a resume, by the weights it starts from), and a run is a pure function of its config.
@@ -103,14 +104,14 @@ class Ahead:
         return completions, step - oldest
 
     def oldest_step(self, completions: list[Completion], sampled_at: int) -> int | None:
-        """The learner step of the oldest weights that sampled any of ``completions``, read back from the
-        versions before and after each request; None when one is not a version this run pushed. A backend
-        that reads no versions back: ``sampled_at``, the weight step the batch was submitted on."""
+        """The learner step of the oldest weights behind ``completions``: ``sampled_at``, the weights the batch
+        was submitted on, or an older version read back before or after a request (a server that lagged);
+        None when one is not a version this run pushed. A request that started after a later push reads a
+        newer version: the batch still counts from ``sampled_at``, so its staleness does not depend on when
+        its thread ran."""
         read = {v for c in completions for v in (c.first_weight_version, c.weight_version) if v is not None}
-        if not read:
-            return sampled_at
         steps = [self.step_of_version.get(v) for v in read]
-        return None if None in steps else min(steps)
+        return None if None in steps else min([sampled_at, *steps])
 
     def settle(self, *, raise_errors: bool = True) -> None:
         """Wait for the generations in flight (before a push without ``overlap``, and before a checkpoint, which

@@ -204,7 +204,7 @@ def test_a_batch_from_weights_past_the_bound_is_regenerated_not_trained_on(serve
         return generated[-1]
 
     done = [dataclasses.asdict(c) for c in backend.generate(batch, 4, seed=1)]
-    ahead = Ahead(generate, 1, 4, lambda s: (batch, s), 3, 0, version=lambda: backend.version, overlap=True)  # to 3
+    ahead = Ahead(generate, 1, 4, lambda s: (batch, s), 3, 0, version=lambda: backend.version, overlap=True)  # steps 0-2: no batch 3
     ahead.restore([{"step": s, "weights_at": 0, "seconds": 0.0, "completions": done} for s in (0, 1)])
     try:
         backend._control(srv.url, "pause?mode=keep")
@@ -228,7 +228,7 @@ def test_a_batch_from_weights_past_the_bound_is_regenerated_not_trained_on(serve
 
 def test_runs_with_the_push_overlapping_generation_stay_within_the_bound(server, model_dir, cli_env, tmp_path):
     """Through ``groupwise train``: k=1 and k=2 finish with every step's staleness (from the oldest weights of
-    its samples) within k, the first batch on-policy; k=0 is on-policy at every step, as before."""
+    its samples) at most k, the first batch on-policy; k=0 is on-policy at every step, as before."""
     _, srv = server
     env = {**cli_env, SECRET_ENV: SECRET}
     base = [bin_path("groupwise"), "train", f"model.path={model_dir}", *TRAIN, f"rollout.server.urls={srv.url}"]
@@ -236,8 +236,9 @@ def test_runs_with_the_push_overlapping_generation_stay_within_the_bound(server,
         run = tmp_path / f"k{k}"
         run_cli([*base, f"run_dir={run}", f"steps={steps}", f"rollout.max_staleness={k}"], env)
         history = rows(run)
-        assert len(history) == steps and history[0]["staleness"] == 0, history
-        assert all(0 <= r["staleness"] <= k for r in history), [r["staleness"] for r in history]
+        assert len(history) == steps
+        # batch j is submitted on the weights after step j-k: k steps old (the first ones less), whatever the timing
+        assert [r["staleness"] for r in history] == [float(min(j, k)) for j in range(steps)]
         assert history[0]["logprob_gap"] < ATOL  # the first batch: the start weights, the learner's
         if k == 0:
             assert all(r["logprob_gap"] < ATOL and r["across_push"] == 0 for r in history)
