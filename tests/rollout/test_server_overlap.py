@@ -204,7 +204,8 @@ def test_a_batch_from_weights_past_the_bound_is_regenerated_not_trained_on(serve
         return generated[-1]
 
     done = [dataclasses.asdict(c) for c in backend.generate(batch, 4, seed=1)]
-    ahead = Ahead(generate, 1, 4, lambda s: (batch, s), 3, 0, version=lambda: backend.version, overlap=True)  # steps 0-2: no batch 3
+    last_step = 3  # the run ends after step 2: take(2) submits no batch 3
+    ahead = Ahead(generate, 1, 4, lambda s: (batch, s), last_step, 0, version=lambda: backend.version, overlap=True)
     ahead.restore([{"step": s, "weights_at": 0, "seconds": 0.0, "completions": done} for s in (0, 1)])
     try:
         backend._control(srv.url, "pause?mode=keep")
