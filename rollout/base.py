@@ -26,7 +26,7 @@ class Completion:
     text: str  # decoded completion without special tokens
     weight_version: int | None = None  # server backend: the server's weight version read after the request
     # ... and read before it: the two differ when a push overlapped the request (``rollout.server.overlap_push``),
-    # its tokens then came from the versions between them; staleness counts from this, the oldest
+    # its tokens then came from the versions between them (``trainer/ahead.py`` bounds the oldest)
     first_weight_version: int | None = None
 
 
