@@ -24,7 +24,10 @@ class Completion:
     logprobs: list[float]  # sampler log-prob of each sampled token
     finish_reason: str  # "stop" (EOS), "length" (hit max_new_tokens), or the engine's word for a failure
     text: str  # decoded completion without special tokens
-    weight_version: int | None = None  # server backend: the weight version the server reported producing it
+    weight_version: int | None = None  # server backend: the server's weight version read after the request
+    # ... and read before it: the two differ when a push overlapped the request (``rollout.server.overlap_push``),
+    # its tokens then came from the versions between them (``trainer/ahead.py`` bounds the oldest)
+    first_weight_version: int | None = None
 
 
 class RolloutBackend(Protocol):

@@ -19,9 +19,11 @@ rollout.server_auth.SharedSecretGuard``; ``app.launch`` builds that command line
   rotation and the request is retried; one that fails the probe leaves the rotation until a later push finds
   it healthy and gives it the current weights. When none is left the call raises ``RolloutUnavailable``.
 * **Versions**: each push sets the servers' weight version to ``<run token>:<push count>``; each request reads
-  the server's version before and after (a push waits for the requests in flight, so equal readings mean one
-  version produced every token), and a sample whose version is not the run's current one is regenerated
-  elsewhere. Every completion carries the version it was read back with (``Completion.weight_version``).
+  the server's version before and after. By default a push waits for the requests in flight, so the readings
+  must both be the run's current version; with ``overlap_push`` it freezes them (``/pause?mode=keep``) and
+  they go on with the new weights, so any two of this run's versions in order are accepted. A sample of
+  another run's or a restarted server's weights is regenerated elsewhere. Every completion carries both
+  readings (``Completion.first_weight_version``, ``weight_version``); ``trainer/ahead.py`` bounds the oldest.
 * **Weight push** (``sync_weights``, ``rollout.server.push``): ``rollout/server_push.py``.
 * **Security**: with dev mode on, whoever reaches the port can replace the weights. When
   ``GROUPWISE_SERVER_SECRET`` is set (``groupwise launch`` always sets one), every request carries it
@@ -46,13 +48,11 @@ from rollout.base import Completion
 from rollout.server_auth import SECRET_ENV
 from rollout.server_probe import gap_reason, probe_completions
 from rollout.server_push import PushMixin, RolloutUnavailable, agree_any
+from rollout.server_rotation import CONNECT_TIMEOUT, HEALTH_TIMEOUT, RotationMixin
 from rollout.vllm_backend import request_seed
 
 __all__ = ["RolloutUnavailable", "ServerBackend", "ServerMismatch"]
 
-CONNECT_TIMEOUT = 10.0  # seconds to open a connection; a dead host fails fast
-HEALTH_TIMEOUT = 10.0  # seconds a /health probe may take: a live server answers it between engine steps
-CONTROL_TIMEOUT = 600.0  # seconds for a control call (a pause waits for the requests in flight)
 MAX_IN_FLIGHT = 64  # concurrent generation requests of one call (each is one prompt x G samples)
 BUSY_RETRIES = 3  # retries per request of servers that timed out but are alive, before the call gives up
 
@@ -61,7 +61,7 @@ class ServerMismatch(ValueError):
     """A server serves another model, context length or sampling distribution than the trainer's config."""
 
 
-class ServerBackend(PushMixin):
+class ServerBackend(RotationMixin, PushMixin):
     """G completions per prompt from N ``vllm serve`` processes; ``sync_weights`` pushes the learner's weights."""
 
     def __init__(
@@ -84,6 +84,7 @@ class ServerBackend(PushMixin):
         module: torch.nn.Module | None = None,
         score: Callable[[list[Completion]], list[torch.Tensor]] | None = None,
         logprob_tolerance: float = 1e-3,
+        overlap_push: bool = False,
     ):
         import requests
 
@@ -98,6 +99,10 @@ class ServerBackend(PushMixin):
         self.tp, self.module = tensor_parallel_size, module
         self.score, self.tolerance = score, logprob_tolerance  # score(completions): the learner's log-probs
         self.unverified = set(self.urls)  # servers whose sampling the probe has not yet checked
+        # a push freezes the requests in flight (/pause?mode=keep) and they go on with the new weights, instead of
+        # waiting for them (mode=wait): generation continues through the push (rollout.server.overlap_push)
+        self.overlap_push = overlap_push
+        self.pause_mode = "keep" if overlap_push else "wait"
         secret = os.environ.get(SECRET_ENV, "")
         self.headers = {"Authorization": f"Bearer {secret}"} if secret else {}
         self.session = requests.Session()  # urllib3's pools are thread-safe; one connection per request in flight
@@ -159,15 +164,6 @@ class ServerBackend(PushMixin):
                 file=sys.stderr,
                 flush=True,
             )
-
-    def rotation_metrics(self) -> dict[str, float]:
-        """``rollout/servers_live``: servers in rotation now (after the step's push, which re-admits the ones
-        that answer again); ``rollout/server_evictions``: how many times a server left the rotation in this
-        process (this rank's count)."""
-        return {
-            "rollout/servers_live": float(len(self.live)),
-            "rollout/server_evictions": float(self.state["evictions"]),
-        }
 
     def _only(self, url: str) -> ServerBackend:
         view = copy.copy(self)
@@ -281,12 +277,30 @@ class ServerBackend(PushMixin):
         finally:
             with self.state["lock"]:
                 self.state["outstanding"][url] -= 1
-        expected = self.version_tag(self.version) if self.state["token"] else None
-        if expected is not None and not (before == after == expected):
-            raise StaleServer(f"{url} served weight version {before!r} -> {after!r}, this run holds {expected!r}")
-        version = self.version if expected is not None else None
+        first, last = self._versions(url, before, after)
         choices = sorted(r.json()["choices"], key=lambda c: c["index"])
-        return [self._completion(prompt, c, version) for c in choices]
+        return [self._completion(prompt, c, first, last) for c in choices]
+
+    def _versions(self, url: str, before: str | None, after: str | None) -> tuple[int | None, int | None]:
+        """The push counts of the readings around a request, or ``StaleServer`` when they are not this run's:
+        the current version at both ends, or with ``overlap_push`` any two of this run's versions in order (a
+        push paused the request with ``mode=keep`` and it went on with the new weights)."""
+        if not self.state["token"]:
+            return None, None  # no push yet: nothing to compare
+        first, last = self._push_count(before), self._push_count(after)
+        if self.overlap_push:
+            ok = first is not None and last is not None and first <= last
+        else:
+            ok = first == last == self.version
+        if not ok:
+            expected = self.version_tag(self.version)
+            raise StaleServer(f"{url} served weight version {before!r} -> {after!r}, this run holds {expected!r}")
+        return first, last
+
+    def _push_count(self, tag: str | None) -> int | None:
+        """``<run token>:<n>`` -> n when the token is this run's, else None."""
+        token, _, n = (tag or "").rpartition(":")
+        return int(n) if token == self.state["token"] and n.isdigit() else None
 
     def _pick(self) -> str | None:
         """The live server with the least outstanding work (requests in flight from this process)."""
@@ -302,70 +316,13 @@ class ServerBackend(PushMixin):
         return r.json().get("weight_version")
 
     @staticmethod
-    def _completion(prompt: list[int], choice: dict, version: int | None) -> Completion:
+    def _completion(prompt: list[int], choice: dict, first: int | None, last: int | None) -> Completion:
         ids = list(choice["token_ids"])
         logps = [float(x) for x in (choice.get("logprobs") or {}).get("token_logprobs") or []]
         if len(logps) != len(ids):
             raise ValueError(f"server returned {len(logps)} log-probs for {len(ids)} tokens")
         reason, text = str(choice.get("finish_reason")), choice.get("text") or ""
-        return Completion(list(prompt), ids, logps, reason, text, weight_version=version)
-
-    # ------------------------------------------------------------------ control plane
-
-    def _healthy(self, url: str) -> bool:
-        """``/health`` answers 200 within ``HEALTH_TIMEOUT``: the server is alive (a stopped or dead one is not)."""
-        try:
-            return self.session.get(f"{url}/health", timeout=(CONNECT_TIMEOUT, HEALTH_TIMEOUT)).status_code == 200
-        except Exception:
-            return False
-
-    def _answering(self, urls: list[str]) -> list[str]:
-        """Those of ``urls`` that pass a ``/health`` probe, probed at once: however many servers are stopped, a
-        push waits one ``HEALTH_TIMEOUT`` for them, not one each."""
-        if not urls:
-            return []
-        with ThreadPoolExecutor(max_workers=len(urls)) as pool:
-            ok = list(pool.map(self._healthy, urls))
-        return [u for u, good in zip(urls, ok) if good]
-
-    def _on_servers(self, fn: Callable[[str], None]) -> None:
-        """``fn(url)`` on every live server at once; a server that fails leaves the rotation."""
-        live = list(self.live)
-        with ThreadPoolExecutor(max_workers=max(1, len(live))) as pool:
-            results = list(pool.map(lambda u: _try(fn, u), live))
-        for url, err in zip(live, results):
-            if err is not None:
-                self._drop(url, err)
-        if not self.live:
-            raise RolloutUnavailable(
-                f"the weight push failed on every rollout server ({'; '.join(e for e in results if e)}); restart "
-                "them and resume the run from its last checkpoint with --resume"
-            )
-
-    def _drop(self, url: str, reason: str = "") -> None:
-        """Take a server out of the rotation until a push finds it healthy again (requests run in threads)."""
-        with self.state["lock"]:
-            left = url in self.live
-            if left:
-                self.live.remove(url)
-                self.state["evictions"] += 1
-        if left:
-            print(f"rollout server {url} left the rotation: {reason or 'it failed'}", file=sys.stderr, flush=True)
-        self.unverified.add(url)  # it may come back restarted: probe it again when it rejoins
-
-    def _set_live(self, urls: list[str]) -> None:
-        with self.state["lock"]:
-            self.live[:] = urls
-
-    def _control(self, url: str, path: str, body: dict | None = None) -> dict:
-        r = self.session.post(
-            f"{url}/{path}", json=body, headers=self.headers, timeout=(CONNECT_TIMEOUT, CONTROL_TIMEOUT)
-        )
-        r.raise_for_status()
-        return r.json() if r.content and r.headers.get("content-type", "").startswith("application/json") else {}
-
-    def _control_quiet(self, url: str, path: str) -> None:
-        _try(lambda u: self._control(u, path), url)
+        return Completion(list(prompt), ids, logps, reason, text, weight_version=last, first_weight_version=first)
 
     def close(self) -> None:
         self._close_group()
@@ -382,11 +339,3 @@ def _busy(e: Exception) -> bool:
 
     status = getattr(getattr(e, "response", None), "status_code", None)
     return isinstance(e, requests.exceptions.ReadTimeout) or status in (408, 429)
-
-
-def _try(fn: Callable[[str], None], url: str) -> str | None:
-    try:
-        fn(url)
-        return None
-    except Exception as e:
-        return f"{url}: {type(e).__name__}: {e}"

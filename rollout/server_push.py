@@ -5,12 +5,13 @@ so a failure on one rank or one server never leaves another rank waiting in a co
 
 1. the servers in rotation are agreed (each rank's list, intersected), and rank 0 re-admits the servers that
    left the rotation but answer ``/health`` again (a stopped-then-continued or restarted server);
-2. the push, inside ``_pause`` ... ``_resume`` on each server: ``broadcast`` (one transfer group spanning
-   trainer rank 0 and every server's workers, gloo on CPU and NCCL on CUDA, ``rollout.weight_transfer``: rank 0
-   pauses the servers and opens the group inside the ``try``, all ranks take rank 0's go/no-go, every rank
+2. the push, inside ``_pause`` ... ``_resume`` on each server (``/pause?mode=wait``, or ``mode=keep`` with
+   ``rollout.server.overlap_push``: requests in flight are frozen, not drained): ``broadcast`` (one transfer group
+   spanning trainer rank 0 and every server's workers, gloo on CPU and NCCL on CUDA, ``rollout.weight_transfer``:
+   rank 0 pauses the servers and opens the group inside the ``try``, all ranks take rank 0's go/no-go, every rank
    walks the ZeRO-3 gathers once and to the end even when rank 0's broadcast failed, all ranks take rank 0's
-   outcome; a round that lost a server is rerun on the others) or ``file`` (rank 0 writes one safetensors
-   file, each server reloads it);
+   outcome; a round that lost a server is rerun on the others) or ``file`` (rank 0 writes one safetensors file,
+   each server reloads it);
 3. the servers that took the push are verified once (the log-prob probe, ``rollout.server_probe``) and rank
    0's list of servers that took it becomes every rank's rotation.
 
@@ -65,7 +66,8 @@ class PushMixin:
         """Push the learner's weights to every server in rotation, and re-admit the servers that are back; the
         servers' weight version becomes ``version + 1`` (this run's pushes), tagged with this run's token so a
         sample from another run's or a restarted server's weights is recognised. Every rank has settled its
-        own generation before it arrives here."""
+        own generation before it arrives here, or, with ``overlap_push``, its requests in flight are frozen
+        (``pause?mode=keep``) and go on with the new weights; they run in threads that make no collective call."""
         if self.named_tensors is None:
             return
         dist_on = torch.distributed.is_initialized()
@@ -133,7 +135,7 @@ class PushMixin:
             loaded = [int(x) for x in out.get("results", [])]
             if not loaded or min(loaded) == 0:
                 raise RuntimeError(f"{url} reloaded no tensors from {path}: {out}")
-            self._control(url, "reset_prefix_cache")  # its KV entries were computed by the old weights
+            self._reset_cache(url)
             self._control(url, "update_weight_version", {"new_version": self.version_tag(version)})
         finally:
             self._resume(url)  # on failure the caller drops it; the first error is the news
@@ -177,6 +179,16 @@ class PushMixin:
             "rollout.server.push_host, else use rollout.server.push=file"
         )
 
+    def _reset_cache(self, url: str) -> None:
+        """Drop the KV entries the old weights computed. Under ``pause?mode=keep`` the requests in flight hold
+        some: they are preempted too, and recompute their prefix (prompt and tokens so far) with the new weights
+        on resume, so every token after the push is sampled by the new weights alone."""
+        if self.pause_mode == "wait":
+            self._control(url, "reset_prefix_cache")
+            return
+        if not self._control(url, "reset_prefix_cache?reset_running_requests=true").get("success"):
+            raise RuntimeError(f"{url} could not drop the KV cache of the requests in flight")
+
     def _group_ready(self, servers: list[str]) -> dict[str, str]:
         """Rank 0: pause every server, and open the group when its servers changed. Returns the failed ones."""
         failed = _each(servers, self._pause)
@@ -217,7 +229,7 @@ class PushMixin:
         try:
             failed = self._group.send(source, self.version_tag(version))
             if not failed:  # their KV entries were computed by the old weights
-                failed = _each(servers, lambda url: self._control(url, "reset_prefix_cache"))
+                failed = _each(servers, self._reset_cache)
             return failed
         except Exception as e:  # the broadcast broke: which server caused it is _to_drop's question
             return {url: f"{type(e).__name__}: {e}" for url in servers}
@@ -253,7 +265,7 @@ class PushMixin:
 
     # the pause around a push: one place, so the pause mode can change without touching the transports
     def _pause(self, url: str) -> None:
-        self._control(url, "pause?mode=wait")
+        self._control(url, f"pause?mode={self.pause_mode}")
 
     def _resume(self, url: str) -> None:
         self._control_quiet(url, "resume")

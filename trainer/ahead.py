@@ -1,24 +1,31 @@
-"""Bounded asynchrony (``rollout.max_staleness = k``): step s+k is generated while step s trains.
+"""Bounded asynchrony (``rollout.max_staleness = k``): steps s+1 .. s+k are generated while step s trains.
 
-A fixed lag, so a run stays a pure function of its config:
+    step s:  take batch s (submitted earlier) -> submit batch s+k on the servers' current weights, those after
+             step s-1 -> learner update on batch s -> push the weights after step s
 
-    step s:  take batch s (generated earlier) -> submit batch s+k on the servers' current weights, those after
-             step s-1 -> learner update on batch s (overlaps that generation) -> settle (batch s+k done)
-             -> push the weights after step s
+Up to k+1 batches are in flight at once, each in its own thread, so the servers refill the slots that batch s's
+short completions free with the next batches' prompts instead of waiting for its longest one.
 
-Batch j is therefore always sampled by the weights after step j-k (the first k batches of a run, or of a
-resume, by the weights it starts from), and each batch carries that weight step, so ``staleness = s - j + k``.
-With the server backend that is checked, not assumed: every completion carries the weight version the server
-reported producing it (``Completion.weight_version``), mapped back to the learner step that pushed it; a batch
-with a sample from unknown weights or older than ``k`` steps is regenerated on the current weights, never
-trained on. A push never overlaps a generation of ours: the loop settles the batch in flight first, and the
-servers' ``/pause?mode=wait`` covers anyone else's requests. One generation runs at a time, in one background
-thread; grading, rewards and every collective stay on the main thread.
+* ``overlap`` (``rollout.server.overlap_push``, the default): the push does not wait for generation. It freezes
+  the requests in flight (``/pause?mode=keep``), loads the new weights, and they go on with them. A sample may
+  then come from two or more weight versions: each carries the versions read before and after its request
+  (``Completion.first_weight_version``, ``weight_version``), and its staleness is the learner step minus the
+  step of its OLDEST weights: those the batch was submitted on, or an older version read back. Batch s+k is
+  submitted when the servers hold the weights after step s, so it is k steps old. Which weights sampled which
+  token depends on timing; the staleness does not.
+* without it: the loop settles every batch in flight before the push (``/pause?mode=wait`` only covers anyone
+  else's requests), so batch j is always sampled by the weights after step j-k (the first k batches of a run,
+  or of a resume, by the weights it starts from), and a run is a pure function of its config.
 
-Resume is exact: a checkpoint is written after a push, when the batches generated ahead are done, and each rank
-saves its share of them (``saved``: token ids, log-probs, finish reasons, versions resolved to the weight step
-that sampled them; ``trainer/checkpoint.py``). ``restore`` hands them back, so a resumed run trains on the very
-samples the uninterrupted run would have, at the same staleness, instead of regenerating them on the
+Either way the versions are read back, not assumed: each is mapped to the learner step that pushed it, and a
+batch with a sample from unknown weights or older than ``k`` steps is regenerated on the current weights, never
+trained on. Grading, rewards and every collective stay on the main thread; the generation threads only talk
+HTTP to the servers.
+
+Resume: a checkpoint is written after a push, once the batches generated ahead are done (``settle``), and each
+rank saves its share of them (``saved``: token ids, log-probs, finish reasons, versions resolved to the oldest
+weight step that sampled them; ``trainer/checkpoint.py``). ``restore`` hands them back, so a resumed run trains
+on the very samples the interrupted run would have, at the same staleness, instead of regenerating them on the
 checkpoint's weights.
 """
 
@@ -34,7 +41,7 @@ from rollout.server_push import RolloutUnavailable
 
 
 class Ahead:
-    """Generation up to ``k`` steps ahead of the learner, one batch at a time, in a background thread."""
+    """Generation up to ``k`` steps ahead of the learner, up to k+1 batches at once, in background threads."""
 
     def __init__(
         self,
@@ -46,11 +53,14 @@ class Ahead:
         weights_step: int,
         *,
         version: Callable[[], int] | None = None,
+        overlap: bool = False,
     ):
         self.generate, self.k, self.group_size = generate, k, group_size
         self.request, self.last_step = request, last_step  # request(step) -> (this rank's prompts, seed)
         self.weights_step = weights_step  # the trainer step whose weights the servers hold
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-ahead")
+        self.overlap = overlap  # the push overlaps generation (no settle before it); see the module docstring
+        # k+1 workers: batch s's tail and batches s+1 .. s+k share the servers (continuous batching across batches)
+        self.pool = ThreadPoolExecutor(max_workers=k + 1, thread_name_prefix="rollout-ahead")
         self.pending: dict[int, tuple[Future, int]] = {}  # step -> (its completions, the weight step sampling it)
         self.generation_seconds = 0.0  # how long the last taken batch took to generate (its own time, not waited)
         self.version = version  # the servers' weight version now (server backend: read back per sample)
@@ -80,26 +90,37 @@ class Ahead:
             return completions, step - weights_at
         future, sampled_at = self.pending.pop(step)
         completions, self.generation_seconds = future.result()
-        read = {c.weight_version for c in completions if c.weight_version is not None}
-        if not read:  # a backend that does not read versions back: the weight step it was submitted on
-            return completions, step - sampled_at
-        steps = [self.step_of_version.get(v) for v in read]
-        if None in steps or step - min(steps) > self.k:  # other weights, or past the bound: never trained on
+        oldest = self.oldest_step(completions, sampled_at)
+        if oldest is None or step - oldest > self.k:  # other weights, or past the bound: never trained on
             self.regenerated += 1
             prompts, seed = self.request(step)
             completions, self.generation_seconds = self._timed(prompts, seed)
-            steps = [self.step_of_version.get(c.weight_version) for c in completions]
-            if None in steps or step - min(steps) > self.k:
+            oldest = self.oldest_step(completions, self.weights_step)
+            if oldest is None or step - oldest > self.k:
                 raise RolloutUnavailable(  # every rank stops together (sample_step agrees on it)
                     f"rollout servers answered step {step} from weights this run did not push; restart them and "
                     "resume the run from its last checkpoint with --resume"
                 )
-        return completions, step - min(steps)
+        return completions, step - oldest
 
-    def settle(self) -> None:
-        """Wait for the generations in flight (before a push), raising their errors."""
+    def oldest_step(self, completions: list[Completion], sampled_at: int) -> int | None:
+        """The learner step of the oldest weights behind ``completions``: ``sampled_at``, the weights the batch
+        was submitted on, or an older version read back before or after a request (a server that lagged);
+        None when one is not a version this run pushed. A request that started after a later push reads a
+        newer version: the batch still counts from ``sampled_at``, so its staleness does not depend on when
+        its thread ran."""
+        read = {v for c in completions for v in (c.first_weight_version, c.weight_version) if v is not None}
+        steps = [self.step_of_version.get(v) for v in read]
+        return None if None in steps else min([sampled_at, *steps])
+
+    def settle(self, *, raise_errors: bool = True) -> None:
+        """Wait for the generations in flight (before a push without ``overlap``, and before a checkpoint, which
+        leaves their errors to ``take``, where the ranks agree on them)."""
         for future, _ in self.pending.values():
-            future.result()
+            if raise_errors:
+                future.result()
+            else:
+                future.exception()
 
     def pushed(self, step: int) -> None:
         """The servers now hold the weights after ``step`` learner steps (a push, a resume or a rollback)."""
@@ -109,18 +130,19 @@ class Ahead:
 
     def saved(self) -> list[dict]:
         """This rank's finished batches not yet trained on, for the checkpoint: each with the weight step that
-        sampled it (read back per sample where the backend reports versions). Called after ``settle``."""
+        sampled it (the oldest, read back per sample where the backend reports versions). Called after ``settle``."""
         out = []
         for step, (future, sampled_at) in sorted(self.pending.items()):
             if not future.done() or future.exception() is not None:
                 continue  # not a finished batch: the resumed run generates it again
             completions, seconds = future.result()
-            read = {c.weight_version for c in completions if c.weight_version is not None}
-            steps = [self.step_of_version.get(v) for v in read] or [sampled_at]
-            if None in steps:
+            oldest = self.oldest_step(completions, sampled_at)
+            if oldest is None:
                 continue  # from weights this run did not push: take() would regenerate it too
-            records = [{**dataclasses.asdict(c), "weight_version": None} for c in completions]
-            out.append({"step": step, "weights_at": min(steps), "seconds": seconds, "completions": records})
+            records = [
+                {**dataclasses.asdict(c), "weight_version": None, "first_weight_version": None} for c in completions
+            ]
+            out.append({"step": step, "weights_at": oldest, "seconds": seconds, "completions": records})
         return out
 
     def restore(self, saved: list[dict]) -> None:

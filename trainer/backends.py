@@ -101,6 +101,7 @@ def build_backend(cfg: Config, learner: Learner, model_path: str, tok, device: t
             # the probe of each server new to the rotation (rollout/server_probe.py): its log-probs against ours
             score=lambda comps: learner_logprobs(learner, comps, tok.pad_token_id),
             logprob_tolerance=r.server.logprob_tolerance or PROBE_TOLERANCE[cfg.model.dtype],
+            overlap_push=r.server.overlap_push and r.max_staleness >= 1,  # k=0 has nothing in flight at a push
         )
         backend.check_servers(wait=60.0)  # the model and context length the config asks for, or a clear error
         return backend

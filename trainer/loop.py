@@ -122,9 +122,9 @@ def run_step(s: Session, step: int) -> dict[str, float]:
             keep = torch.tensor(keep) & kept  # GFPO: the filtered-out rows leave the loss (and its token count)
             batch.completion_mask *= keep[:, None].float()
             learner_metrics = s.learner.update(batch, adv, step)
-        with clock("settle"):
-            if s.ahead is not None:
-                s.ahead.settle()  # the batch generated during the update is done: the push overlaps nothing
+        with clock("settle"):  # without overlap_push the push overlaps no generation of ours: wait for it
+            if s.ahead is not None and not s.ahead.overlap:
+                s.ahead.settle()
         with clock("push"):
             s.backend.sync_weights()
             if s.ahead is not None:
@@ -133,6 +133,9 @@ def run_step(s: Session, step: int) -> dict[str, float]:
     # 4. metrics (global: the outcomes were gathered; learner metrics are reduced over ranks)
     t = clock.seconds
     gen_tokens = dist.all_sum(torch.tensor(float(batch.completion_mask.sum()))).item()
+    # overlap_push: the share of samples a push went through (versions read before and after them differ)
+    spanning = sum(c.first_weight_version != c.weight_version for c in sampled.completions)
+    across_push = dist.all_sum(torch.tensor(float(spanning))).item() / (len(sampled.completions) * dist.world())
     gen_seconds = s.ahead.generation_seconds if s.ahead is not None else t["rollout"]  # its own time, not waited
     return {
         **batch_metrics(out, rewards_all, G),
@@ -141,6 +144,7 @@ def run_step(s: Session, step: int) -> dict[str, float]:
         **learner_metrics,
         "sampling_rounds": float(sampled.rounds),
         "staleness": float(sampled.staleness),
+        "across_push": across_push,
         **clock.metrics(),
         "time/step": t["rollout"] + t["reward"] + t["learner"],
         "time/generate": gen_seconds,

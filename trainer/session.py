@@ -91,6 +91,8 @@ class Session:
 
     def save(self, step: int) -> None:
         extra = {"scheme": self.scheme.state_dict(), "guard": self.guard.state_dict(), "run": dict(self.state)}
+        if self.ahead is not None:  # with overlap_push batches may still be in flight: the checkpoint keeps them
+            self.ahead.settle(raise_errors=False)
         ahead = self.ahead.saved() if self.ahead is not None else None
         checkpoint.save(
             self.run_dir, step, self.learner, extra, self.cfg.checkpoint.keep, tokenizer=self.tok, ahead=ahead
@@ -109,7 +111,14 @@ class Session:
         G = cfg.rollout.group_size
         read_back = (lambda: self.backend.version) if hasattr(self.backend, "version") else None  # server backend
         self.ahead = Ahead(
-            self.backend.generate, cfg.rollout.max_staleness, G, request, cfg.steps, start, version=read_back
+            self.backend.generate,
+            cfg.rollout.max_staleness,
+            G,
+            request,
+            cfg.steps,
+            start,
+            version=read_back,
+            overlap=getattr(self.backend, "overlap_push", False),  # the push freezes requests instead of waiting
         )
         self.ahead.restore(self.resumed_ahead)  # after --resume: the checkpoint's batches, not regenerated
 

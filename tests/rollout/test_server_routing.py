@@ -1,8 +1,10 @@
 """The server backend's routing and the version bookkeeping of generation ahead, without servers: least
-outstanding work picks the server, a batch with a sample older than the bound is regenerated, and the batches
-generated ahead survive a resume."""
+outstanding work picks the server, a batch with a sample older than the bound is regenerated (its oldest
+version counts when a push overlapped it), k+1 batches are generated at once, and the batches generated ahead
+survive a resume."""
 
 import json
+import threading
 
 import pytest
 
@@ -51,11 +53,17 @@ class Servers:
 
     def __init__(self):
         self.version, self.report, self.calls = 0, None, 0
+        self.first = None  # the version read before the request, when a push overlapped it
 
     def generate(self, prompts, group_size, seed):
         self.calls += 1
         v = self.version if self.report is None else self.report
-        return [Completion(p, [1], [0.0], "stop", "", weight_version=v) for p in prompts for _ in range(group_size)]
+        first = v if self.first is None else self.first
+        return [
+            Completion(p, [1], [0.0], "stop", "", weight_version=v, first_weight_version=first)
+            for p in prompts
+            for _ in range(group_size)
+        ]
 
 
 def test_staleness_is_read_back_and_a_sample_past_the_bound_is_regenerated():
@@ -114,3 +122,61 @@ def test_batches_generated_ahead_are_saved_and_taken_back_after_a_resume():
     later.restore(saved)  # a batch before the start, or past the bound, is never taken back
     assert later.restored == {}
     later.close()
+
+
+def test_a_sample_spanning_a_push_is_as_old_as_its_oldest_weights():
+    """With the push overlapping generation a sample reads version a before and b after its request: within
+    the bound it is trained on at the staleness of a; past it (counted from a, though b is pushed and known)
+    the batch is regenerated, never trained on."""
+    read = {0: (0, 0), 1: (0, 1), 2: (0, 2)}  # step -> versions read before and after its request
+    pushes = {"version": 0}
+
+    def generate(prompts, group_size, seed):
+        first, last = read.pop(prompts[0][0], (pushes["version"],) * 2)  # a regeneration: current weights
+        return [Completion(p, [1], [0.0], "stop", "", last, first) for p in prompts for _ in range(group_size)]
+
+    ahead = Ahead(generate, 1, 2, lambda s: ([[s]], s), 10, 0, version=lambda: pushes["version"], overlap=True)
+    for step in (0, 1, 2):
+        comps, staleness = ahead.take(step)
+        if step == 1:  # sampled by the start weights, then by those after step 0: one step old, within k=1
+            assert staleness == 1 and {(c.first_weight_version, c.weight_version) for c in comps} == {(0, 1)}
+        ahead.settle()
+        pushes["version"] += 1
+        ahead.pushed(step + 1)
+    # batch 2 read version 0 before its request (queued behind a push), 2 after: two steps old, past k=1
+    assert ahead.regenerated == 1 and staleness == 0 and {c.first_weight_version for c in comps} == {2}
+    ahead.close()
+
+
+def test_the_next_batches_are_generated_while_the_current_one_finishes():
+    """k=2: batches s, s+1 and s+2 are in flight at once (three generate calls meet at a barrier, which a
+    single-worker pool would never reach), so the servers refill the slots a batch's short completions free."""
+    servers, barrier = Servers(), threading.Barrier(3, timeout=60)  # the timeout only guards against a hang
+
+    def generate(prompts, group_size, seed):
+        barrier.wait()
+        return servers.generate(prompts, group_size, seed)
+
+    ahead = Ahead(generate, 2, 2, lambda s: ([[s]], s), 10, 0, version=lambda: servers.version, overlap=True)
+    comps, staleness = ahead.take(0)
+    assert staleness == 0 and [c.prompt_ids for c in comps] == [[0], [0]]
+    assert sorted(ahead.pending) == [1, 2]
+    ahead.close()
+
+
+def test_a_checkpoint_of_an_overlapped_run_records_the_oldest_weights_of_each_batch():
+    read = {0: (0, 0), 1: (0, 1)}  # batch 1 ran through the push of the weights after step 0
+
+    def generate(prompts, group_size, seed):
+        first, last = read[prompts[0][0]]
+        return [Completion(p, [1], [0.0], "stop", "", last, first) for p in prompts for _ in range(group_size)]
+
+    pushes = iter(range(10))
+    ahead = Ahead(generate, 1, 2, lambda s: ([[s]], s), 2, 0, version=lambda: next(pushes), overlap=True)
+    ahead.take(0)
+    ahead.pushed(1)
+    ahead.settle(raise_errors=False)  # as Session.save does: batch 1 may still be in flight
+    saved = json.loads(json.dumps(ahead.saved()))
+    assert [(b["step"], b["weights_at"]) for b in saved] == [(1, 0)]
+    assert {c["first_weight_version"] for c in saved[0]["completions"]} == {None}  # versions are per process
+    ahead.close()

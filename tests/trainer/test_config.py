@@ -183,9 +183,9 @@ def test_impossible_values_name_the_key_and_the_fix(override, message):
         (["rollout.max_staleness=1"], r"rollout.max_staleness=1 needs rollout.backend=server: the hf backend"),
         (["rollout.backend=vllm", "rollout.max_staleness=1"], r"needs rollout.backend=server: the vllm backend"),
         (
-            ["rollout.backend=server", "rollout.max_staleness=2"],
-            r"rollout.max_staleness=2 buys nothing over 1.*exactly as fast as k=1 and only staler.*"
-            r"use rollout.max_staleness=1",
+            ["rollout.backend=server", "rollout.max_staleness=2", "rollout.server.overlap_push=false"],
+            r"rollout.max_staleness=2 buys nothing over 1 with rollout.server.overlap_push=false.*exactly as fast "
+            r"as k=1 and only staler.*use rollout.max_staleness=1, or overlap_push=true",
         ),
         (
             ["rollout.backend=server", "rollout.max_staleness=1", "rollout.dynamic_sampling=true"],
@@ -209,6 +209,7 @@ def test_stale_samples_are_corrected_by_default_and_on_policy_ones_are_not():
     cfg = resolve(load_config(None, ["rollout.backend=server", "rollout.max_staleness=1"]))
     assert cfg.loss.tis_cap == 2.0
     assert resolve(load_config(None, ["rollout.backend=server"])).loss.tis_cap == 0.0
+    assert load_config(None, ["rollout.backend=server", "rollout.max_staleness=2"]).rollout.server.overlap_push
     off = ["rollout.backend=server", "rollout.max_staleness=1", "loss.tis_cap=0"]
     assert resolve(load_config(None, off)).loss.tis_cap == 0.0  # an explicit 0 stays off
     cfg = load_config(None, ["rollout.backend=server", "rollout.server.urls=http://a:1/, http://b:2"])

@@ -80,6 +80,13 @@ class ServerConfig(Section):
         gt=0,
         description="seconds a generation request may take before its server is probed (alive: kept; dead: dropped)",
     )
+    overlap_push: bool = Field(
+        True,
+        description="with rollout.max_staleness >= 1, a push freezes the requests in flight (/pause?mode=keep) "
+        "and they go on with the new weights: generation never stops for the update or the push, a sample may "
+        "come from several weight versions (staleness from the oldest), and runs are not reproducible; false: "
+        "the push waits for generation and a run is a pure function of its config",
+    )
     logprob_tolerance: float | None = Field(
         None,
         gt=0,
@@ -108,8 +115,8 @@ class RolloutConfig(Section):
     max_staleness: int = Field(
         0,
         ge=0,
-        description="server: 1 samples step s+1 while step s trains (weights one update old); 0: on-policy; "
-        ">= 2 is refused (as fast as 1, only staler)",
+        description="server: k generates steps s+1 .. s+k while step s trains (samples at most k updates old); "
+        "0: on-policy; >= 2 needs rollout.server.overlap_push",
     )
     dynamic_sampling: bool = Field(
         False,
@@ -146,11 +153,12 @@ class RolloutConfig(Section):
                 "rollout.dynamic_sampling decides after grading how many more prompts to draw, which a generation "
                 "started steps ahead cannot know; use rollout.max_staleness=0 with it"
             )
-        if self.max_staleness >= 2:  # trainer/ahead.py: settle() waits for every pending batch before each push
+        if self.max_staleness >= 2 and not self.server.overlap_push:  # trainer/ahead.py: settle before each push
             raise ValueError(
-                f"rollout.max_staleness={self.max_staleness} buys nothing over 1: the push waits for every batch "
-                "in flight, so each step still generates one batch while the learner updates; k=2 is exactly as "
-                "fast as k=1 and only staler until push and generation overlap; use rollout.max_staleness=1"
+                f"rollout.max_staleness={self.max_staleness} buys nothing over 1 with "
+                "rollout.server.overlap_push=false: the push waits for every batch in flight, so each step still "
+                "generates one batch while the learner updates; k=2 is exactly as fast as k=1 and only staler; "
+                "use rollout.max_staleness=1, or overlap_push=true"
             )
         return self
 

@@ -1,0 +1,92 @@
+"""The server backend's rotation and control plane: which servers are in rotation, the ``/health`` probes that
+tell a busy server from a dead one, and the control calls (``/pause``, ``/resume``, the RL routes) a push
+makes. A mixin of ``rollout.server.ServerBackend``, which provides ``urls``, ``live``, ``state``, ``session``,
+``headers`` and ``unverified``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from rollout.server_push import RolloutUnavailable
+
+CONNECT_TIMEOUT = 10.0  # seconds to open a connection; a dead host fails fast
+HEALTH_TIMEOUT = 10.0  # seconds a /health probe may take: a live server answers it between engine steps
+CONTROL_TIMEOUT = 600.0  # seconds for a control call (a pause waits for the requests in flight)
+
+
+class RotationMixin:
+    """The servers in rotation (``live``), leaving and rejoining it, and the control calls."""
+
+    def rotation_metrics(self) -> dict[str, float]:
+        """``rollout/servers_live``: servers in rotation now (after the step's push, which re-admits the ones
+        that answer again); ``rollout/server_evictions``: how many times a server left the rotation in this
+        process (this rank's count)."""
+        return {
+            "rollout/servers_live": float(len(self.live)),
+            "rollout/server_evictions": float(self.state["evictions"]),
+        }
+
+    def _healthy(self, url: str) -> bool:
+        """``/health`` answers 200 within ``HEALTH_TIMEOUT``: the server is alive (a stopped or dead one is not)."""
+        try:
+            return self.session.get(f"{url}/health", timeout=(CONNECT_TIMEOUT, HEALTH_TIMEOUT)).status_code == 200
+        except Exception:
+            return False
+
+    def _answering(self, urls: list[str]) -> list[str]:
+        """Those of ``urls`` that pass a ``/health`` probe, probed at once: however many servers are stopped, a
+        push waits one ``HEALTH_TIMEOUT`` for them, not one each."""
+        if not urls:
+            return []
+        with ThreadPoolExecutor(max_workers=len(urls)) as pool:
+            ok = list(pool.map(self._healthy, urls))
+        return [u for u, good in zip(urls, ok) if good]
+
+    def _on_servers(self, fn: Callable[[str], None]) -> None:
+        """``fn(url)`` on every live server at once; a server that fails leaves the rotation."""
+        live = list(self.live)
+        with ThreadPoolExecutor(max_workers=max(1, len(live))) as pool:
+            results = list(pool.map(lambda u: _try(fn, u), live))
+        for url, err in zip(live, results):
+            if err is not None:
+                self._drop(url, err)
+        if not self.live:
+            raise RolloutUnavailable(
+                f"the weight push failed on every rollout server ({'; '.join(e for e in results if e)}); restart "
+                "them and resume the run from its last checkpoint with --resume"
+            )
+
+    def _drop(self, url: str, reason: str = "") -> None:
+        """Take a server out of the rotation until a push finds it healthy again (requests run in threads)."""
+        with self.state["lock"]:
+            left = url in self.live
+            if left:
+                self.live.remove(url)
+                self.state["evictions"] += 1
+        if left:
+            print(f"rollout server {url} left the rotation: {reason or 'it failed'}", file=sys.stderr, flush=True)
+        self.unverified.add(url)  # it may come back restarted: probe it again when it rejoins
+
+    def _set_live(self, urls: list[str]) -> None:
+        with self.state["lock"]:
+            self.live[:] = urls
+
+    def _control(self, url: str, path: str, body: dict | None = None) -> dict:
+        r = self.session.post(
+            f"{url}/{path}", json=body, headers=self.headers, timeout=(CONNECT_TIMEOUT, CONTROL_TIMEOUT)
+        )
+        r.raise_for_status()
+        return r.json() if r.content and r.headers.get("content-type", "").startswith("application/json") else {}
+
+    def _control_quiet(self, url: str, path: str) -> None:
+        _try(lambda u: self._control(u, path), url)
+
+
+def _try(fn: Callable[[str], None], url: str) -> str | None:
+    try:
+        fn(url)
+        return None
+    except Exception as e:
+        return f"{url}: {type(e).__name__}: {e}"
