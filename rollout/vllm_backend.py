@@ -32,6 +32,7 @@ import hashlib
 import os
 import random
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 
 import torch
@@ -177,7 +178,10 @@ class VLLMBackend:
                 enforce_eager=not on_cuda() if enforce_eager is None else enforce_eager,
                 **_cpu_scheduling(model_path, max_model_len),
             )
-        self.state = {"asleep": False}  # shared with with_sampling() views of the same engine
+        self.state = _Shared(asleep=False)  # shared with with_sampling() views of the same engine
+        # the engine is shut down by close(), or when this backend and its views are collected, and either way
+        # without destroying this process's group (vLLM's own finalizer would: see shutdown_keeping_group)
+        self.state["shutdown"] = weakref.finalize(self.state, shutdown_keeping_group, self.llm)
         self.tp_group, self.tp_index = _tensor_parallel_group(tensor_parallel_size)
 
     def with_sampling(self, max_new_tokens: int, temperature: float, top_p: float) -> VLLMBackend:
@@ -239,6 +243,10 @@ class VLLMBackend:
             self.llm.wake_up()
             self.state["asleep"] = False
 
+    def close(self) -> None:
+        """Shut the engine down now (its KV cache, model and vLLM's groups); the process group stays."""
+        self.state["shutdown"]()
+
     def sync_weights(self) -> None:
         """Load the learner's weights (``named_tensors()``: HF names, full tensors, one at a time) into the
         engine, then drop the prefix cache, whose KV entries the old weights computed."""
@@ -248,6 +256,29 @@ class VLLMBackend:
         self.llm.collective_rpc("groupwise_reload", args=(self.named_tensors(),))
         self.llm.reset_prefix_cache()
         self.sleep()
+
+
+class _Shared(dict):
+    """The state a backend shares with its ``with_sampling`` views (a dict that can be weakly referenced)."""
+
+
+def shutdown_keeping_group(llm) -> None:
+    """Shut ``llm``'s in-process engine down, keeping torch's default process group. vLLM's
+    ``EngineCore.shutdown`` ends with ``cleanup_dist_env_and_memory()``, which destroys the default group; under
+    the external launcher that group is the caller's (the trainer's: DeepSpeed caches groups made from it, and
+    a learner built after a destroyed-and-remade group fails in ``deepspeed.initialize`` with "Group ... is not
+    registered"). vLLM's own groups are still released; the client's shutdown detaches vLLM's finalizer, so
+    the engine is shut down once."""
+    from unittest import mock
+
+    real = torch.distributed.destroy_process_group
+
+    def keep_default(group=None) -> None:
+        if group is not None:  # a group vLLM made; the default one (None) belongs to the caller
+            real(group)
+
+    with mock.patch.object(torch.distributed, "destroy_process_group", keep_default):
+        llm.llm_engine.engine_core.shutdown()
 
 
 def _cpu_scheduling(model_path: str, max_model_len: int | None) -> dict:

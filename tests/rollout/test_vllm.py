@@ -65,7 +65,8 @@ def engine(vllm_model_dir):
         seed=0,
     )
     side_effects = {"rng_kept": torch.equal(rng_before, torch.get_rng_state()), "threads": torch.get_num_threads()}
-    return backend, learner, tok, cfg, side_effects, threads
+    yield backend, learner, tok, cfg, side_effects, threads
+    backend.close()
 
 
 def learner_logprobs(learner, completions, temperature: float = 1.0) -> list[torch.Tensor]:
@@ -161,6 +162,23 @@ def test_weight_sync_follows_the_learner_after_every_optimizer_step(engine):
         backend.sync_weights()
         fresh = backend.generate(prompts_of(tok), 4, seed=100 + step)  # same seeds, new weights
         assert max_gap(learner, fresh) < ATOL
+
+
+def test_closing_the_engine_keeps_the_trainers_process_group(engine, vllm_model_dir):
+    """vLLM's in-process engine shutdown destroys torch's default group, which under the external launcher is
+    the trainer's: DeepSpeed's groups made from it go stale and the next learner fails to initialize ("Group
+    ... is not registered", seen when a later test built one). ``close`` keeps the group, so a learner built
+    after it still initializes. The module's last use of the engine: its fixture's own close is then a no-op."""
+    from trainer.learner import Learner
+
+    backend, learner, _, cfg, _, _ = engine
+    default = torch.distributed.distributed_c10d._get_default_group()
+    backend.close()
+    backend.close()  # twice: the engine is shut down once
+    assert torch.distributed.is_initialized()
+    assert torch.distributed.distributed_c10d._get_default_group() is default
+    again = Learner(cfg, str(vllm_model_dir), torch.device(DEVICE))  # deepspeed.initialize on the same group
+    assert again.module is not learner.module
 
 
 # ----------------------------------------------------------------------------- through the CLI
