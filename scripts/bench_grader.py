@@ -1,6 +1,6 @@
 """Grading throughput on a MATH-500-like mix: groupwise's pool, groupwise in one process, Math-Verify alone.
 
-Responses are built from the MATH-500 gold answers (../shared/data/math500.jsonl, or --data): for each gold,
+Responses are built from the MATH-500 gold answers (math500.jsonl in $GROUPWISE_DATA, or --data): for each gold,
 a correct response in its own notation, one with the answer rewritten (\\dfrac, spaces, a \\text unit), and a
 near miss (one digit changed), each ending in \\boxed{}. ``--hostile`` mixes in 10% hostile answers (power
 towers, huge exponents and factorials, deep nesting). Prints answers per second; figures go to
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import sys
@@ -54,7 +55,12 @@ def responses(golds: list[str], hostile: bool, seed: int = 0) -> tuple[list[str]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/math500.jsonl"))
+    env = os.environ.get("GROUPWISE_DATA")
+    ap.add_argument(
+        "--data",
+        default=str(Path(env) / "math500.jsonl") if env else None,
+        help="MATH-500 as JSONL (default: math500.jsonl in $GROUPWISE_DATA)",
+    )
     ap.add_argument("--limit", type=int, default=500)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--hostile", action="store_true")
@@ -73,6 +79,8 @@ def main() -> None:
     if args.extraction_worst:
         return extraction_worst()
 
+    if not args.data or not Path(args.data).is_file():
+        ap.error(f"MATH-500 not found ({args.data or 'GROUPWISE_DATA is not set'}): pass --data FILE.jsonl")
     golds = [json.loads(x)["answer"] for x in Path(args.data).read_text().splitlines()[: args.limit]]
     texts, refs = responses(golds, args.hostile)
     print(f"{len(texts)} responses ({'with' if args.hostile else 'without'} hostile answers), {args.workers} workers")

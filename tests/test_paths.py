@@ -82,12 +82,12 @@ def test_config_inputs_are_hub_names_builtins_or_files_here(config):
         assert (ROOT / model).exists(), f"{config.name}: model.path {model!r} is not here"
 
 
-@pytest.mark.parametrize("folder", ["app", "trainer", "rollout", "rewards", "losses", "toylab"])
+@pytest.mark.parametrize("folder", ["app", "trainer", "rollout", "rewards", "losses", "toylab", "scripts"])
 def test_product_code_never_looks_beside_the_checkout(folder):
     """No module searches a ``shared`` folder next to the checkout: data comes from paths the user names."""
     offenders = [
         str(f.relative_to(ROOT))
         for f in (ROOT / folder).rglob("*.py")
-        if re.search(r"\.\./shared|[\"']shared[\"']\s*/", f.read_text())
+        if re.search(r"\.\./shared|[\"']shared[\"']\s*/|[\"']shared/", f.read_text())
     ]
     assert not offenders
