@@ -6,14 +6,23 @@ makes. A mixin of ``rollout.server.ServerBackend``, which provides ``urls``, ``l
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from rollout.server_push import RolloutUnavailable
 
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection; a dead host fails fast
 HEALTH_TIMEOUT = 10.0  # seconds a /health probe may take: a live server answers it between engine steps
-CONTROL_TIMEOUT = 600.0  # seconds for a control call (a pause waits for the requests in flight)
+CONTROL_TIMEOUT = 600.0  # seconds for a control call (a reload from disk, a transfer) of a server that answers
+PROBE_EVERY = 15.0  # seconds between /health probes of a server a call has been waiting on
+
+T = TypeVar("T")
+
+
+class ServerGone(ConnectionError):
+    """A server stopped answering ``/health`` while a call waited on it: stopped (SIGSTOP), hung, or dead."""
 
 
 class RotationMixin:
@@ -34,6 +43,31 @@ class RotationMixin:
             return self.session.get(f"{url}/health", timeout=(CONNECT_TIMEOUT, HEALTH_TIMEOUT)).status_code == 200
         except Exception:
             return False
+
+    def _watched(self, url: str, call: Callable[[], T], what: str) -> T:
+        """``call()``, a blocking request to ``url``, while ``url`` answers ``/health``: a long call (a group
+        decoding a long trace, a reload from disk) is a busy server and is waited for up to its own read
+        timeout, but a server that fails a probe made every ``PROBE_EVERY`` s of the wait is stopped, hung or
+        dead, and the wait ends with ``ServerGone`` after one probe rather than after the read timeout. The
+        call runs on in a daemon thread until its own timeout; its answer, if it ever comes, is dropped."""
+        box: dict = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                box["value"] = call()
+            except BaseException as e:  # handed to the waiting thread
+                box["error"] = e
+            finally:
+                done.set()
+
+        threading.Thread(target=run, daemon=True, name=f"groupwise-{what}").start()
+        while not done.wait(PROBE_EVERY):
+            if not self._healthy(url) and not done.is_set():
+                raise ServerGone(f"{url} stopped answering /health during {what}")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
     def _answering(self, urls: list[str]) -> list[str]:
         """Those of ``urls`` that pass a ``/health`` probe, probed at once: however many servers are stopped, a
@@ -74,8 +108,14 @@ class RotationMixin:
             self.live[:] = urls
 
     def _control(self, url: str, path: str, body: dict | None = None) -> dict:
-        r = self.session.post(
-            f"{url}/{path}", json=body, headers=self.headers, timeout=(CONNECT_TIMEOUT, CONTROL_TIMEOUT)
+        """POST ``url/path``: ``ServerGone`` when the server stops answering ``/health`` meanwhile (a pause
+        sent to a stopped server fails in one probe, not in ``CONTROL_TIMEOUT``)."""
+        r = self._watched(
+            url,
+            lambda: self.session.post(
+                f"{url}/{path}", json=body, headers=self.headers, timeout=(CONNECT_TIMEOUT, CONTROL_TIMEOUT)
+            ),
+            path.split("?")[0],
         )
         r.raise_for_status()
         return r.json() if r.content and r.headers.get("content-type", "").startswith("application/json") else {}

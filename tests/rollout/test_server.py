@@ -24,32 +24,29 @@ import requests
 import torch
 from conftest import ROOT, bin_path
 from support.helpers import rows, run_cli
+from support.servers import (
+    ATOL,
+    NEW,
+    backend_for,
+    free_ports,
+    max_gap,
+    prompts_of,
+    server_config,
+    tiny32,
+    train_args,
+)
 
 from rollout.server_auth import SECRET_ENV
 from rollout.vllm_backend import vllm_available
 
 OK, WHY = vllm_available()
 pytestmark = [pytest.mark.vllm_server, pytest.mark.skipif(not OK, reason=WHY)]
-NEW, SECRET = 16, "test-secret-4b1d"
-ATOL = 1e-4  # fp32 on CPU: the servers and the learner agree to rounding
+SECRET = "test-secret-4b1d"
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A tiny random Qwen2 with head_dim 32 (vLLM's CPU attention refuses 16) and tied embeddings."""
-    from toylab.models import save_tiny
-
-    return save_tiny(tmp_path_factory.mktemp("m") / "tiny32", seed=0, hidden=128, layers=2, heads=4, kv_heads=2)
-
-
-def server_config(model_dir, run_dir):
-    from support.helpers import make_config
-
-    cfg = make_config(model_dir, prompts=2, group_size=4, max_new_tokens=NEW, mbs=8, lr=3e-3)
-    cfg.data.max_prompt_tokens = 64
-    cfg.run_dir = str(run_dir)
-    cfg.rollout.backend = "server"
-    return cfg
+    return tiny32(tmp_path_factory.mktemp("m") / "tiny32")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +56,7 @@ def servers(model_dir, tmp_path_factory):
     os.environ[SECRET_ENV] = SECRET  # the servers require it; the backends built here send it
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     cfg = server_config(model_dir, tmp_path_factory.mktemp("servers"))
-    started = start_servers(cfg, str(model_dir), 2, port=_free_port_pair())
+    started = start_servers(cfg, str(model_dir), 2, port=free_ports(2))
     yield cfg, started
     stop_servers(started)
     os.environ.pop(SECRET_ENV, None)
@@ -76,44 +73,6 @@ def learner(servers, model_dir):
     dist.init("cpu")
     cfg, _ = servers
     return Learner(cfg, str(model_dir), torch.device("cpu"))
-
-
-def backend_for(urls, model_dir, learner=None, push_dir=None, **kw):
-    from transformers import AutoTokenizer
-
-    from rollout.server import ServerBackend
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    return ServerBackend(
-        list(urls),
-        str(model_dir),
-        tok,
-        NEW,
-        named_tensors=learner.full_parameters if learner is not None else None,
-        push_dir=str(push_dir) if push_dir else None,
-        max_model_len=64 + NEW,
-        **kw,
-    )
-
-
-def prompts_of(model_dir) -> list[list[int]]:
-    from transformers import AutoTokenizer
-
-    from rollout.base import encode_prompt
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    return [encode_prompt(tok, "12+30"), encode_prompt(tok, "7+5+9")]
-
-
-def max_gap(module, completions) -> float:
-    from rollout.base import collate
-    from trainer.learner import token_logprobs
-
-    batch = collate(completions, module.config.pad_token_id)
-    with torch.no_grad():
-        logp, _ = token_logprobs(module, batch, 1.0)
-    gaps = [(torch.tensor(c.logprobs) - logp[i, : len(c.token_ids)]).abs().max() for i, c in enumerate(completions)]
-    return float(max(gaps))
 
 
 def test_contract_groups_finish_reasons_and_logprobs_equal_the_learners(servers, learner, model_dir):
@@ -209,7 +168,7 @@ def test_requests_move_to_the_live_servers_when_one_is_dead_or_silent(servers, m
     from rollout.server import RolloutUnavailable
 
     _, started = servers
-    dead = f"http://127.0.0.1:{_free_port_pair()}"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_ports(2)}"  # nothing listens there
     silent, stop = _silent_server()  # accepts connections and never answers
     try:
         ref = backend_for([started[0].url], model_dir).generate(prompts_of(model_dir), 4, seed=11)
@@ -316,19 +275,7 @@ def test_start_up_errors_are_clean(model_dir, cli_env, tmp_path):
 
 # ----------------------------------------------------------------------------- through the CLI
 
-TRAIN = [
-    "device=cpu",
-    "data.source=arith",
-    "data.prompts_per_step=4",
-    "data.max_prompt_tokens=64",
-    f"rollout.max_new_tokens={NEW}",
-    "rollout.group_size=4",
-    "optim.micro_batch_size=8",
-    "optim.lr=3e-3",
-    "reward.name=kimi_lp",
-    "eval.every=0",
-    "log.tensorboard=false",
-]
+TRAIN = train_args()
 
 
 @pytest.mark.slow
@@ -337,7 +284,7 @@ def test_launch_two_servers_one_step_off(model_dir, cli_env, tmp_path):
     on-policy, every later one exactly one update old and corrected by the truncated IS weight."""
     run = tmp_path / "run"
     env = {**cli_env, SECRET_ENV: "launch-secret", "VLLM_CPU_KVCACHE_SPACE": "1"}
-    cmd = [bin_path("groupwise"), "launch", "--servers", "2", "--port", str(_free_port_pair())]
+    cmd = [bin_path("groupwise"), "launch", "--servers", "2", "--port", str(free_ports(2))]
     run_cli([*cmd, f"model.path={model_dir}", f"run_dir={run}", *TRAIN, "steps=4", "rollout.max_staleness=1"], env)
     history = rows(run)
     assert [r["staleness"] for r in history] == [0.0, 1.0, 1.0, 1.0]
@@ -439,7 +386,7 @@ def test_sigterm_to_launch_checkpoints_the_trainer_and_stops_every_server(model_
     preemption checkpoint and every server is gone."""
     from trainer.checkpoint import complete_checkpoints
 
-    run, port = tmp_path / "run", _free_port_pair()
+    run, port = tmp_path / "run", free_ports(2)
     env = {**cli_env, "VLLM_CPU_KVCACHE_SPACE": "1"}
     env.pop(SECRET_ENV, None)
     cmd = [bin_path("groupwise"), "launch", "--servers", "1", "--port", str(port)]
@@ -466,7 +413,7 @@ def test_serve_restarts_a_dead_server_and_keeps_the_other(model_dir, cli_env, tm
     while the other keeps serving, untouched; SIGTERM to ``serve`` stops both."""
     import psutil
 
-    port = _free_port_pair()
+    port = free_ports(2)
     env = {**cli_env, SECRET_ENV: SECRET, "VLLM_CPU_KVCACHE_SPACE": "1"}
     cmd = [bin_path("groupwise"), "serve", "--servers", "2", "--port", str(port)]
     cmd += [f"model.path={model_dir}", f"run_dir={tmp_path / 'run'}", *TRAIN]
@@ -502,21 +449,6 @@ def _wait_health(url: str, proc, limit: float = 600) -> None:
             pass
         time.sleep(0.5)
     raise AssertionError(f"{url} did not come back")
-
-
-def _free_port_pair() -> int:
-    """A port p with p and p + 1 free (two servers)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no two consecutive free ports")
 
 
 def _silent_server():

@@ -14,7 +14,6 @@ a loaded machine; the deadlines are hang guards only. docs/rollout-servers.md ("
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import pytest
 import requests
 from conftest import ROOT, bin_path
 from support.helpers import rows
+from support.servers import free_ports, healthy, tiny32, train_args
 
 from rollout.server_auth import SECRET_ENV
 from rollout.vllm_backend import vllm_available
@@ -32,33 +32,18 @@ OK, WHY = vllm_available()
 pytestmark = [pytest.mark.vllm_server, pytest.mark.slow, pytest.mark.skipif(not OK, reason=WHY)]
 SECRET, STEPS, PROMPTS, G = "fault-secret-7c2e", 10, 4, 4
 HANG = 1800  # seconds: a guard against a hung run or server start on a loaded machine, never a speed check
-TRAIN = [
-    "device=cpu",
-    "data.source=arith",
-    f"data.prompts_per_step={PROMPTS}",
-    "data.max_prompt_tokens=64",
-    "rollout.max_new_tokens=16",
-    f"rollout.group_size={G}",
-    "optim.micro_batch_size=8",
-    "optim.lr=3e-3",
-    "reward.name=kimi_lp",
-    "eval.every=0",
-    "log.tensorboard=false",
-]
+TRAIN = train_args(prompts=PROMPTS)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A tiny random Qwen2 with head_dim 32 (vLLM's CPU attention refuses 16) and tied embeddings."""
-    from toylab.models import save_tiny
-
-    return save_tiny(tmp_path_factory.mktemp("m") / "tiny32", seed=0, hidden=128, layers=2, heads=4, kv_heads=2)
+    return tiny32(tmp_path_factory.mktemp("m") / "tiny32")
 
 
 def test_a_stopped_and_a_killed_server_come_back_and_no_step_loses_a_sample(model_dir, cli_env, tmp_path):
     import psutil
 
-    port, run, gate = _free_port_pair(), tmp_path / "run", tmp_path / "hold"
+    port, run, gate = free_ports(2), tmp_path / "run", tmp_path / "hold"
     gate.mkdir()
     env = {**cli_env, SECRET_ENV: SECRET, "VLLM_CPU_KVCACHE_SPACE": "1"}
     serve_cmd = [bin_path("groupwise"), "serve", "--servers", "2", "--port", str(port), "--timeout", str(HANG)]
@@ -94,8 +79,6 @@ def test_a_stopped_and_a_killed_server_come_back_and_no_step_loses_a_sample(mode
         fault = {**env, "GROUPWISE_FAULT": "hold@2+", "GROUPWISE_HOLD_DIR": str(gate)}
         cmd = [sys.executable, str(ROOT / "tests" / "support" / "fault_cli.py"), "train", f"model.path={model_dir}"]
         cmd += [f"run_dir={run}", *TRAIN, f"steps={STEPS}", "rollout.max_staleness=1", "rollout.backend=server"]
-        # the push waits for generation: with overlap_push a push met a stopped server and stalled (issue #32)
-        cmd += ["rollout.server.overlap_push=false"]
         cmd += [f"rollout.server.urls={a},{b}"]
         trainer = subprocess.Popen(cmd, env=fault, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
         until("steps 0-1 on both servers", lambda: logged(2))
@@ -115,7 +98,7 @@ def test_a_stopped_and_a_killed_server_come_back_and_no_step_loses_a_sample(mode
         release(5, 6)
         until("steps 5-6 with server B dead", lambda: logged(7))
         os.kill(serve.pid, signal.SIGCONT)
-        until("server B restarted by groupwise serve", lambda: _healthy(b))
+        until("server B restarted by groupwise serve", lambda: healthy(b))
         assert server_pid(port + 1) != victim and any("restarting" in x for x in said)
         release(*range(7, STEPS))
         until("the run's end", lambda: trainer.poll() is not None)
@@ -148,25 +131,3 @@ def test_a_stopped_and_a_killed_server_come_back_and_no_step_loses_a_sample(mode
     for p in (port, port + 1):  # SIGTERM to serve stopped both servers
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{p}/health", timeout=10)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/health", timeout=5).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def _free_port_pair() -> int:
-    """A port p with p and p + 1 free (two servers)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no two consecutive free ports")

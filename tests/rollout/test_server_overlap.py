@@ -10,7 +10,6 @@ push overlapping generation stay within the bound; k=0 is on-policy as before.
 import copy
 import dataclasses
 import os
-import socket
 import threading
 import time
 
@@ -19,6 +18,7 @@ import requests
 import torch
 from conftest import bin_path
 from support.helpers import rows, run_cli
+from support.servers import free_ports, tiny32, train_args
 
 from rollout.server_auth import SECRET_ENV
 from rollout.vllm_backend import vllm_available
@@ -35,9 +35,7 @@ BATCH, ATTEMPTS = 48, 5
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from toylab.models import save_tiny
-
-    return save_tiny(tmp_path_factory.mktemp("m") / "tiny32", seed=0, hidden=128, layers=2, heads=4, kv_heads=2)
+    return tiny32(tmp_path_factory.mktemp("m") / "tiny32")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +50,7 @@ def server(model_dir, tmp_path_factory):
     cfg.data.max_prompt_tokens = PROMPT
     cfg.run_dir = str(tmp_path_factory.mktemp("server"))
     cfg.rollout.backend = "server"
-    started = start_servers(cfg, str(model_dir), 1, port=_free_port())
+    started = start_servers(cfg, str(model_dir), 1, port=free_ports(1))
     yield cfg, started[0]
     stop_servers(started)
     os.environ.pop(SECRET_ENV, None)
@@ -251,23 +249,4 @@ def test_runs_with_the_push_overlapping_generation_stay_within_the_bound(server,
         )
 
 
-TRAIN = [
-    "device=cpu",
-    "data.source=arith",
-    "data.prompts_per_step=4",
-    f"data.max_prompt_tokens={PROMPT}",
-    f"rollout.max_new_tokens={NEW}",
-    "rollout.group_size=4",
-    "optim.micro_batch_size=8",
-    "optim.lr=3e-3",
-    "reward.name=kimi_lp",
-    "eval.every=0",
-    "log.tensorboard=false",
-    "rollout.backend=server",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+TRAIN = [*train_args(new=NEW, prompt_tokens=PROMPT), "rollout.backend=server"]

@@ -16,20 +16,19 @@ import time
 import pytest
 import requests
 import torch
-from test_server import ATOL, SECRET, _free_port_pair, backend_for, max_gap, prompts_of, server_config
+from support.servers import ATOL, backend_for, free_ports, max_gap, prompts_of, server_config, tiny32
 
 from rollout.server_auth import SECRET_ENV
 from rollout.vllm_backend import vllm_available
 
 OK, WHY = vllm_available()
+SECRET = "push-secret-5e1a"
 pytestmark = [pytest.mark.vllm_server, pytest.mark.skipif(not OK, reason=WHY)]
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from toylab.models import save_tiny
-
-    return save_tiny(tmp_path_factory.mktemp("m") / "tiny32", seed=0, hidden=128, layers=2, heads=4, kv_heads=2)
+    return tiny32(tmp_path_factory.mktemp("m") / "tiny32")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,7 @@ def servers(model_dir, tmp_path_factory):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     cfg = server_config(model_dir, tmp_path_factory.mktemp("servers"))
     assert cfg.rollout.server.push == "auto"  # launch gives the servers our engine unless the push is file
-    started = start_servers(cfg, str(model_dir), 2, port=_free_port_pair())
+    started = start_servers(cfg, str(model_dir), 2, port=free_ports(2))
     yield cfg, started
     stop_servers(started)
     os.environ.pop(SECRET_ENV, None)

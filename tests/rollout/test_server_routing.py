@@ -180,3 +180,94 @@ def test_a_checkpoint_of_an_overlapped_run_records_the_oldest_weights_of_each_ba
     assert [(b["step"], b["weights_at"]) for b in saved] == [(1, 0)]
     assert {c["first_weight_version"] for c in saved[0]["completions"]} == {None}  # versions are per process
     ahead.close()
+
+
+class _Server:
+    """A stdlib HTTP server standing in for a vLLM server's control plane: ``/pause`` answers after ``busy``
+    seconds, ``/health`` answers while ``alive`` is set and never otherwise (as a SIGSTOPped process: the
+    kernel accepts the connection, nothing reads it)."""
+
+    def __init__(self, busy: float, answer: bytes = b'{"paused": true}'):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.alive, self.release = threading.Event(), threading.Event()
+        self.alive.set()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if not outer.alive.is_set():
+                    outer.release.wait()  # "stopped": holds the probe until the test ends
+                    return
+                self._answer(b"{}")
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                if outer.release.wait(busy) or not outer.alive.is_set():
+                    return  # a stopped server never answers
+                self._answer(answer)
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.fixture
+def quick_probes(monkeypatch):
+    """Probes every 0.2 s that wait 1 s: the same logic as the 15 s / 10 s defaults, in test time."""
+    import rollout.server_rotation as rotation
+
+    monkeypatch.setattr(rotation, "PROBE_EVERY", 0.2)
+    monkeypatch.setattr(rotation, "HEALTH_TIMEOUT", 1.0)
+
+
+def test_a_control_call_waits_for_a_busy_server_and_gives_up_on_a_stopped_one(quick_probes):
+    """A pause that takes many probe periods on a server that answers /health is waited for; the same pause
+    sent to a server that stops answering /health ends with ``ServerGone`` (not after ``CONTROL_TIMEOUT``), and
+    the push's ``_on_servers`` takes that server out of the rotation and keeps the other."""
+    from rollout.server_rotation import ServerGone
+
+    busy, stopped = _Server(busy=1.5), _Server(busy=3600)
+    try:
+        backend = ServerBackend([busy.url, stopped.url], "m", None, 8)
+        assert backend._control(busy.url, "pause?mode=keep") == {"paused": True}  # ~7 probes, all answered
+        stopped.alive.clear()
+        with pytest.raises(ServerGone, match="stopped answering /health during pause"):
+            backend._control(stopped.url, "pause?mode=keep")
+        backend._on_servers(lambda url: backend._control(url, "pause?mode=keep"))
+        assert backend.live == [busy.url] and backend.rotation_metrics()["rollout/server_evictions"] == 1
+    finally:
+        busy.close()
+        stopped.close()
+
+
+def test_a_generation_request_to_a_server_that_stops_moves_to_another(quick_probes):
+    """A request in flight to a server that stops answering /health is abandoned after one failed probe; the
+    server leaves the rotation and the request goes to the other server, which answers it."""
+    choice = {"index": 0, "token_ids": [7], "logprobs": {"token_logprobs": [-0.5]}, "finish_reason": "stop"}
+    stopped, good = _Server(busy=3600), _Server(busy=0.0, answer=json.dumps({"choices": [choice]}).encode())
+    stopped.alive.clear()
+    try:
+        backend = ServerBackend([stopped.url, good.url], "m", None, 8)  # the stopped one is picked first
+        [done] = backend._request((0, [1, 2], 0), 1)
+        assert done.token_ids == [7] and done.logprobs == [-0.5]
+        assert backend.live == [good.url] and backend.state["outstanding"][stopped.url] == 0
+    finally:
+        stopped.close()
+        good.close()

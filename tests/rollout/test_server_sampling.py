@@ -11,13 +11,13 @@ import json
 import pytest
 from conftest import bin_path
 from support.helpers import rows, run_cli
+from support.servers import NEW, free_ports, server_config, tiny32, train_args
 
 from rollout.server_auth import SECRET_ENV
 from rollout.vllm_backend import vllm_available
 
 OK, WHY = vllm_available()
 pytestmark = [pytest.mark.vllm_server, pytest.mark.skipif(not OK, reason=WHY)]
-NEW = 16
 FLOOR = 1e-3  # fp32 on CPU: the server and the learner agree to rounding (the colocated engine logs ~2e-7)
 
 
@@ -25,40 +25,25 @@ FLOOR = 1e-3  # fp32 on CPU: the server and the learner agree to rounding (the c
 def model_dir(tmp_path_factory):
     """A tiny random Qwen2 (head_dim 32: vLLM's CPU attention refuses 16) whose generation config truncates and
     penalises sampling."""
-    from toylab.models import save_tiny
-
-    path = save_tiny(tmp_path_factory.mktemp("m") / "tiny32gc", seed=0, hidden=128, layers=2, heads=4, kv_heads=2)
+    path = tiny32(tmp_path_factory.mktemp("m") / "tiny32gc")
     gen = path / "generation_config.json"
     config = json.loads(gen.read_text()) if gen.exists() else {}
     gen.write_text(json.dumps({**config, "do_sample": True, "top_k": 3, "repetition_penalty": 1.3}))
     return path
 
 
-TRAIN = [
-    "device=cpu",
-    "data.source=arith",
-    "data.prompts_per_step=2",
-    "data.max_prompt_tokens=64",
-    f"rollout.max_new_tokens={NEW}",
-    "rollout.group_size=4",
-    "optim.micro_batch_size=8",
-    "optim.lr=3e-3",
-    "reward.name=kimi_lp",
-    "eval.every=0",
-    "log.tensorboard=false",
-]
+TRAIN = train_args(prompts=2)
 
 
 @pytest.mark.slow
 def test_launch_samples_the_learners_distribution_despite_the_generation_config(model_dir, cli_env, tmp_path):
     """Two steps through ``groupwise launch --servers 1``: the log-prob gap stays at the fp32 floor (before the
     fix it was ~3 nats per step: top-k 3 and the repetition penalty were applied to every request)."""
-    from test_server import _free_port_pair
 
     run = tmp_path / "run"
     env = {**cli_env, "VLLM_CPU_KVCACHE_SPACE": "1"}
     env.pop(SECRET_ENV, None)
-    cmd = [bin_path("groupwise"), "launch", "--servers", "1", "--port", str(_free_port_pair())]
+    cmd = [bin_path("groupwise"), "launch", "--servers", "1", "--port", str(free_ports(1))]
     run_cli([*cmd, f"model.path={model_dir}", f"run_dir={run}", *TRAIN, "steps=2"], env)
     history = rows(run)
     assert len(history) == 2
@@ -78,7 +63,6 @@ def test_a_server_that_samples_another_distribution_is_refused_at_start_up(model
     the learner's distribution (the probe passes, log-probs at the floor); a client that leaves them unset gets
     top-k 3 and the penalty, and the probe refuses the run with the reason before any step."""
     import torch
-    from test_server import _free_port_pair, server_config
     from transformers import AutoTokenizer
 
     from app import launch
@@ -97,7 +81,7 @@ def test_a_server_that_samples_another_distribution_is_refused_at_start_up(model
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     monkeypatch.delenv(SECRET_ENV, raising=False)
     cfg = server_config(model_dir, tmp_path / "run")
-    started = launch.start_servers(cfg, str(model_dir), 1, port=_free_port_pair())
+    started = launch.start_servers(cfg, str(model_dir), 1, port=free_ports(1))
     try:
         dist.init("cpu")
         learner = Learner(cfg, str(model_dir), torch.device("cpu"))
