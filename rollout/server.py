@@ -15,7 +15,7 @@ rollout.server_auth.SharedSecretGuard``; ``app.launch`` builds that command line
 * **Generation**: prompt ``j`` of a call goes to the live server with the least outstanding work as one
   ``/v1/completions`` request with ``n=G``, token ids in and out, the sampled tokens' log-probs and the
   colocated backend's per-request seeds, so the same weights give the same samples whichever server answers.
-  While a request waits, its server is probed (``/health``) every 15 s: one that fails a probe (stopped, hung,
+  While a request waits, its server is probed (``/health``) every 15 s: one that fails a probe (stopped or
   dead) leaves the rotation at once, until a later push finds it healthy and gives it the current weights. A
   server that times out (or answers 408/429) but passes the probe is busy, not dead: it stays in rotation and
   the request is retried. Control calls of a push are watched the same way. When none is left the call
@@ -271,7 +271,7 @@ class ServerBackend(RotationMixin, PushMixin):
             self.state["outstanding"][url] = self.state["outstanding"].get(url, 0) + 1
         try:
             before = self._read_version(url)
-            r = self._watched(  # a server stopped or hung mid-request is found in one /health probe
+            r = self._watched(  # a server stopped or dead mid-request is found in one /health probe
                 url,
                 lambda: self.session.post(
                     f"{url}/v1/completions", json=body, headers=self.headers, timeout=(CONNECT_TIMEOUT, self.timeout)

@@ -152,7 +152,8 @@ class PushMixin:
         more walk, not the run."""
         reasons: dict[str, str] = {}
         for _ in range(len(self.urls) + 1):  # each failed round drops a server, or reopens an old group once
-            servers = list(self.live)
+            # rank 0's list: generation threads may drop a server from this rank's during the push (overlap)
+            servers = _from_rank0(list(self.live))
             if not servers:
                 break
             failed = _from_rank0(self._group_ready(servers) if rank == 0 else {})
@@ -167,9 +168,9 @@ class PushMixin:
             if rank == 0:
                 self._close_group()
                 for url in drop:
-                    self._control_quiet(url, "resume")  # alive or not, it is out until a push re-admits it
+                    self._resume(url)  # alive or not, it is out until a push re-admits it
             for url in drop:
-                self._drop(url)
+                self._drop(url, f"the broadcast push failed ({drop[url]})")
             reasons.update(failed)
         why = "; ".join(f"{url}: {what}" for url, what in reasons.items())
         flag = json.dumps({"backend": "groupwise"})
@@ -268,4 +269,6 @@ class PushMixin:
         self._control(url, f"pause?mode={self.pause_mode}")
 
     def _resume(self, url: str) -> None:
-        self._control_quiet(url, "resume")
+        """Unwatched, with a short read timeout: a live server resumes at once, and a stopped one (whose pause
+        has just failed) must not cost the push another probe period."""
+        self._control_quiet(url, "resume", watch=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -14,7 +15,7 @@ from typing import TypeVar
 from rollout.server_push import RolloutUnavailable
 
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection; a dead host fails fast
-HEALTH_TIMEOUT = 10.0  # seconds a /health probe may take: a live server answers it between engine steps
+HEALTH_TIMEOUT = 10.0  # seconds a /health probe may take: vLLM's API process answers it without the engine
 CONTROL_TIMEOUT = 600.0  # seconds for a control call (a reload from disk, a transfer) of a server that answers
 PROBE_EVERY = 15.0  # seconds between /health probes of a server a call has been waiting on
 
@@ -22,7 +23,7 @@ T = TypeVar("T")
 
 
 class ServerGone(ConnectionError):
-    """A server stopped answering ``/health`` while a call waited on it: stopped (SIGSTOP), hung, or dead."""
+    """A server stopped answering ``/health`` while a call waited on it: stopped (SIGSTOP) or dead."""
 
 
 class RotationMixin:
@@ -47,9 +48,12 @@ class RotationMixin:
     def _watched(self, url: str, call: Callable[[], T], what: str) -> T:
         """``call()``, a blocking request to ``url``, while ``url`` answers ``/health``: a long call (a group
         decoding a long trace, a reload from disk) is a busy server and is waited for up to its own read
-        timeout, but a server that fails a probe made every ``PROBE_EVERY`` s of the wait is stopped, hung or
-        dead, and the wait ends with ``ServerGone`` after one probe rather than after the read timeout. The
-        call runs on in a daemon thread until its own timeout; its answer, if it ever comes, is dropped."""
+        timeout, but a server that fails a probe made every ``PROBE_EVERY`` s of the wait (``_probe``) is
+        stopped or dead, and the wait ends with ``ServerGone`` after one probe rather than after the read
+        timeout. vLLM's API process answers ``/health`` without calling the engine (it reports a dead engine
+        process), so a busy engine passes; a hung engine behind a live API process passes too, and its calls
+        end at their read timeout. The call runs on in a daemon thread until its own timeout; its answer, if
+        it ever comes, is dropped."""
         box: dict = {}
         done = threading.Event()
 
@@ -63,11 +67,23 @@ class RotationMixin:
 
         threading.Thread(target=run, daemon=True, name=f"groupwise-{what}").start()
         while not done.wait(PROBE_EVERY):
-            if not self._healthy(url) and not done.is_set():
+            if not self._probe(url) and not done.is_set():
                 raise ServerGone(f"{url} stopped answering /health during {what}")
         if "error" in box:
             raise box["error"]
         return box["value"]
+
+    def _probe(self, url: str) -> bool:
+        """``_healthy(url)``, shared by every call waiting on ``url``: one probe of a server at a time, and a
+        result younger than half a probe period is reused, so 64 requests in flight cost one probe per
+        period, not 64."""
+        with self.state["lock"]:
+            entry = self.state.setdefault("probes", {}).setdefault(url, [threading.Lock(), -PROBE_EVERY, True])
+        with entry[0]:
+            if time.monotonic() - entry[1] >= PROBE_EVERY / 2:
+                entry[2] = self._healthy(url)
+                entry[1] = time.monotonic()
+            return entry[2]
 
     def _answering(self, urls: list[str]) -> list[str]:
         """Those of ``urls`` that pass a ``/health`` probe, probed at once: however many servers are stopped, a
@@ -107,21 +123,25 @@ class RotationMixin:
         with self.state["lock"]:
             self.live[:] = urls
 
-    def _control(self, url: str, path: str, body: dict | None = None) -> dict:
+    def _control(self, url: str, path: str, body: dict | None = None, watch: bool = True) -> dict:
         """POST ``url/path``: ``ServerGone`` when the server stops answering ``/health`` meanwhile (a pause
-        sent to a stopped server fails in one probe, not in ``CONTROL_TIMEOUT``)."""
-        r = self._watched(
-            url,
-            lambda: self.session.post(
-                f"{url}/{path}", json=body, headers=self.headers, timeout=(CONNECT_TIMEOUT, CONTROL_TIMEOUT)
-            ),
-            path.split("?")[0],
-        )
+        sent to a stopped server fails in one probe, not in ``CONTROL_TIMEOUT``). ``watch=False``: a call that
+        a live server answers at once (``resume``), with the probe's read timeout and no probe."""
+
+        def post(read_timeout: float):
+            return self.session.post(
+                f"{url}/{path}", json=body, headers=self.headers, timeout=(CONNECT_TIMEOUT, read_timeout)
+            )
+
+        if watch:
+            r = self._watched(url, lambda: post(CONTROL_TIMEOUT), path.split("?")[0])
+        else:
+            r = post(HEALTH_TIMEOUT)
         r.raise_for_status()
         return r.json() if r.content and r.headers.get("content-type", "").startswith("application/json") else {}
 
-    def _control_quiet(self, url: str, path: str) -> None:
-        _try(lambda u: self._control(u, path), url)
+    def _control_quiet(self, url: str, path: str, watch: bool = True) -> None:
+        _try(lambda u: self._control(u, path, watch=watch), url)
 
 
 def _try(fn: Callable[[str], None], url: str) -> str | None:

@@ -166,6 +166,8 @@ def main() -> None:
     p.add_argument("--port", type=int, default=8190)
     p.add_argument("--ks", type=int, nargs="+", default=list(KS), help="the max_staleness values run (0 first)")
     args = p.parse_args()
+    if 0 not in args.ks or not any(k > 0 for k in args.ks):
+        p.error(f"--ks {' '.join(map(str, args.ks))}: give 0 and at least one k >= 1 to compare them")
     if args.new <= 16:
         p.error(f"--new {args.new}: give more than 16 (the start-up probe's request length must differ)")
     sys.path.insert(0, str(ROOT))

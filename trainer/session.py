@@ -8,6 +8,7 @@ optimizer, RNG, reward-scheme and guard state, the loop's counters) in and out o
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -123,12 +124,17 @@ class Session:
         self.ahead.restore(self.resumed_ahead)  # after --resume: the checkpoint's batches, not regenerated
 
     def close(self) -> None:
-        if self.ahead is not None:
-            self.ahead.close()
-        if hasattr(self.backend, "close"):
-            self.backend.close()
-        if hasattr(self.grader, "close"):
-            self.grader.close()
+        """Close the generation pool, the backend (a colocated engine is shut down) and the graders. Called in
+        the loop's ``finally``: a part that fails to close is reported, never raised, so the error or the
+        preemption that ended the run is the one that propagates."""
+        parts = (("generation ahead", self.ahead), ("rollout backend", self.backend), ("grader", self.grader))
+        for name, part in parts:
+            if part is None or not hasattr(part, "close"):
+                continue
+            try:
+                part.close()
+            except Exception as e:
+                print(f"closing the {name} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
 
 
 def open_session(cfg: Config, inputs) -> tuple[Session, Path | None]:

@@ -236,6 +236,7 @@ def engine(gpu_model_dir):
         enforce_eager=True,
     )
     yield backend, learner, tok
+    backend.close()  # the engine's memory now, and the process group kept for the tests after it
     del backend, learner
     gc.collect()
 

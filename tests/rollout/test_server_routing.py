@@ -192,6 +192,7 @@ class _Server:
 
         self.alive, self.release = threading.Event(), threading.Event()
         self.alive.set()
+        self.probes = 0  # /health requests received
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -206,6 +207,7 @@ class _Server:
                 self.wfile.write(body)
 
             def do_GET(self):
+                outer.probes += 1
                 if not outer.alive.is_set():
                     outer.release.wait()  # "stopped": holds the probe until the test ends
                     return
@@ -230,11 +232,12 @@ class _Server:
 
 @pytest.fixture
 def quick_probes(monkeypatch):
-    """Probes every 0.2 s that wait 1 s: the same logic as the 15 s / 10 s defaults, in test time."""
+    """Probes every 0.2 s that wait up to 5 s: the same logic as the 15 s / 10 s defaults, in test time (a
+    live stand-in answers a probe in milliseconds; 5 s leaves a loaded machine room)."""
     import rollout.server_rotation as rotation
 
     monkeypatch.setattr(rotation, "PROBE_EVERY", 0.2)
-    monkeypatch.setattr(rotation, "HEALTH_TIMEOUT", 1.0)
+    monkeypatch.setattr(rotation, "HEALTH_TIMEOUT", 5.0)
 
 
 def test_a_control_call_waits_for_a_busy_server_and_gives_up_on_a_stopped_one(quick_probes):
@@ -271,3 +274,24 @@ def test_a_generation_request_to_a_server_that_stops_moves_to_another(quick_prob
     finally:
         stopped.close()
         good.close()
+
+
+def test_the_calls_waiting_on_one_server_share_its_probes(quick_probes):
+    """20 pauses waiting at once on a busy server are probed together: at most one probe per half period of
+    the wait (each probe's answer is reused by the others), not one per call per period."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import rollout.server_rotation as rotation
+
+    busy = _Server(busy=1.5)
+    try:
+        backend = ServerBackend([busy.url], "m", None, 8)
+        start = time.monotonic()
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            answers = list(pool.map(lambda _: backend._control(busy.url, "pause?mode=keep"), range(20)))
+        elapsed = time.monotonic() - start
+        assert answers == [{"paused": True}] * 20
+        assert 1 <= busy.probes <= elapsed / (rotation.PROBE_EVERY / 2) + 1  # unshared: ~20 x elapsed / 0.2
+    finally:
+        busy.close()
