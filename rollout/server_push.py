@@ -266,7 +266,14 @@ class PushMixin:
 
     # the pause around a push: one place, so the pause mode can change without touching the transports
     def _pause(self, url: str) -> None:
-        self._control(url, f"pause?mode={self.pause_mode}")
+        import requests
+
+        try:
+            self._control(url, f"pause?mode={self.pause_mode}")
+        except requests.exceptions.ConnectionError as e:  # a pooled connection the server had just closed?
+            if isinstance(e, requests.exceptions.Timeout) or not self._healthy(url):
+                raise
+            self._control(url, f"pause?mode={self.pause_mode}")  # a pause is idempotent: once more, anew
 
     def _resume(self, url: str) -> None:
         """Unwatched, with a short read timeout: a live server resumes at once, and a stopped one (whose pause

@@ -39,11 +39,22 @@ class RotationMixin:
         }
 
     def _healthy(self, url: str) -> bool:
-        """``/health`` answers 200 within ``HEALTH_TIMEOUT``: the server is alive (a stopped or dead one is not)."""
-        try:
-            return self.session.get(f"{url}/health", timeout=(CONNECT_TIMEOUT, HEALTH_TIMEOUT)).status_code == 200
-        except Exception:
-            return False
+        """``/health`` answers 200 within ``HEALTH_TIMEOUT``: the server is alive (a stopped or dead one is not).
+        A connection error is tried once more at once: it may be a pooled keep-alive connection that the server
+        closed just then (uvicorn closes one after an error answer); a dead server refuses both."""
+        import requests
+
+        for attempt in (1, 2):
+            try:
+                return self.session.get(f"{url}/health", timeout=(CONNECT_TIMEOUT, HEALTH_TIMEOUT)).status_code == 200
+            except requests.exceptions.Timeout:
+                return False
+            except requests.exceptions.ConnectionError:
+                if attempt == 2:
+                    return False
+            except Exception:
+                return False
+        return False
 
     def _watched(self, url: str, call: Callable[[], T], what: str) -> T:
         """``call()``, a blocking request to ``url``, while ``url`` answers ``/health``: a long call (a group

@@ -193,6 +193,7 @@ class _Server:
         self.alive, self.release = threading.Event(), threading.Event()
         self.alive.set()
         self.probes = 0  # /health requests received
+        self.drop_probes = 0  # the next n probes get their connection closed with no answer
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -208,6 +209,10 @@ class _Server:
 
             def do_GET(self):
                 outer.probes += 1
+                if outer.drop_probes > 0:
+                    outer.drop_probes -= 1
+                    self.close_connection = True  # the client reads "connection closed", as on a stale keep-alive
+                    return
                 if not outer.alive.is_set():
                     outer.release.wait()  # "stopped": holds the probe until the test ends
                     return
@@ -295,3 +300,23 @@ def test_the_calls_waiting_on_one_server_share_its_probes(quick_probes):
         assert 1 <= busy.probes <= elapsed / (rotation.PROBE_EVERY / 2) + 1  # unshared: ~20 x elapsed / 0.2
     finally:
         busy.close()
+
+
+def test_a_probe_whose_connection_was_closed_is_tried_again_and_a_dead_server_still_fails():
+    """A probe that meets a closed connection (a pooled keep-alive connection the server had just closed) is
+    tried once more before the server is called dead; a port nothing listens on fails both tries."""
+    import socket
+
+    server = _Server(busy=0.0)
+    try:
+        backend = ServerBackend([server.url], "m", None, 8)
+        server.drop_probes = 1
+        assert backend._healthy(server.url) and server.probes == 2
+        server.drop_probes = 2
+        assert not backend._healthy(server.url)  # closed twice: not healthy
+    finally:
+        server.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    assert not ServerBackend([dead], "m", None, 8)._healthy(dead)
