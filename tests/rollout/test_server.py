@@ -29,6 +29,7 @@ from support.servers import (
     NEW,
     backend_for,
     free_ports,
+    healthy,
     max_gap,
     prompts_of,
     server_config,
@@ -442,11 +443,8 @@ def test_serve_restarts_a_dead_server_and_keeps_the_other(model_dir, cli_env, tm
 def _wait_health(url: str, proc, limit: float = 600) -> None:
     deadline = time.time() + limit  # a hang guard, not a speed check
     while time.time() < deadline and proc.poll() is None:
-        try:
-            if requests.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
+        if healthy(url):
+            return
         time.sleep(0.5)
     raise AssertionError(f"{url} did not come back")
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 from conftest import ROOT, bin_path
 from support.helpers import rows, run_cli
+from support.servers import tiny32
 
 from rollout.vllm_backend import request_seed, vllm_available
 
@@ -31,10 +32,7 @@ NEW = 16
 
 @pytest.fixture(scope="module")
 def vllm_model_dir(tmp_path_factory):
-    """A tiny random Qwen2 with head_dim 32 (vLLM's CPU attention refuses 16) and tied embeddings."""
-    from toylab.models import save_tiny
-
-    return save_tiny(tmp_path_factory.mktemp("m") / "tiny32", seed=0, hidden=128, layers=2, heads=4, kv_heads=2)
+    return tiny32(tmp_path_factory.mktemp("m") / "tiny32")
 
 
 @pytest.fixture(scope="module")
